@@ -1,0 +1,378 @@
+"""The activation cache: subject model + sparse coders over a corpus -> sparse activation shards.
+
+Usage (CLI): `autointerp cache CONFIG.yaml --out DIR`; Python: `build_cache(CacheConfig(...), DIR)`,
+then `ActivationCache(DIR)` to read it.
+
+Layout of a cache folder:
+```
+cache.json                      config, fingerprints of model/coders/corpus, coders, status
+shards/000000/meta.json         first sequence and number of sequences in the shard
+shards/000000/tokens.npy        (n_seqs, ctx_len) token ids (uint16 when the vocabulary allows)
+shards/000000/<coder>/offsets.npy   (n_latents + 1,) uint32: latent l's nonzeros are [off[l], off[l+1])
+shards/000000/<coder>/pos.npy       uint16 offset of the token within the shard, ascending per latent
+shards/000000/<coder>/values.npy    float16 activation value (float32 if a value overflows float16)
+stats/<coder>.npz               per-latent count, max, sum; density = count / n_tokens
+```
+A shard is at most 65,536 tokens, so a nonzero costs 4 bytes (2 position + 2 value) plus the shard's
+offsets; the latent is implicit in the latent-sorted order. Shards are written to a temporary folder and
+renamed into place, so a shard either exists whole or not at all; an interrupted run resumes at the first
+missing shard and re-checks the tokens of the shards it keeps.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cached_property
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from autointerp.coders import SparseCoder, load_coder
+from autointerp.config import CacheConfig
+from autointerp.corpus import corpus_fingerprint, iter_windows
+from autointerp.errors import CacheError, CoderError
+from autointerp.subject import Site, Subject, load_subject
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+MANIFEST = "cache.json"
+
+
+def _shard_name(i: int) -> str:
+    return f"{i:06d}"
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        np.save(f, array)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+@dataclass
+class _Pending:
+    """One shard's encoded activations, gathered in memory before it is written."""
+
+    index: int
+    first_seq: int
+    tokens: list[np.ndarray]
+    latents: dict[str, list[tuple[np.ndarray, np.ndarray]]]  # coder -> [(values, indices)]
+
+
+def sparse_layout(values: np.ndarray, indices: np.ndarray, n_latents: int) -> dict[str, np.ndarray]:
+    """(n_tokens, k) values/indices -> latent-sorted CSR arrays: offsets, pos, values."""
+    n_tok, k = values.shape
+    keep = values.ravel() > 0
+    pos = np.repeat(np.arange(n_tok, dtype=np.uint16), k)[keep]
+    lat = indices.ravel()[keep]
+    lat = lat.astype(np.uint16 if n_latents <= 1 << 16 else np.uint32)
+    order = np.argsort(lat, kind="stable")  # radix sort for 16-bit keys; keeps positions ascending
+    vals = values.ravel()[keep][order]
+    counts = np.bincount(lat, minlength=n_latents)
+    offsets = np.zeros(n_latents + 1, dtype=np.uint32)
+    np.cumsum(counts, out=offsets[1:])
+    finite = np.isfinite(vals).all()
+    if not finite:
+        raise CacheError(f"sparse coder produced {int((~np.isfinite(vals)).sum())} non-finite activations")
+    big = vals.size and float(np.abs(vals).max()) > np.finfo(np.float16).max
+    return {
+        "offsets": offsets,
+        "pos": pos[order],
+        "values": vals.astype(np.float32 if big else np.float16),
+    }
+
+
+def _write_shard(root: Path, pending: _Pending, coders: list[SparseCoder], token_dtype) -> None:
+    final = root / "shards" / _shard_name(pending.index)
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        tokens = np.stack(pending.tokens).astype(token_dtype)
+        _save_npy(tmp / "tokens.npy", tokens)
+        for coder in coders:
+            parts = pending.latents[coder.name]
+            values = np.concatenate([v for v, _ in parts])
+            indices = np.concatenate([i for _, i in parts])
+            (tmp / coder.name).mkdir(parents=True)
+            for key, arr in sparse_layout(values, indices, coder.n_latents).items():
+                _save_npy(tmp / coder.name / f"{key}.npy", arr)
+        meta = {"first_seq": pending.first_seq, "n_seqs": len(pending.tokens)}
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        os.rename(tmp, final)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = "the disk is full" if e.errno == errno.ENOSPC else str(e)
+        raise CacheError(
+            f"writing shard {pending.index} to {final} failed: {reason}. The shards already written are "
+            "intact; free space and run the same command again to resume."
+        ) from None
+
+
+class _Manifest:
+    """cache.json: what the cache was made from; refuses to mix with different inputs."""
+
+    def __init__(self, root: Path, data: dict):
+        self.root = root
+        self.data = data
+
+    @classmethod
+    def open_or_create(cls, root: Path, data: dict) -> _Manifest:
+        path = root / MANIFEST
+        if path.exists():
+            old = json.loads(path.read_text())
+            problems = [
+                f"{key}: cache has {old.get(key)!r}, this run has {data[key]!r}"
+                for key in ("fingerprints", "coders", "ctx_len", "shard_seqs", "version")
+                if old.get(key) != data[key]
+            ]
+            if problems:
+                raise CacheError(
+                    f"{root} holds a cache made from different inputs; use another folder or delete it.\n  "
+                    + "\n  ".join(problems)
+                )
+            data = {**old, "config": data["config"], "complete": False}
+        elif root.exists() and any(p.name != ".gitkeep" for p in root.iterdir()):
+            raise CacheError(f"{root} is not empty and holds no {MANIFEST}; refusing to write a cache there")
+        manifest = cls(root, data)
+        manifest.save()
+        return manifest
+
+    def save(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps(self.data, indent=2))
+        os.replace(tmp, self.root / MANIFEST)
+
+
+def _load_coders(cfg: CacheConfig, subject: Subject) -> list[SparseCoder]:
+    coders = []
+    for c in cfg.coders:
+        site = Site.parse(c.hookpoint, c.transcoder)
+        width = subject.width(site)
+        coder = load_coder(c, width)
+        coder.check_width(subject.width(coder.site), subject.name)
+        coders.append(coder.to(subject.dtype, subject.device))
+    names = [c.name for c in coders]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise CoderError(f"several coders are named {sorted(dup)}; give each a distinct `name`")
+    return coders
+
+
+def _grouped(windows: Iterator[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
+    while group := list(islice(windows, size)):
+        yield group
+
+
+def build_cache(cfg: CacheConfig, out: str | Path, progress: bool = True) -> Path:
+    """Cache the sparse activations of every coder in `cfg` into `out`; resumes an interrupted cache."""
+    root = Path(out)
+    subject = load_subject(cfg.subject)
+    coders = _load_coders(cfg, subject)
+    ctx = cfg.corpus.ctx_len
+    shard_seqs = max(1, cfg.shard_tokens // ctx)
+    manifest = _Manifest.open_or_create(
+        root,
+        {
+            "version": FORMAT_VERSION,
+            "config": cfg.model_dump(mode="json"),
+            "fingerprints": {
+                "model": subject.fingerprint,
+                "corpus": corpus_fingerprint(cfg.corpus, subject.tokenizer),
+                "coders": {c.name: c.fingerprint for c in coders},
+            },
+            "coders": {
+                c.name: {"hookpoint": str(c.site), "n_latents": c.n_latents, "kind": c.kind, "d_in": c.d_in}
+                for c in coders
+            },
+            "ctx_len": ctx,
+            "shard_seqs": shard_seqs,
+            "complete": False,
+        },
+    )
+    shards = root / "shards"
+    shards.mkdir(parents=True, exist_ok=True)
+    for tmp in shards.glob("*.tmp"):
+        shutil.rmtree(tmp)
+    token_dtype = np.uint16 if len(subject.tokenizer) <= 1 << 16 else np.uint32
+    total = None if cfg.corpus.n_tokens is None else (cfg.corpus.n_tokens // ctx) * ctx
+    bar = tqdm(total=total, unit="tok", unit_scale=True, desc="cache", disable=not progress, smoothing=0.1)
+    sites = list(dict.fromkeys(c.site for c in coders))
+    n_seqs = 0
+    writer = ThreadPoolExecutor(max_workers=1)
+    inflight: Future | None = None
+    try:
+        windows = iter_windows(cfg.corpus, subject.tokenizer)
+        for index, group in enumerate(_grouped(windows, shard_seqs)):
+            first = index * shard_seqs
+            n_seqs = first + len(group)
+            if _shard_is_done(shards / _shard_name(index), group):
+                bar.update(len(group) * ctx)
+                continue
+            pending = _encode_shard(subject, coders, sites, group, cfg.batch_size, index, first, bar)
+            if inflight is not None:
+                inflight.result()  # at most one shard waits in memory
+            inflight = writer.submit(_write_shard, root, pending, coders, token_dtype)
+        if inflight is not None:
+            inflight.result()
+    finally:
+        writer.shutdown(wait=True)
+        bar.close()
+    _drop_stale_shards(shards, n_seqs, shard_seqs)
+    summary = write_stats(root, coders, n_seqs * ctx)
+    manifest.data.update(complete=True, n_seqs=n_seqs, n_tokens=n_seqs * ctx, summary=summary)
+    manifest.save()
+    log.info("cache complete: %d tokens in %s", n_seqs * ctx, root)
+    return root
+
+
+def _shard_is_done(folder: Path, group: list[np.ndarray]) -> bool:
+    """A shard on disk is kept if it holds exactly these windows; a partial or stale one is redone."""
+    if not folder.is_dir():
+        return False
+    tokens = np.load(folder / "tokens.npy")
+    if tokens.shape == (len(group), len(group[0])) and np.array_equal(tokens, np.stack(group)):
+        return True
+    if tokens.shape[0] == len(group):
+        raise CacheError(f"{folder} holds other tokens than the corpus now gives: the corpus changed")
+    shutil.rmtree(folder)  # a shorter last shard of a smaller earlier run: recompute it whole
+    return False
+
+
+def _drop_stale_shards(shards: Path, n_seqs: int, shard_seqs: int) -> None:
+    n_shards = -(-n_seqs // shard_seqs)
+    for folder in shards.iterdir():
+        if folder.is_dir() and folder.name.isdigit() and int(folder.name) >= n_shards:
+            shutil.rmtree(folder)
+
+
+def _encode_shard(
+    subject: Subject,
+    coders: list[SparseCoder],
+    sites: list[Site],
+    group: list[np.ndarray],
+    batch_size: int,
+    index: int,
+    first: int,
+    bar: tqdm,
+) -> _Pending:
+    pending = _Pending(index, first, group, {c.name: [] for c in coders})
+    for start in range(0, len(group), batch_size):
+        ids = torch.from_numpy(np.stack(group[start : start + batch_size]))
+        acts = subject.activations(ids, sites)
+        for coder in coders:
+            x = acts[coder.site]
+            values, indices = coder.encode(x.reshape(-1, x.shape[-1]))
+            pending.latents[coder.name].append(
+                (values.float().numpy(), indices.to(torch.int32).numpy())
+            )
+        bar.update(ids.numel())
+    return pending
+
+
+def write_stats(root: Path, coders: list[SparseCoder], n_tokens: int) -> dict:
+    """Per-latent firing count, max and sum, from the shards; returns a summary per coder."""
+    cache = ActivationCache(root, require_complete=False)
+    out = root / "stats"
+    out.mkdir(exist_ok=True)
+    summary = {}
+    for coder in coders:
+        count = np.zeros(coder.n_latents, dtype=np.int64)
+        vmax = np.zeros(coder.n_latents, dtype=np.float32)
+        vsum = np.zeros(coder.n_latents, dtype=np.float64)
+        for shard in cache.shard_names:
+            off, _, vals = cache.shard_arrays(shard, coder.name)
+            c = np.diff(off.astype(np.int64))
+            count += c
+            live = c > 0
+            if live.any():  # segments of the live latents are contiguous and tile `vals`
+                starts = off[:-1][live].astype(np.int64)
+                vmax[live] = np.maximum(vmax[live], np.maximum.reduceat(vals, starts))
+                vsum[live] += np.add.reduceat(vals, starts, dtype=np.float64)
+        np.savez(out / f"{coder.name}.npz", count=count, max=vmax, sum=vsum)
+        summary[coder.name] = {
+            "nonzeros": int(count.sum()),
+            "mean_l0": float(count.sum() / max(n_tokens, 1)),
+            "dead_latents": int((count == 0).sum()),
+        }
+    return summary
+
+
+class ActivationCache:
+    """Read access to a cache folder: tokens, per-latent nonzeros, statistics."""
+
+    def __init__(self, path: str | Path, require_complete: bool = True):
+        self.root = Path(path)
+        manifest = self.root / MANIFEST
+        if not manifest.exists():
+            raise CacheError(f"{self.root} is not an activation cache (no {MANIFEST})")
+        self.manifest = json.loads(manifest.read_text())
+        if require_complete and not self.manifest.get("complete"):
+            raise CacheError(f"the cache in {self.root} is unfinished; run `autointerp cache` again to resume it")
+        self.ctx_len: int = self.manifest["ctx_len"]
+        self.shard_seqs: int = self.manifest["shard_seqs"]
+        self._arrays: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    @property
+    def coders(self) -> dict[str, dict]:
+        return self.manifest["coders"]
+
+    @cached_property
+    def shard_names(self) -> list[str]:
+        return sorted(p.name for p in (self.root / "shards").iterdir() if p.is_dir() and p.name.isdigit())
+
+    @property
+    def n_tokens(self) -> int:
+        return self.manifest.get("n_tokens") or len(self.shard_names) * self.shard_seqs * self.ctx_len
+
+    def shard_arrays(self, shard: str, coder: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(offsets, pos, values) of one shard, memory-mapped."""
+        key = (shard, coder)
+        if key not in self._arrays:
+            if coder not in self.coders:
+                raise CacheError(f"no coder {coder!r} in {self.root} (has: {', '.join(self.coders)})")
+            folder = self.root / "shards" / shard / coder
+            self._arrays[key] = tuple(  # type: ignore[assignment]
+                np.load(folder / f"{k}.npy", mmap_mode="r") for k in ("offsets", "pos", "values")
+            )
+        return self._arrays[key]
+
+    def latent(self, coder: str, latent: int) -> tuple[np.ndarray, np.ndarray]:
+        """Global token indices (seq * ctx_len + position, ascending) and float32 values of one latent."""
+        n = self.coders.get(coder, {}).get("n_latents", 0)
+        if not 0 <= latent < n:
+            raise CacheError(f"latent {latent} out of range for coder {coder!r} with {n} latents")
+        tok, val = [], []
+        shard_tokens = self.shard_seqs * self.ctx_len
+        for shard in self.shard_names:
+            off, pos, vals = self.shard_arrays(shard, coder)
+            a, b = int(off[latent]), int(off[latent + 1])
+            tok.append(pos[a:b].astype(np.int64) + int(shard) * shard_tokens)
+            val.append(vals[a:b].astype(np.float32))
+        return np.concatenate(tok), np.concatenate(val)
+
+    def tokens(self) -> np.ndarray:
+        """All token windows, (n_seqs, ctx_len)."""
+        return np.concatenate([np.load(self.root / "shards" / s / "tokens.npy") for s in self.shard_names])
+
+    def stats(self, coder: str) -> dict[str, np.ndarray]:
+        """count, max, sum, mean (over firing tokens) and density of every latent."""
+        path = self.root / "stats" / f"{coder}.npz"
+        if not path.exists():
+            raise CacheError(f"no statistics for coder {coder!r} in {self.root}")
+        with np.load(path) as z:
+            s = {k: z[k] for k in z.files}
+        s["density"] = s["count"] / max(self.n_tokens, 1)
+        s["mean"] = np.divide(s["sum"], s["count"], out=np.zeros_like(s["sum"]), where=s["count"] > 0)
+        return s

@@ -1,0 +1,152 @@
+"""The `autointerp` command line: one command per stage, and `run` for the whole job.
+
+    autointerp run [CONFIG.yaml] [--out DIR]      the whole job (embedded default without a config)
+    autointerp cache [CONFIG.yaml] --out DIR      cache sparse activations
+    autointerp info DIR                           summarize a cache
+    autointerp train-sae --out DIR                train a TopK SAE (sparsify layout)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from autointerp.config import CacheConfig, load_yaml, validate
+from autointerp.errors import AutointerpError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
+log = logging.getLogger("autointerp")
+
+ConfigArg = Annotated[Path | None, typer.Argument(help="YAML config; omit for the embedded default.")]
+TokensOpt = Annotated[int | None, typer.Option("--tokens", help="Tokens to cache (overrides the config).")]
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in ("transformers", "datasets", "huggingface_hub", "filelock", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _fail(e: AutointerpError) -> None:
+    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
+
+
+def _cache_config(config: Path | None, tokens: int | None) -> CacheConfig:
+    cfg = load_yaml(config, CacheConfig) if config else CacheConfig()
+    if tokens is not None:
+        data = cfg.model_dump()
+        data["corpus"]["n_tokens"] = tokens
+        cfg = validate(data, CacheConfig)
+    return cfg  # type: ignore[return-value]
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    """Explain and score the latents of sparse coders with LLMs."""
+    _setup_logging(verbose)
+
+
+@app.command()
+def cache(
+    config: ConfigArg = None,
+    out: Annotated[Path, typer.Option(help="Cache folder.")] = Path("runs/default/cache"),
+    tokens: TokensOpt = None,
+) -> None:
+    """Run the subject model over the corpus and store every coder's sparse activations."""
+    from autointerp.cache import build_cache
+
+    try:
+        root = build_cache(_cache_config(config, tokens), out)
+        _print_info(root)
+    except AutointerpError as e:
+        _fail(e)
+
+
+@app.command()
+def info(path: Annotated[Path, typer.Argument(help="Cache folder.")]) -> None:
+    """Summarize a cache: tokens, coders, nonzeros, dead latents, bytes per nonzero."""
+    try:
+        _print_info(path)
+    except AutointerpError as e:
+        _fail(e)
+
+
+def _print_info(root: Path) -> None:
+    from autointerp.cache import ActivationCache
+
+    c = ActivationCache(root)
+    nbytes = sum(f.stat().st_size for f in (root / "shards").rglob("*.npy") if f.parent.name != root.name)
+    token_bytes = sum(f.stat().st_size for f in (root / "shards").glob("*/tokens.npy"))
+    summary = c.manifest.get("summary", {})
+    nnz = sum(s["nonzeros"] for s in summary.values())
+    typer.echo(f"cache {root}: {c.n_tokens:,} tokens in {len(c.shard_names)} shards")
+    for name, meta in c.coders.items():
+        s = summary.get(name, {})
+        typer.echo(
+            f"  {name}: {meta['kind']} at {meta['hookpoint']}, {meta['n_latents']:,} latents, "
+            f"{s.get('nonzeros', 0):,} nonzeros (L0 {s.get('mean_l0', 0):.1f}), "
+            f"{s.get('dead_latents', 0):,} never fire"
+        )
+    if nnz:
+        typer.echo(f"  {(nbytes - token_bytes) / nnz:.2f} bytes per stored nonzero")
+
+
+@app.command("train-sae")
+def train_sae_cmd(
+    out: Annotated[Path, typer.Option(help="Output folder (sparsify layout).")],
+    config: ConfigArg = None,
+    tokens: Annotated[int | None, typer.Option(help="Training tokens.")] = None,
+    latents: Annotated[int | None, typer.Option(help="Number of latents.")] = None,
+    k: Annotated[int | None, typer.Option(help="Active latents per token.")] = None,
+    hookpoint: Annotated[str | None, typer.Option(help="Module name, e.g. layers.15.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Passes over the tokens.")] = None,
+) -> None:
+    """Train a TopK SAE on the subject model's activations."""
+    from autointerp.train_sae import TrainSaeConfig, train_sae
+
+    try:
+        cfg = load_yaml(config, TrainSaeConfig) if config else TrainSaeConfig()
+        data = cfg.model_dump()
+        for key, value in (
+            ("n_latents", latents),
+            ("k", k),
+            ("hookpoint", hookpoint),
+            ("epochs", epochs),
+        ):
+            if value is not None:
+                data[key] = value
+        if tokens is not None:
+            data["corpus"]["n_tokens"] = tokens
+        metrics = train_sae(validate(data, TrainSaeConfig), out)  # type: ignore[arg-type]
+        typer.echo(json.dumps(metrics, indent=2))
+    except AutointerpError as e:
+        _fail(e)
+
+
+@app.command()
+def run(
+    config: ConfigArg = None,
+    out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/default"),
+    tokens: TokensOpt = None,
+) -> None:
+    """Run the whole job (the stages built so far: cache and latent statistics)."""
+    from autointerp.cache import build_cache
+
+    try:
+        root = build_cache(_cache_config(config, tokens), out / "cache")
+        _print_info(root)
+        typer.echo(f"run folder: {out.resolve()}")
+    except AutointerpError as e:
+        _fail(e)
+
+
+if __name__ == "__main__":
+    sys.exit(app())

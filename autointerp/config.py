@@ -1,0 +1,113 @@
+"""Configuration of every stage as pydantic models, loadable from YAML.
+
+Unknown keys are errors (`extra="forbid"`), so a typo in a config names the key instead of being ignored.
+Field docstrings are the reference for each option.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from autointerp.errors import ConfigError
+
+EMBEDDED_MODEL = "smollm2"
+EMBEDDED_CODER = "embedded"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CorpusConfig(_Strict):
+    source: str = "wiki"
+    """Text source: `wiki` (bundled Wikipedia leads), a local .txt/.jsonl/.parquet file, a folder or glob
+    of such files, or `hf:<dataset>` for a Hugging Face dataset (e.g. `hf:json` with `data_files`)."""
+    text_field: str = "text"
+    """Field or column holding the text in .jsonl, .parquet and Hugging Face sources."""
+    hf_config: str | None = None
+    """Hugging Face dataset configuration name."""
+    split: str = "train"
+    """Hugging Face dataset split."""
+    data_files: list[str] | None = None
+    """`data_files` passed to `datasets.load_dataset` (for the generic json/parquet/text builders)."""
+    streaming: bool = True
+    """Stream Hugging Face datasets instead of downloading them whole."""
+    ctx_len: int = Field(256, ge=8)
+    """Tokens per window (sequence) fed to the subject model."""
+    n_tokens: int | None = Field(200_000, ge=1)
+    """Stop after this many tokens (rounded down to whole windows); None reads the whole source."""
+    bos: Literal["auto", "always", "never"] = "auto"
+    """Start every window with the BOS token: `auto` does so when the tokenizer adds BOS itself."""
+    doc_separator: Literal["eos", "none"] = "eos"
+    """Token placed between concatenated documents."""
+    shuffle_seed: int | None = 0
+    """Shuffle the documents of in-memory sources (wiki, local files) with this seed; None keeps order."""
+
+
+class SubjectConfig(_Strict):
+    model: str = EMBEDDED_MODEL
+    """`smollm2` (the packaged SmolLM2-135M-Instruct), a model folder, a hub id, or a .gguf file."""
+    gguf_file: str | None = None
+    """GGUF file name inside `model` when `model` is a folder or hub id holding GGUF files."""
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    """Compute dtype (bf16 is 3-4x faster than fp32 on recent CPUs)."""
+    device: str = "cpu"
+
+
+class CoderConfig(_Strict):
+    hookpoint: str = "layers.15"
+    """Module name (relative to the base model, e.g. `layers.15`, `layers.15.mlp`) whose output is
+    encoded; append `:input` to encode the module's input instead. Transcoders read the input."""
+    format: Literal["auto", "sparsify", "saelens", "gemmascope", "neurons"] = "auto"
+    """On-disk layout; `auto` detects it from the files in `path`."""
+    path: str | None = EMBEDDED_CODER
+    """Folder of the coder (or `params.npz` for Gemma Scope); `embedded` is the project's own TopK SAE
+    for SmolLM2 layer 15. Unused for `neurons`."""
+    transcoder: bool = False
+    """The coder reads the module's input and reconstructs its output (sparsify sets this itself)."""
+    k: int = Field(32, ge=1)
+    """Top-k for `neurons`: keep each token's k largest positive activations."""
+    name: str | None = None
+    """Name of the coder in the cache and reports; defaults to the hookpoint."""
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> CoderConfig:
+        if self.format != "neurons" and not self.path:
+            raise ValueError("`path` is required for every format except `neurons`")
+        return self
+
+
+class CacheConfig(_Strict):
+    subject: SubjectConfig = SubjectConfig()
+    corpus: CorpusConfig = CorpusConfig()
+    coders: list[CoderConfig] = Field(default_factory=lambda: [CoderConfig()], min_length=1)
+    batch_size: int = Field(16, ge=1)
+    """Sequences per forward pass."""
+    shard_tokens: int = Field(65_536, ge=256, le=65_536)
+    """Tokens per shard (at most 65,536 so that a token's offset in its shard fits 16 bits)."""
+
+
+def load_yaml(path: str | Path, model: type[BaseModel]) -> BaseModel:
+    """Read a YAML file into `model`, with errors that name the file and the offending key."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    return validate(data, model, source=str(path))
+
+
+def validate(data: dict, model: type[BaseModel], source: str = "config") -> BaseModel:
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        lines = [
+            f"  {'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in e.errors()
+        ]
+        raise ConfigError(f"invalid {source}:\n" + "\n".join(lines)) from None

