@@ -119,6 +119,21 @@ def _write_shard(root: Path, pending: _Pending, coders: list[SparseCoder], token
         ) from None
 
 
+def _identity(m: dict) -> dict:
+    """The parts of a manifest that must match for two runs to share a cache, flattened."""
+    fp = m.get("fingerprints", {})
+    out = {"format version": m.get("version"), "model": fp.get("model"), "corpus": fp.get("corpus")}
+    out.update({f"coder {k!r}": v for k, v in (fp.get("coders") or {}).items()})
+    out.update({f"coder {k!r} layout": v for k, v in (m.get("coders") or {}).items()})
+    out.update(ctx_len=m.get("ctx_len"), shard_seqs=m.get("shard_seqs"))
+    return out
+
+
+def _differences(old: dict, new: dict) -> list[tuple[str, object, object]]:
+    a, b = _identity(old), _identity(new)
+    return [(k, a.get(k), b.get(k)) for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]
+
+
 class _Manifest:
     """cache.json: what the cache was made from; refuses to mix with different inputs."""
 
@@ -132,9 +147,8 @@ class _Manifest:
         if path.exists():
             old = json.loads(path.read_text())
             problems = [
-                f"{key}: cache has {old.get(key)!r}, this run has {data[key]!r}"
-                for key in ("fingerprints", "coders", "ctx_len", "shard_seqs", "version")
-                if old.get(key) != data[key]
+                f"{key}: cache has {old_value!r}, this run has {new_value!r}"
+                for key, old_value, new_value in _differences(old, data)
             ]
             if problems:
                 raise CacheError(

@@ -1,0 +1,1 @@
+"""Benchmarks and evaluations of autointerp (run as modules: `python -m eval.<name>`)."""

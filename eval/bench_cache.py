@@ -1,0 +1,559 @@
+"""Benchmark autointerp's activation cache against EleutherAI delphi's `LatentCache`.
+
+Both run in one process on the same inputs: the default subject model (SmolLM2-135M-Instruct in bf16;
+one model object shared by all phases), the embedded TopK SAE at `layers.15` (delphi loads the same
+folder with its own sparsify loader) and the first N tokens of the default corpus, tokenized once.
+Three phases are timed, interleaved and repeated (forward, autointerp, delphi, ...; best time kept):
+
+- forward: the bare forward pass to the hookpoint (`Subject.activations`, which stops at layer 15),
+  at autointerp's batch size;
+- autointerp: `build_cache` (encode, latent-sorted shards, fsync, statistics) into a temporary folder,
+  given the shared model and the pre-tokenized windows instead of loading and tokenizing them again;
+- delphi: loading the SAE with `load_sparsify_hooks`, then `LatentCache.run` and `save_splits` (its
+  default 5 splits, tokens included) as delphi's own `populate_cache` does, on the base model (delphi
+  loads `AutoModel`, so no LM head), at the fastest of a few batch sizes tried first.
+
+Peak memory of a phase is its largest resident set size above the RSS at its start (VmHWM after a
+reset, and VmRSS sampled every 20 ms), measured at the full and at half the token count, so that its
+growth with the number of tokens shows. Bytes per nonzero count the files that hold the nonzeros
+(autointerp: offsets, pos, values; delphi: its split files less the copies of the tokens they hold).
+Results go to results/bench_cache.md and results/bench_cache.json; outputs go to a temporary folder
+that is deleted afterwards.
+
+delphi hard-depends on vLLM, which this benchmark does not use. Install delphi and sparsify without
+dependencies, plus the few light ones the cache and the loader need:
+    pip install --no-deps eai-delphi eai-sparsify
+    pip install jaxtyping simple-parsing einops natsort schedulefree
+
+Usage:
+    python -m eval.bench_cache [--tokens 200000] [--repeats 2] [--delphi-batch-sizes 8 16 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import functools
+import gc
+import importlib.metadata
+import importlib.util
+import io
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import types
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import torch
+
+from autointerp import cache as cache_mod
+from autointerp.coders import embedded_coder_path
+from autointerp.config import EMBEDDED_CODER, CacheConfig, CoderConfig, CorpusConfig, SubjectConfig
+from autointerp.corpus import iter_windows
+from autointerp.subject import Site, Subject, load_subject
+
+log = logging.getLogger("bench_cache")
+REPO = Path(__file__).resolve().parents[1]
+HOOKPOINT = "layers.15"
+DELPHI_SPLITS = 5  # delphi's CacheConfig.n_splits default
+METHODS = ("forward", "autointerp", "delphi")
+TARGETS = {  # from the issue
+    "ratio_vs_forward": 1.15,  # autointerp time per token / bare forward's, at most
+    "ratio_vs_delphi": 1.7,  # autointerp tokens/s / delphi's, at least
+    "bytes_per_nonzero": 5.0,  # at most
+    "peak_rss_growth_mb": 16.0,  # at most, between half and full token count ("does not grow")
+}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Memory
+
+
+def _status_kb(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{key} missing from /proc/self/status")
+
+
+def _release_memory() -> None:
+    """Collect garbage and hand freed heap back to the OS, so a phase's baseline is not inflated."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _reset_hwm() -> bool:
+    """Reset VmHWM (the kernel's peak RSS) to the current RSS; False where not supported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+class PeakRss:
+    """Peak resident memory above the RSS at entry, in MiB, while the `with` block runs."""
+
+    def __init__(self, interval: float = 0.02):
+        self.interval = interval
+        self.baseline_kb = self.peak_kb = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._hwm = False
+
+    def __enter__(self) -> PeakRss:
+        _release_memory()
+        self.baseline_kb = self.peak_kb = _status_kb("VmRSS")
+        self._hwm = _reset_hwm()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak_kb = max(self.peak_kb, _status_kb("VmRSS"))
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join()
+        self.peak_kb = max(self.peak_kb, _status_kb("VmRSS"))
+        if self._hwm:
+            self.peak_kb = max(self.peak_kb, _status_kb("VmHWM"))
+
+    @property
+    def increase_mb(self) -> float:
+        return (self.peak_kb - self.baseline_kb) / 1024
+
+
+# ---------------------------------------------------------------------------------------------------
+# Phases
+
+
+@dataclass
+class Run:
+    method: str
+    n_tokens: int  # tokens actually processed
+    seconds: float
+    peak_rss_mb: float
+    nonzeros: int = 0
+    coder_bytes: int = 0  # bytes of the files holding the nonzeros (no tokens)
+    total_bytes: int = 0  # every byte written, tokens included
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.n_tokens / self.seconds
+
+
+@dataclass
+class Bench:
+    """What every phase shares: the model, the token windows, the coder and a scratch folder."""
+
+    subject: Subject
+    windows: list[np.ndarray]
+    coder_path: str  # as given to autointerp's CoderConfig
+    delphi_root: Path  # <root>/<hookpoint> -> the coder folder, the layout delphi's loader reads
+    workdir: Path
+    batch_size: int  # autointerp's and the forward pass's
+    ctx_len: int
+
+
+def _tree_bytes(paths) -> int:
+    return sum(p.stat().st_size for p in paths if p.is_file())
+
+
+def run_forward(b: Bench, n_seqs: int) -> Run:
+    site = Site.parse(HOOKPOINT)
+    with PeakRss() as mem:
+        start = time.perf_counter()
+        for i in range(0, n_seqs, b.batch_size):
+            ids = torch.from_numpy(np.stack(b.windows[i : min(i + b.batch_size, n_seqs)]))
+            b.subject.activations(ids, [site])
+        seconds = time.perf_counter() - start
+    return Run("forward", n_seqs * b.ctx_len, seconds, mem.increase_mb)
+
+
+def run_autointerp(b: Bench, n_seqs: int) -> Run:
+    out = b.workdir / "autointerp"
+    cfg = CacheConfig(
+        subject=SubjectConfig(),
+        corpus=CorpusConfig(n_tokens=n_seqs * b.ctx_len, ctx_len=b.ctx_len),
+        coders=[CoderConfig(hookpoint=HOOKPOINT, path=b.coder_path)],
+        batch_size=b.batch_size,
+    )
+    windows = b.windows[:n_seqs]
+    shared = (
+        mock.patch.object(cache_mod, "load_subject", lambda _cfg: b.subject),
+        mock.patch.object(cache_mod, "iter_windows", lambda _cfg, _tok: iter(windows)),
+    )
+    with shared[0], shared[1], PeakRss() as mem:
+        start = time.perf_counter()
+        cache_mod.build_cache(cfg, out, progress=False)
+        seconds = time.perf_counter() - start
+    manifest = json.loads((out / cache_mod.MANIFEST).read_text())
+    name = cfg.coders[0].name or HOOKPOINT
+    if manifest["n_tokens"] != n_seqs * b.ctx_len:
+        raise RuntimeError(f"autointerp cached {manifest['n_tokens']} tokens, expected {n_seqs * b.ctx_len}")
+    run = Run(
+        "autointerp",
+        manifest["n_tokens"],
+        seconds,
+        mem.increase_mb,
+        nonzeros=manifest["summary"][name]["nonzeros"],
+        coder_bytes=_tree_bytes((out / "shards").glob(f"*/{name}/*.npy")),
+        total_bytes=_tree_bytes(out.rglob("*")),
+    )
+    shutil.rmtree(out)
+    return run
+
+
+def import_delphi(progress: bool = False) -> tuple[type, Callable]:
+    """delphi's `LatentCache` and `load_sparsify_hooks`, skipping two eager package imports:
+    `delphi.clients` (vLLM) and `delphi.latents/__init__` (faiss, sentence-transformers), neither of
+    which the cache uses. Their submodules still import from the installed files."""
+    spec = importlib.util.find_spec("delphi")
+    if spec is None or spec.origin is None:
+        raise SystemExit("delphi is not installed; see the module docstring of eval.bench_cache")
+    root = Path(spec.origin).parent
+    for sub in ("clients", "latents"):
+        name = f"delphi.{sub}"
+        if name not in sys.modules:
+            stub = types.ModuleType(name)
+            stub.__path__ = [str(root / sub)]
+            sys.modules[name] = stub
+    with contextlib.redirect_stdout(io.StringIO()):  # sparsify prints a notice about triton
+        from delphi.latents.cache import LatentCache
+        from delphi.sparse_coders.load_sparsify import load_sparsify_hooks
+    if not progress:  # tqdm reads TQDM_DISABLE at import time, so silence delphi's bar here
+        delphi_cache = sys.modules["delphi.latents.cache"]
+        delphi_cache.tqdm = functools.partial(delphi_cache.tqdm, disable=True)
+    return LatentCache, load_sparsify_hooks
+
+
+def run_delphi(b: Bench, n_seqs: int, batch_size: int, delphi: tuple[type, Callable]) -> Run:
+    latent_cache, load_hooks = delphi
+    out = b.workdir / "delphi"
+    out.mkdir()
+    tokens = torch.from_numpy(np.stack(b.windows[:n_seqs]))
+    model = b.subject.base  # what delphi's AutoModel.from_pretrained gives: no LM head
+    with PeakRss() as mem:
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints the hookpoint it resolves
+            hooks, transcode = load_hooks(model, str(b.delphi_root), [HOOKPOINT])
+        cache = latent_cache(model, hooks, batch_size=batch_size, transcode=transcode)
+        cache.run(n_seqs * b.ctx_len, tokens)
+        cache.save_splits(n_splits=DELPHI_SPLITS, save_dir=out)
+        seconds = time.perf_counter() - start
+        nonzeros = int(cache.cache.latent_activations[HOOKPOINT].numel())
+        kept_tokens = cache.cache.tokens[HOOKPOINT]
+        del cache, hooks
+    files = list(out.rglob("*.safetensors"))
+    total = _tree_bytes(files)
+    run = Run(
+        "delphi",
+        kept_tokens.numel(),  # delphi drops the last partial batch
+        seconds,
+        mem.increase_mb,
+        nonzeros=nonzeros,
+        coder_bytes=total - len(files) * kept_tokens.numel() * kept_tokens.element_size(),
+        total_bytes=total,
+    )
+    shutil.rmtree(out)
+    return run
+
+
+# ---------------------------------------------------------------------------------------------------
+# Orchestration
+
+
+def setup(args: argparse.Namespace, workdir: Path) -> Bench:
+    start = time.perf_counter()
+    subject = load_subject(SubjectConfig())
+    log.info("subject loaded in %.1f s (%s, %s)", time.perf_counter() - start, subject.name, subject.dtype)
+    corpus = CorpusConfig(n_tokens=args.tokens)
+    start = time.perf_counter()
+    windows = list(iter_windows(corpus, subject.tokenizer))
+    log.info("%d windows of %d tokens tokenized in %.1f s", len(windows), corpus.ctx_len, time.perf_counter() - start)
+    coder_dir = embedded_coder_path() if args.coder == EMBEDDED_CODER else Path(args.coder)
+    if not (coder_dir / "sae.safetensors").exists():
+        raise SystemExit(f"no sparsify SAE in {coder_dir} (make the embedded one with `autointerp train-sae`)")
+    delphi_root = workdir / "delphi-sae"
+    delphi_root.mkdir()
+    (delphi_root / HOOKPOINT).symlink_to(coder_dir.resolve(), target_is_directory=True)
+    return Bench(subject, windows, args.coder, delphi_root, workdir, args.batch_size, corpus.ctx_len)
+
+
+def warm_up(b: Bench, delphi) -> None:
+    n = 2 * b.batch_size
+    run_forward(b, n)
+    run_autointerp(b, n)
+    run_delphi(b, n, b.batch_size, delphi)
+
+
+def tune_delphi(b: Bench, delphi, sizes: list[int], n_tokens: int, rounds: int = 2) -> tuple[int, dict]:
+    """delphi's fastest batch size (sequences) on a short run; each size tried `rounds` times."""
+    n_seqs = n_tokens // b.ctx_len
+    rates: dict[int, float] = {}
+    for _ in range(rounds):
+        for size in sizes:
+            rate = run_delphi(b, n_seqs, size, delphi).tokens_per_s
+            rates[size] = max(rates.get(size, 0.0), rate)
+            log.info("delphi batch %3d: %7.0f tokens/s", size, rate)
+    best = max(rates, key=rates.__getitem__)
+    log.info("delphi batch size: %d", best)
+    return best, rates
+
+
+def measure(b: Bench, delphi, delphi_batch: int, repeats: int) -> list[Run]:
+    """Rounds of forward, autointerp, delphi: at the full token count, at half of it, then the full
+    count again (repeats - 1 times)."""
+    full = len(b.windows)
+    schedule = [full, full // 2] + [full] * (repeats - 1)
+    phases = {
+        "forward": lambda n: run_forward(b, n),
+        "autointerp": lambda n: run_autointerp(b, n),
+        "delphi": lambda n: run_delphi(b, n, delphi_batch, delphi),
+    }
+    runs = []
+    for i, n_seqs in enumerate(schedule, 1):
+        log.info("round %d/%d: %d tokens", i, len(schedule), n_seqs * b.ctx_len)
+        for method in METHODS:
+            run = phases[method](n_seqs)
+            runs.append(run)
+            log.info(
+                "  %-10s %7.0f tokens/s  %6.1f s  peak RSS +%.0f MiB",
+                method, run.tokens_per_s, run.seconds, run.peak_rss_mb,
+            )  # fmt: skip
+    return runs
+
+
+def _at(runs: list[Run], method: str, n_seqs: int, ctx_len: int, batch: int | None = None) -> list[Run]:
+    """Runs of a method at a token count (delphi's counts are rounded down to whole batches)."""
+    want = n_seqs if batch is None else n_seqs // batch * batch
+    return [r for r in runs if r.method == method and r.n_tokens == want * ctx_len]
+
+
+def summarize(b: Bench, runs: list[Run], delphi_batch: int, tuning: dict, args) -> dict:
+    full, half = len(b.windows), len(b.windows) // 2
+    batches = {"forward": b.batch_size, "autointerp": b.batch_size, "delphi": delphi_batch}
+    rounding = {"delphi": delphi_batch}
+    at = {m: {n: _at(runs, m, n, b.ctx_len, rounding.get(m)) for n in (full, half)} for m in METHODS}
+    best = {m: min(at[m][full], key=lambda r: r.seconds) for m in METHODS}
+    tps = {m: best[m].tokens_per_s for m in METHODS}
+    peak = {m: {n: max(r.peak_rss_mb for r in at[m][n]) for n in (full, half)} for m in METHODS}
+    ai, de = best["autointerp"], best["delphi"]
+    res = {
+        "n_tokens": full * b.ctx_len,
+        "n_tokens_half": half * b.ctx_len,
+        "autointerp_tokens_per_s": round(tps["autointerp"], 1),
+        "delphi_tokens_per_s": round(tps["delphi"], 1),
+        "forward_tokens_per_s": round(tps["forward"], 1),
+        "ratio_vs_delphi": round(tps["autointerp"] / tps["delphi"], 3),
+        "ratio_vs_forward": round(tps["forward"] / tps["autointerp"], 3),
+        "bytes_per_nonzero": round(ai.coder_bytes / ai.nonzeros, 3),
+        "delphi_bytes_per_nonzero": round(de.coder_bytes / de.nonzeros, 3),
+        "bytes_per_nonzero_with_tokens": round(ai.total_bytes / ai.nonzeros, 3),
+        "delphi_bytes_per_nonzero_with_tokens": round(de.total_bytes / de.nonzeros, 3),
+        "nonzeros": {"autointerp": ai.nonzeros, "delphi": de.nonzeros},
+        "tokens_processed": {m: best[m].n_tokens for m in METHODS},
+        "peak_rss_mb": round(peak["autointerp"][full], 1),
+        "delphi_peak_rss_mb": round(peak["delphi"][full], 1),
+        "peak_rss_mb_by_method": {
+            m: {str(n * b.ctx_len): round(peak[m][n], 1) for n in (half, full)} for m in METHODS
+        },
+        "peak_rss_growth_mb": {m: round(peak[m][full] - peak[m][half], 1) for m in METHODS},
+        "seconds": {m: [round(r.seconds, 2) for r in at[m][full]] for m in METHODS},
+        "batch_sizes": batches,
+        "delphi_batch_tuning_tokens_per_s": {str(k): round(v, 1) for k, v in tuning.items()},
+        "delphi_batch_tuning_tokens": args.tune_tokens,
+        "delphi_n_splits": DELPHI_SPLITS,
+        "repeats": args.repeats,
+        "command": "python -m eval.bench_cache " + " ".join(sys.argv[1:]),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "versions": _versions(),
+        "machine": {
+            "cpu": _cpu_name(),
+            "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+        },
+    }
+    res["targets"] = _targets(res)
+    return res
+
+
+def _targets(res: dict) -> dict:
+    growth = res["peak_rss_growth_mb"]["autointerp"]
+    checks = {
+        "ratio_vs_forward": (res["ratio_vs_forward"], res["ratio_vs_forward"] <= TARGETS["ratio_vs_forward"]),
+        "ratio_vs_delphi": (res["ratio_vs_delphi"], res["ratio_vs_delphi"] >= TARGETS["ratio_vs_delphi"]),
+        "bytes_per_nonzero": (res["bytes_per_nonzero"], res["bytes_per_nonzero"] <= TARGETS["bytes_per_nonzero"]),
+        "peak_rss_growth_mb": (growth, growth <= TARGETS["peak_rss_growth_mb"]),
+    }
+    return {k: {"target": TARGETS[k], "measured": v, "met": bool(ok)} for k, (v, ok) in checks.items()}
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version()}
+    for dist in ("torch", "transformers", "numpy", "autointerp", "eai-delphi", "eai-sparsify"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            out[dist] = importlib.metadata.version(dist)
+    return out
+
+
+def _cpu_name() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Report
+
+
+def render_markdown(res: dict) -> str:
+    t, p, b = res["targets"], res["peak_rss_mb_by_method"], res["batch_sizes"]
+    half, full = str(res["n_tokens_half"]), str(res["n_tokens"])
+
+    def mark(key: str) -> str:
+        return "met" if t[key]["met"] else "**not met**"
+
+    rows = [
+        ("autointerp", res["autointerp_tokens_per_s"], res["bytes_per_nonzero"],
+         res["bytes_per_nonzero_with_tokens"], b["autointerp"]),
+        ("delphi", res["delphi_tokens_per_s"], res["delphi_bytes_per_nonzero"],
+         res["delphi_bytes_per_nonzero_with_tokens"], b["delphi"]),
+        ("forward to hookpoint", res["forward_tokens_per_s"], None, None, b["forward"]),
+    ]  # fmt: skip
+    name_of = {"autointerp": "autointerp", "delphi": "delphi", "forward to hookpoint": "forward"}
+    lines = [
+        "# Activation cache benchmark: autointerp vs delphi",
+        "",
+        f"{res['n_tokens']:,} tokens of the default corpus (wiki), SmolLM2-135M-Instruct in bf16, the embedded "
+        f"TopK SAE at `{HOOKPOINT}` (4608 latents, k=32), CPU ({res['machine']['cores']} cores, "
+        f"{res['machine']['torch_threads']} torch threads), {res['date']}.",
+        f"Command: `{res['command']}`. Best of {res['repeats']} interleaved runs per method.",
+        "",
+        f"| method | tokens/s | bytes per nonzero | bytes per nonzero incl. tokens | batch (seqs) "
+        f"| peak RSS +MiB at {half} | at {full} | growth |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, rate, bpn, bpn_tok, batch in rows:
+        m = name_of[label]
+        cells = [label, f"{rate:,.0f}", _fmt(bpn), _fmt(bpn_tok), str(batch),
+                 f"{p[m][half]:.0f}", f"{p[m][full]:.0f}", f"{res['peak_rss_growth_mb'][m]:+.0f}"]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| target | goal | measured | |",
+        "|---|---|---:|---|",
+        f"| autointerp time / bare forward time | <= {TARGETS['ratio_vs_forward']} | "
+        f"{res['ratio_vs_forward']:.2f}x | {mark('ratio_vs_forward')} |",
+        f"| autointerp tokens/s / delphi tokens/s | >= {TARGETS['ratio_vs_delphi']} | "
+        f"{res['ratio_vs_delphi']:.2f}x | {mark('ratio_vs_delphi')} |",
+        f"| bytes on disk per nonzero | <= {TARGETS['bytes_per_nonzero']:.0f} | "
+        f"{res['bytes_per_nonzero']:.2f} | {mark('bytes_per_nonzero')} |",
+        f"| peak RSS growth {half} -> {full} tokens | <= {TARGETS['peak_rss_growth_mb']:.0f} MiB | "
+        f"{res['peak_rss_growth_mb']['autointerp']:+.0f} MiB | {mark('peak_rss_growth_mb')} |",
+        "",
+        "Notes:",
+        "- The forward pass stops at the hookpoint (layer 15 of 30), as autointerp's cache does; delphi runs "
+        "the whole base model (no LM head), as its `populate_cache` does.",
+        "- autointerp: `build_cache` end to end (encode, shards with fsync, statistics), given the shared model "
+        "and the pre-tokenized windows. delphi: `load_sparsify_hooks` + `LatentCache.run` + "
+        f"`save_splits(n_splits={res['delphi_n_splits']})`; it drops the last partial batch "
+        f"({res['tokens_processed']['delphi']:,} tokens processed).",
+        f"- delphi's batch size is the fastest of {', '.join(res['delphi_batch_tuning_tokens_per_s'])} "
+        f"sequences on {res['delphi_batch_tuning_tokens']:,} tokens (tokens/s: "
+        + ", ".join(f"{k}: {v:,.0f}" for k, v in res["delphi_batch_tuning_tokens_per_s"].items())
+        + ").",
+        "- Bytes per nonzero: autointerp's offsets + pos + values files; delphi's split files less the copy "
+        "of the tokens each split holds. 'incl. tokens' counts every file written.",
+        "- Peak RSS: the largest resident set above the phase's starting RSS (kernel high-water mark, reset "
+        "per phase, and VmRSS sampled every 20 ms), max over the runs at that token count.",
+        f"- Nonzeros stored: autointerp {res['nonzeros']['autointerp']:,}, delphi {res['nonzeros']['delphi']:,}.",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in res["versions"].items()) + ".",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _fmt(x: float | None) -> str:
+    return "" if x is None else f"{x:.2f}"
+
+
+def write_results(res: dict, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "bench_cache.json").write_text(json.dumps(res, indent=2) + "\n")
+    (folder / "bench_cache.md").write_text(render_markdown(res))
+    log.info("wrote %s and %s", folder / "bench_cache.md", folder / "bench_cache.json")
+
+
+def summary_text(res: dict) -> str:
+    t = res["targets"]
+    return "\n".join(
+        [
+            f"tokens: {res['n_tokens']:,}",
+            f"forward to hookpoint: {res['forward_tokens_per_s']:,.0f} tokens/s",
+            f"autointerp: {res['autointerp_tokens_per_s']:,.0f} tokens/s, {res['bytes_per_nonzero']:.2f} B/nonzero, "
+            f"peak +{res['peak_rss_mb']:.0f} MiB (growth {res['peak_rss_growth_mb']['autointerp']:+.0f})",
+            f"delphi (batch {res['batch_sizes']['delphi']}): {res['delphi_tokens_per_s']:,.0f} tokens/s, "
+            f"{res['delphi_bytes_per_nonzero']:.2f} B/nonzero, peak +{res['delphi_peak_rss_mb']:.0f} MiB "
+            f"(growth {res['peak_rss_growth_mb']['delphi']:+.0f})",
+            f"autointerp vs forward: {res['ratio_vs_forward']:.2f}x time (target <= 1.15: "
+            f"{'met' if t['ratio_vs_forward']['met'] else 'NOT met'})",
+            f"autointerp vs delphi: {res['ratio_vs_delphi']:.2f}x tokens/s (target >= 1.7: "
+            f"{'met' if t['ratio_vs_delphi']['met'] else 'NOT met'})",
+        ]
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m eval.bench_cache", description=__doc__.split("\n")[0])
+    p.add_argument("--tokens", type=int, default=200_000, help="tokens of the default corpus (default 200000)")
+    p.add_argument("--repeats", type=int, default=2, help="timed runs per method at the full count")
+    p.add_argument("--batch-size", type=int, default=16, help="autointerp's (and the forward's) batch size")
+    p.add_argument("--delphi-batch-sizes", type=int, nargs="+", default=[8, 16, 32])
+    p.add_argument("--tune-tokens", type=int, default=32_768, help="tokens per delphi batch-size trial")
+    p.add_argument("--coder", default=EMBEDDED_CODER, help="sparsify SAE folder for layers.15 (default: embedded)")
+    p.add_argument("--results", type=Path, default=REPO / "results", help="folder for bench_cache.md/.json")
+    p.add_argument("-v", "--verbose", action="store_true", help="show delphi's progress bars and logs")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if not args.verbose:
+        logging.getLogger("delphi").setLevel(logging.WARNING)
+    delphi = import_delphi(progress=args.verbose)
+    with tempfile.TemporaryDirectory(prefix="bench_cache-") as tmp:
+        bench = setup(args, Path(tmp))
+        log.info("warming up")
+        warm_up(bench, delphi)
+        sizes = [s for s in args.delphi_batch_sizes if s * bench.ctx_len <= args.tune_tokens]
+        delphi_batch, tuning = tune_delphi(bench, delphi, sizes, args.tune_tokens)
+        runs = measure(bench, delphi, delphi_batch, args.repeats)
+        res = summarize(bench, runs, delphi_batch, tuning, args)
+    write_results(res, args.results)
+    print(summary_text(res))
+    return res
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""The activation cache on the real model: correctness, resume, refusal to mix, bad input."""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_sparsify
+
+import autointerp.cache as cache_mod
+from autointerp.cache import ActivationCache, build_cache
+from autointerp.coders import load_coder
+from autointerp.config import CacheConfig, CoderConfig, CorpusConfig
+from autointerp.errors import CacheError, CoderError, SubjectError
+
+CTX = 64
+
+
+def _cfg(sae: Path, n_tokens: int = 64 * 40, **corpus) -> CacheConfig:
+    return CacheConfig(
+        corpus=CorpusConfig(ctx_len=CTX, n_tokens=n_tokens, **corpus),
+        coders=[
+            CoderConfig(path=str(sae), hookpoint="layers.15", name="sae"),
+            CoderConfig(format="neurons", hookpoint="layers.4.mlp.down_proj:input", k=8, name="neurons"),
+        ],
+        batch_size=6,
+        shard_tokens=1024,  # 16 windows per shard: 40 windows make 3 shards, the last one partial
+    )
+
+
+def _arrays(root: Path) -> dict[str, np.ndarray]:
+    return {str(p.relative_to(root)): np.load(p) for p in sorted((root / "shards").rglob("*.npy"))}
+
+
+@pytest.fixture(scope="module")
+def sae(tmp_path_factory):
+    return write_sparsify(tmp_path_factory.mktemp("coder") / "layers.15", n=256, k=8)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, sae):
+    return build_cache(_cfg(sae), tmp_path_factory.mktemp("ref") / "cache", progress=False)
+
+
+def test_cache_holds_exactly_the_coder_outputs(reference, sae, subject):
+    c = ActivationCache(reference)
+    tokens = c.tokens()
+    assert tokens.shape == (40, CTX) and len(c.shard_names) == 3
+    assert c.manifest["complete"] and c.n_tokens == 40 * CTX
+    coder = load_coder(CoderConfig(path=str(sae), hookpoint="layers.15")).to(subject.dtype)
+    site = coder.site
+    ids = torch.from_numpy(tokens.astype(np.int64))
+    parts = []
+    # the cache's batches (6 windows, restarting at each 16-window shard): bf16 depends on batch shape
+    for start in [s + b for s in range(0, 40, 16) for b in range(0, min(16, 40 - s), 6)]:
+        acts = subject.activations(ids[start : min(start + 6, start - start % 16 + 16)], [site])[site]
+        values, indices = coder.encode(acts.reshape(-1, acts.shape[-1]))
+        parts.append(torch.zeros(len(values), 256).scatter_(1, indices.long(), values.float()))
+    dense = torch.cat(parts).numpy()
+    for latent in (0, 7, 100, 255):
+        tok, val = c.latent("sae", latent)
+        expected_tok = np.flatnonzero(dense[:, latent])
+        np.testing.assert_array_equal(tok, expected_tok)
+        np.testing.assert_allclose(val, dense[expected_tok, latent], rtol=2e-3)
+    stats = c.stats("sae")
+    np.testing.assert_array_equal(stats["count"], (dense > 0).sum(0))
+    np.testing.assert_allclose(stats["max"], dense.max(0), rtol=2e-3)
+    assert stats["density"].sum() == pytest.approx(c.manifest["summary"]["sae"]["mean_l0"])
+    neurons = c.stats("neurons")
+    assert neurons["count"].shape == (1536,) and neurons["count"].sum() <= 8 * 40 * CTX
+
+
+def test_bytes_per_nonzero(reference):
+    c = ActivationCache(reference)
+    nnz = c.manifest["summary"]["sae"]["nonzeros"]
+    size = sum(f.stat().st_size for f in (reference / "shards").glob("*/sae/*.npy"))
+    # 4 bytes per nonzero plus npy headers and the per-shard offsets (tiny at real shard sizes)
+    assert 4 * nnz < size <= 4 * nnz + 3 * (4 * 257 + 3 * 128)
+
+
+def test_finished_cache_is_reused_and_extended(reference, sae, tmp_path):
+    before = _arrays(reference)
+    build_cache(_cfg(sae), reference, progress=False)  # complete: nothing recomputed
+    assert _arrays(reference).keys() == before.keys()
+    # More tokens: the partial last shard is redone, the result equals a fresh cache of that size.
+    small = build_cache(_cfg(sae, n_tokens=64 * 20), tmp_path / "grow", progress=False)
+    build_cache(_cfg(sae), small, progress=False)
+    fresh = _arrays(reference)
+    grown = _arrays(small)
+    assert grown.keys() == fresh.keys()
+    for k in fresh:
+        np.testing.assert_array_equal(grown[k], fresh[k], err_msg=k)
+
+
+def test_interrupted_cache_resumes_to_the_same_result(reference, sae, tmp_path):
+    """Kill a real `autointerp cache` process after its first shard, resume, compare with uninterrupted."""
+    out = tmp_path / "killed"
+    config = tmp_path / "cfg.yaml"
+    config.write_text(json.dumps(_cfg(sae).model_dump(mode="json")))
+    cmd = [sys.executable, "-m", "autointerp.cli", "cache", str(config), "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (out / "shards" / "000000").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (out / "shards" / "000000").exists(), "the first shard was never written"
+    assert not (out / "shards" / "000002").exists(), "the run finished before it could be interrupted"
+    assert not json.loads((out / "cache.json").read_text())["complete"]
+    with pytest.raises(CacheError, match="unfinished"):
+        ActivationCache(out)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    expected, got = _arrays(reference), _arrays(out)
+    assert got.keys() == expected.keys()
+    for k in expected:
+        np.testing.assert_array_equal(got[k], expected[k], err_msg=k)
+    for name in ("sae", "neurons"):
+        np.testing.assert_array_equal(ActivationCache(out).stats(name)["count"],
+                                      ActivationCache(reference).stats(name)["count"])
+
+
+def test_refuses_a_folder_with_another_cache(reference, tmp_path):
+    other = write_sparsify(tmp_path / "other", n=256, k=8, seed=9)
+    with pytest.raises(CacheError, match=r"(?s)different inputs.*coder 'sae': cache has '\w+', this run has"):
+        build_cache(_cfg(other), reference, progress=False)
+    with pytest.raises(CacheError, match=r"(?s)different inputs.*ctx_len: cache has 64, this run has 32"):
+        build_cache(_cfg(other).model_copy(update={"corpus": CorpusConfig(ctx_len=32, n_tokens=640)}),
+                    reference, progress=False)
+    (tmp_path / "notacache").mkdir()
+    (tmp_path / "notacache" / "file.txt").write_text("x")
+    with pytest.raises(CacheError, match="not empty"):
+        build_cache(_cfg(other), tmp_path / "notacache", progress=False)
+
+
+def test_disk_full_keeps_finished_shards(sae, tmp_path, monkeypatch):
+    real_save = cache_mod._save_npy
+    calls = {"n": 0}
+
+    def failing_save(path, array):
+        if "000001" in str(path):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        calls["n"] += 1
+        real_save(path, array)
+
+    monkeypatch.setattr(cache_mod, "_save_npy", failing_save)
+    out = tmp_path / "full"
+    with pytest.raises(CacheError, match=r"shard 1 .*the disk is full.*resume"):
+        build_cache(_cfg(sae), out, progress=False)
+    assert (out / "shards" / "000000" / "sae" / "values.npy").exists()
+    assert not list((out / "shards").glob("*.tmp")) and not (out / "shards" / "000001").exists()
+    monkeypatch.setattr(cache_mod, "_save_npy", real_save)
+    build_cache(_cfg(sae), out, progress=False)
+    assert len(ActivationCache(out).shard_names) == 3
+
+
+def test_bad_coder_inputs(sae, tmp_path):
+    cfg = _cfg(sae)
+    wrong = write_sparsify(tmp_path / "narrow", d_in=512)
+    with pytest.raises(CoderError, match="width 512.*width 576"):
+        build_cache(cfg.model_copy(update={"coders": [CoderConfig(path=str(wrong))]}), tmp_path / "a")
+    with pytest.raises(SubjectError, match="unknown hookpoint 'layers.40'"):
+        build_cache(cfg.model_copy(update={"coders": [CoderConfig(path=str(sae), hookpoint="layers.40")]}),
+                    tmp_path / "b")
+    twice = [CoderConfig(path=str(sae)), CoderConfig(path=str(sae))]
+    with pytest.raises(CoderError, match="named"):
+        build_cache(cfg.model_copy(update={"coders": twice}), tmp_path / "c")
