@@ -83,7 +83,9 @@ def sparse_layout(values: np.ndarray, indices: np.ndarray, n_latents: int) -> di
     np.cumsum(counts, out=offsets[1:])
     finite = np.isfinite(vals).all()
     if not finite:
-        raise CacheError(f"sparse coder produced {int((~np.isfinite(vals)).sum())} non-finite activations")
+        raise CacheError(
+            f"sparse coder produced {int((~np.isfinite(vals)).sum())} non-finite activations"
+        )
     big = vals.size and float(np.abs(vals).max()) > np.finfo(np.float16).max
     return {
         "offsets": offsets,
@@ -157,7 +159,9 @@ class _Manifest:
                 )
             data = {**old, "config": data["config"], "complete": False}
         elif root.exists() and any(p.name != ".gitkeep" for p in root.iterdir()):
-            raise CacheError(f"{root} is not empty and holds no {MANIFEST}; refusing to write a cache there")
+            raise CacheError(
+                f"{root} is not empty and holds no {MANIFEST}; refusing to write a cache there"
+            )
         manifest = cls(root, data)
         manifest.save()
         return manifest
@@ -207,7 +211,12 @@ def build_cache(cfg: CacheConfig, out: str | Path, progress: bool = True) -> Pat
                 "coders": {c.name: c.fingerprint for c in coders},
             },
             "coders": {
-                c.name: {"hookpoint": str(c.site), "n_latents": c.n_latents, "kind": c.kind, "d_in": c.d_in}
+                c.name: {
+                    "hookpoint": str(c.site),
+                    "n_latents": c.n_latents,
+                    "kind": c.kind,
+                    "d_in": c.d_in,
+                }
                 for c in coders
             },
             "ctx_len": ctx,
@@ -221,7 +230,9 @@ def build_cache(cfg: CacheConfig, out: str | Path, progress: bool = True) -> Pat
         shutil.rmtree(tmp)
     token_dtype = np.uint16 if len(subject.tokenizer) <= 1 << 16 else np.uint32
     total = None if cfg.corpus.n_tokens is None else (cfg.corpus.n_tokens // ctx) * ctx
-    bar = tqdm(total=total, unit="tok", unit_scale=True, desc="cache", disable=not progress, smoothing=0.1)
+    bar = tqdm(
+        total=total, unit="tok", unit_scale=True, desc="cache", disable=not progress, smoothing=0.1
+    )
     sites = list(dict.fromkeys(c.site for c in coders))
     n_seqs = 0
     writer = ThreadPoolExecutor(max_workers=1)
@@ -234,7 +245,9 @@ def build_cache(cfg: CacheConfig, out: str | Path, progress: bool = True) -> Pat
             if _shard_is_done(shards / _shard_name(index), group):
                 bar.update(len(group) * ctx)
                 continue
-            pending = _encode_shard(subject, coders, sites, group, cfg.batch_size, index, first, bar)
+            pending = _encode_shard(
+                subject, coders, sites, group, cfg.batch_size, index, first, bar
+            )
             if inflight is not None:
                 inflight.result()  # at most one shard waits in memory
             inflight = writer.submit(_write_shard, root, pending, coders, token_dtype)
@@ -244,9 +257,15 @@ def build_cache(cfg: CacheConfig, out: str | Path, progress: bool = True) -> Pat
         writer.shutdown(wait=True)
         bar.close()
     _drop_stale_shards(shards, n_seqs, shard_seqs)
-    summary = write_stats(root, coders, n_seqs * ctx)
-    manifest.data.update(complete=True, n_seqs=n_seqs, n_tokens=n_seqs * ctx, summary=summary)
-    manifest.save()
+    try:
+        summary = write_stats(root, coders, n_seqs * ctx)
+        manifest.data.update(complete=True, n_seqs=n_seqs, n_tokens=n_seqs * ctx, summary=summary)
+        manifest.save()
+    except OSError as e:
+        raise CacheError(
+            f"all shards are written, but writing the statistics to {root} failed: {e}. "
+            "Free space and run the same command again to finish."
+        ) from None
     log.info("cache complete: %d tokens in %s", n_seqs * ctx, root)
     return root
 
@@ -259,7 +278,9 @@ def _shard_is_done(folder: Path, group: list[np.ndarray]) -> bool:
     if tokens.shape == (len(group), len(group[0])) and np.array_equal(tokens, np.stack(group)):
         return True
     if tokens.shape[0] == len(group):
-        raise CacheError(f"{folder} holds other tokens than the corpus now gives: the corpus changed")
+        raise CacheError(
+            f"{folder} holds other tokens than the corpus now gives: the corpus changed"
+        )
     shutil.rmtree(folder)  # a shorter last shard of a smaller earlier run: recompute it whole
     return False
 
@@ -333,7 +354,9 @@ class ActivationCache:
             raise CacheError(f"{self.root} is not an activation cache (no {MANIFEST})")
         self.manifest = json.loads(manifest.read_text())
         if require_complete and not self.manifest.get("complete"):
-            raise CacheError(f"the cache in {self.root} is unfinished; run `autointerp cache` again to resume it")
+            raise CacheError(
+                f"the cache in {self.root} is unfinished; run `autointerp cache` again to resume it"
+            )
         self.ctx_len: int = self.manifest["ctx_len"]
         self.shard_seqs: int = self.manifest["shard_seqs"]
         self._arrays: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -344,18 +367,24 @@ class ActivationCache:
 
     @cached_property
     def shard_names(self) -> list[str]:
-        return sorted(p.name for p in (self.root / "shards").iterdir() if p.is_dir() and p.name.isdigit())
+        return sorted(
+            p.name for p in (self.root / "shards").iterdir() if p.is_dir() and p.name.isdigit()
+        )
 
     @property
     def n_tokens(self) -> int:
-        return self.manifest.get("n_tokens") or len(self.shard_names) * self.shard_seqs * self.ctx_len
+        return (
+            self.manifest.get("n_tokens") or len(self.shard_names) * self.shard_seqs * self.ctx_len
+        )
 
     def shard_arrays(self, shard: str, coder: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(offsets, pos, values) of one shard, memory-mapped."""
         key = (shard, coder)
         if key not in self._arrays:
             if coder not in self.coders:
-                raise CacheError(f"no coder {coder!r} in {self.root} (has: {', '.join(self.coders)})")
+                raise CacheError(
+                    f"no coder {coder!r} in {self.root} (has: {', '.join(self.coders)})"
+                )
             folder = self.root / "shards" / shard / coder
             self._arrays[key] = tuple(  # type: ignore[assignment]
                 np.load(folder / f"{k}.npy", mmap_mode="r") for k in ("offsets", "pos", "values")
@@ -378,7 +407,9 @@ class ActivationCache:
 
     def tokens(self) -> np.ndarray:
         """All token windows, (n_seqs, ctx_len)."""
-        return np.concatenate([np.load(self.root / "shards" / s / "tokens.npy") for s in self.shard_names])
+        return np.concatenate(
+            [np.load(self.root / "shards" / s / "tokens.npy") for s in self.shard_names]
+        )
 
     def stats(self, coder: str) -> dict[str, np.ndarray]:
         """count, max, sum, mean (over firing tokens) and density of every latent."""
@@ -388,5 +419,7 @@ class ActivationCache:
         with np.load(path) as z:
             s = {k: z[k] for k in z.files}
         s["density"] = s["count"] / max(self.n_tokens, 1)
-        s["mean"] = np.divide(s["sum"], s["count"], out=np.zeros_like(s["sum"]), where=s["count"] > 0)
+        s["mean"] = np.divide(
+            s["sum"], s["count"], out=np.zeros_like(s["sum"]), where=s["count"] > 0
+        )
         return s

@@ -1,9 +1,9 @@
 """The `autointerp` command line: one command per stage, and `run` for the whole job.
 
-    autointerp run [CONFIG.yaml] [--out DIR]      the whole job (embedded default without a config)
-    autointerp cache [CONFIG.yaml] --out DIR      cache sparse activations
-    autointerp info DIR                           summarize a cache
-    autointerp train-sae --out DIR                train a TopK SAE (sparsify layout)
+autointerp run [CONFIG.yaml] [--out DIR]      the whole job (embedded default without a config)
+autointerp cache [CONFIG.yaml] --out DIR      cache sparse activations
+autointerp info DIR                           summarize a cache
+autointerp train-sae --out DIR                train a TopK SAE (sparsify layout)
 """
 
 from __future__ import annotations
@@ -22,13 +22,18 @@ from autointerp.errors import AutointerpError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 log = logging.getLogger("autointerp")
 
-ConfigArg = Annotated[Path | None, typer.Argument(help="YAML config; omit for the embedded default.")]
-TokensOpt = Annotated[int | None, typer.Option("--tokens", help="Tokens to cache (overrides the config).")]
+ConfigArg = Annotated[
+    Path | None, typer.Argument(help="YAML config; omit for the embedded default.")
+]
+TokensOpt = Annotated[
+    int | None, typer.Option("--tokens", help="Tokens to cache (overrides the config).")
+]
 
 
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
     )
     for noisy in ("transformers", "datasets", "huggingface_hub", "filelock", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -83,20 +88,17 @@ def _print_info(root: Path) -> None:
     from autointerp.cache import ActivationCache
 
     c = ActivationCache(root)
-    nbytes = sum(f.stat().st_size for f in (root / "shards").rglob("*.npy") if f.parent.name != root.name)
-    token_bytes = sum(f.stat().st_size for f in (root / "shards").glob("*/tokens.npy"))
     summary = c.manifest.get("summary", {})
-    nnz = sum(s["nonzeros"] for s in summary.values())
     typer.echo(f"cache {root}: {c.n_tokens:,} tokens in {len(c.shard_names)} shards")
     for name, meta in c.coders.items():
         s = summary.get(name, {})
+        nnz = s.get("nonzeros", 0)
+        size = sum(f.stat().st_size for f in (root / "shards").glob(f"*/{name}/*.npy"))
         typer.echo(
             f"  {name}: {meta['kind']} at {meta['hookpoint']}, {meta['n_latents']:,} latents, "
-            f"{s.get('nonzeros', 0):,} nonzeros (L0 {s.get('mean_l0', 0):.1f}), "
-            f"{s.get('dead_latents', 0):,} never fire"
+            f"{nnz:,} nonzeros (L0 {s.get('mean_l0', 0):.1f}), {s.get('dead_latents', 0):,} never fire, "
+            f"{size / max(nnz, 1):.2f} bytes per nonzero"
         )
-    if nnz:
-        typer.echo(f"  {(nbytes - token_bytes) / nnz:.2f} bytes per stored nonzero")
 
 
 @app.command("train-sae")

@@ -6,6 +6,7 @@ Field docstrings are the reference for each option.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -75,9 +76,14 @@ class CoderConfig(_Strict):
     """Name of the coder in the cache and reports; defaults to the hookpoint."""
 
     @model_validator(mode="after")
-    def _path_needed(self) -> CoderConfig:
+    def _check(self) -> CoderConfig:
         if self.format != "neurons" and not self.path:
             raise ValueError("`path` is required for every format except `neurons`")
+        name = self.name or self.hookpoint
+        if not re.fullmatch(r"[\w.:\-]+", name):
+            raise ValueError(
+                f"coder name {name!r} may hold only letters, digits and . : _ - (it names a folder)"
+            )
         return self
 
 
@@ -108,6 +114,7 @@ def validate(data: dict, model: type[BaseModel], source: str = "config") -> Base
         return model.model_validate(data)
     except ValidationError as e:
         lines = [
-            f"  {'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in e.errors()
+            f"  {'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in e.errors()
         ]
         raise ConfigError(f"invalid {source}:\n" + "\n".join(lines)) from None

@@ -91,7 +91,9 @@ def _file_documents(path: Path, field: str) -> Iterator[str]:
             raise CorpusError(f"{path} has no column {field!r} (set corpus.text_field)") from None
         except Exception as e:  # pyarrow raises several types for corrupt files
             if field in str(e) and "not" in str(e).lower():
-                raise CorpusError(f"{path} has no column {field!r} (set corpus.text_field)") from None
+                raise CorpusError(
+                    f"{path} has no column {field!r} (set corpus.text_field)"
+                ) from None
             raise CorpusError(f"cannot read parquet file {path}: {e}") from None
         yield from (str(t) for t in table.column(field).to_pylist() if t is not None)
 
@@ -144,7 +146,11 @@ def iter_windows(cfg: CorpusConfig, tokenizer) -> Iterator[np.ndarray]:
     use_bos = cfg.bos == "always" or (cfg.bos == "auto" and adds_bos(tokenizer))
     if use_bos and bos is None:
         raise CorpusError("corpus.bos is 'always' but the tokenizer has no BOS token")
-    sep = [tokenizer.eos_token_id] if cfg.doc_separator == "eos" and tokenizer.eos_token_id is not None else []
+    sep = (
+        [tokenizer.eos_token_id]
+        if cfg.doc_separator == "eos" and tokenizer.eos_token_id is not None
+        else []
+    )
     body = cfg.ctx_len - 1 if use_bos else cfg.ctx_len
     limit = None if cfg.n_tokens is None else cfg.n_tokens // cfg.ctx_len
     buf: list[int] = []

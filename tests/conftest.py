@@ -31,8 +31,15 @@ def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def write_sparsify(folder: Path, d_in: int = D_MODEL, n: int = 256, k: int = 8, transcode: bool = False,
-                   d_out: int | None = None, seed: int = 0) -> Path:
+def write_sparsify(
+    folder: Path,
+    d_in: int = D_MODEL,
+    n: int = 256,
+    k: int = 8,
+    transcode: bool = False,
+    d_out: int | None = None,
+    seed: int = 0,
+) -> Path:
     g = _gen(seed)
     folder.mkdir(parents=True, exist_ok=True)
     w = {
@@ -42,13 +49,24 @@ def write_sparsify(folder: Path, d_in: int = D_MODEL, n: int = 256, k: int = 8, 
         "b_dec": torch.randn(d_out or d_in, generator=g) * 0.1,
     }
     save_file(w, folder / "sae.safetensors")
-    cfg = {"activation": "topk", "expansion_factor": 1, "normalize_decoder": True, "num_latents": n, "k": k,
-           "multi_topk": False, "skip_connection": False, "transcode": transcode, "d_in": d_in}
+    cfg = {
+        "activation": "topk",
+        "expansion_factor": 1,
+        "normalize_decoder": True,
+        "num_latents": n,
+        "k": k,
+        "multi_topk": False,
+        "skip_connection": False,
+        "transcode": transcode,
+        "d_in": d_in,
+    }
     (folder / "cfg.json").write_text(json.dumps(cfg))
     return folder
 
 
-def write_saelens(folder: Path, architecture: str, d_in: int = D_MODEL, n: int = 192, seed: int = 1) -> Path:
+def write_saelens(
+    folder: Path, architecture: str, d_in: int = D_MODEL, n: int = 192, seed: int = 1
+) -> Path:
     g = _gen(seed)
     folder.mkdir(parents=True, exist_ok=True)
     w = {
@@ -57,8 +75,14 @@ def write_saelens(folder: Path, architecture: str, d_in: int = D_MODEL, n: int =
         "W_dec": torch.randn(n, d_in, generator=g),
         "b_dec": torch.randn(d_in, generator=g) * 0.1,
     }
-    cfg = {"architecture": architecture, "d_in": d_in, "d_sae": n, "hook_name": "blocks.15.hook_resid_post",
-           "apply_b_dec_to_input": architecture != "jumprelu", "normalize_activations": "none"}
+    cfg = {
+        "architecture": architecture,
+        "d_in": d_in,
+        "d_sae": n,
+        "hook_name": "blocks.15.hook_resid_post",
+        "apply_b_dec_to_input": architecture != "jumprelu",
+        "normalize_activations": "none",
+    }
     if architecture == "jumprelu":
         w["threshold"] = torch.rand(n, generator=g) * 0.5
     if architecture == "topk":

@@ -28,7 +28,9 @@ def _cfg(sae: Path, n_tokens: int = 64 * 40, **corpus) -> CacheConfig:
         corpus=CorpusConfig(ctx_len=CTX, n_tokens=n_tokens, **corpus),
         coders=[
             CoderConfig(path=str(sae), hookpoint="layers.15", name="sae"),
-            CoderConfig(format="neurons", hookpoint="layers.4.mlp.down_proj:input", k=8, name="neurons"),
+            CoderConfig(
+                format="neurons", hookpoint="layers.4.mlp.down_proj:input", k=8, name="neurons"
+            ),
         ],
         batch_size=6,
         shard_tokens=1024,  # 16 windows per shard: 40 windows make 3 shards, the last one partial
@@ -60,7 +62,9 @@ def test_cache_holds_exactly_the_coder_outputs(reference, sae, subject):
     parts = []
     # the cache's batches (6 windows, restarting at each 16-window shard): bf16 depends on batch shape
     for start in [s + b for s in range(0, 40, 16) for b in range(0, min(16, 40 - s), 6)]:
-        acts = subject.activations(ids[start : min(start + 6, start - start % 16 + 16)], [site])[site]
+        acts = subject.activations(ids[start : min(start + 6, start - start % 16 + 16)], [site])[
+            site
+        ]
         values, indices = coder.encode(acts.reshape(-1, acts.shape[-1]))
         parts.append(torch.zeros(len(values), 256).scatter_(1, indices.long(), values.float()))
     dense = torch.cat(parts).numpy()
@@ -107,12 +111,16 @@ def test_interrupted_cache_resumes_to_the_same_result(reference, sae, tmp_path):
     cmd = [sys.executable, "-m", "autointerp.cli", "cache", str(config), "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not (out / "shards" / "000000").exists() and time.time() < deadline and proc.poll() is None:
+    while (
+        not (out / "shards" / "000000").exists() and time.time() < deadline and proc.poll() is None
+    ):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert (out / "shards" / "000000").exists(), "the first shard was never written"
-    assert not (out / "shards" / "000002").exists(), "the run finished before it could be interrupted"
+    assert not (out / "shards" / "000002").exists(), (
+        "the run finished before it could be interrupted"
+    )
     assert not json.loads((out / "cache.json").read_text())["complete"]
     with pytest.raises(CacheError, match="unfinished"):
         ActivationCache(out)
@@ -123,17 +131,26 @@ def test_interrupted_cache_resumes_to_the_same_result(reference, sae, tmp_path):
     for k in expected:
         np.testing.assert_array_equal(got[k], expected[k], err_msg=k)
     for name in ("sae", "neurons"):
-        np.testing.assert_array_equal(ActivationCache(out).stats(name)["count"],
-                                      ActivationCache(reference).stats(name)["count"])
+        np.testing.assert_array_equal(
+            ActivationCache(out).stats(name)["count"],
+            ActivationCache(reference).stats(name)["count"],
+        )
 
 
 def test_refuses_a_folder_with_another_cache(reference, tmp_path):
     other = write_sparsify(tmp_path / "other", n=256, k=8, seed=9)
-    with pytest.raises(CacheError, match=r"(?s)different inputs.*coder 'sae': cache has '\w+', this run has"):
+    with pytest.raises(
+        CacheError, match=r"(?s)different inputs.*coder 'sae': cache has '\w+', this run has"
+    ):
         build_cache(_cfg(other), reference, progress=False)
-    with pytest.raises(CacheError, match=r"(?s)different inputs.*ctx_len: cache has 64, this run has 32"):
-        build_cache(_cfg(other).model_copy(update={"corpus": CorpusConfig(ctx_len=32, n_tokens=640)}),
-                    reference, progress=False)
+    with pytest.raises(
+        CacheError, match=r"(?s)different inputs.*ctx_len: cache has 64, this run has 32"
+    ):
+        build_cache(
+            _cfg(other).model_copy(update={"corpus": CorpusConfig(ctx_len=32, n_tokens=640)}),
+            reference,
+            progress=False,
+        )
     (tmp_path / "notacache").mkdir()
     (tmp_path / "notacache" / "file.txt").write_text("x")
     with pytest.raises(CacheError, match="not empty"):
@@ -165,10 +182,47 @@ def test_bad_coder_inputs(sae, tmp_path):
     cfg = _cfg(sae)
     wrong = write_sparsify(tmp_path / "narrow", d_in=512)
     with pytest.raises(CoderError, match="width 512.*width 576"):
-        build_cache(cfg.model_copy(update={"coders": [CoderConfig(path=str(wrong))]}), tmp_path / "a")
+        build_cache(
+            cfg.model_copy(update={"coders": [CoderConfig(path=str(wrong))]}), tmp_path / "a"
+        )
     with pytest.raises(SubjectError, match="unknown hookpoint 'layers.40'"):
-        build_cache(cfg.model_copy(update={"coders": [CoderConfig(path=str(sae), hookpoint="layers.40")]}),
-                    tmp_path / "b")
+        build_cache(
+            cfg.model_copy(update={"coders": [CoderConfig(path=str(sae), hookpoint="layers.40")]}),
+            tmp_path / "b",
+        )
     twice = [CoderConfig(path=str(sae)), CoderConfig(path=str(sae))]
     with pytest.raises(CoderError, match="named"):
         build_cache(cfg.model_copy(update={"coders": twice}), tmp_path / "c")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 120 kB filesystem (tmpfs); skipped where mounting is not permitted."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=120k", "tmpfs", str(mnt)], capture_output=True
+        ).returncode
+        != 0
+    ):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_real_full_disk(reference, sae, small_disk):
+    out = small_disk / "cache"
+    with pytest.raises(CacheError, match=r"the disk is full.*resume|statistics.*No space"):
+        build_cache(_cfg(sae), out, progress=False)
+    kept = sorted(p.name for p in (out / "shards").iterdir())
+    assert kept and not [k for k in kept if k.endswith(".tmp")]
+    for shard in kept:  # every shard that exists is whole and correct
+        for p in (out / "shards" / shard).rglob("*.npy"):
+            np.testing.assert_array_equal(np.load(p), np.load(reference / p.relative_to(out)))
+    subprocess.run(["mount", "-o", "remount,size=20m", str(small_disk)], check=True)
+    build_cache(_cfg(sae), out, progress=False)
+    expected, got = _arrays(reference), _arrays(out)
+    assert got.keys() == expected.keys()
+    for k in expected:
+        np.testing.assert_array_equal(got[k], expected[k], err_msg=k)

@@ -74,15 +74,21 @@ def test_gemmascope(tmp_path):
 
 
 def test_neurons_keep_top_k_positive():
-    coder = load_coder(CoderConfig(format="neurons", hookpoint="layers.15.mlp.down_proj:input", k=4), width=D_MODEL)
+    coder = load_coder(
+        CoderConfig(format="neurons", hookpoint="layers.15.mlp.down_proj:input", k=4), width=D_MODEL
+    )
     v, i = coder.encode(X)
     assert v.shape == (20, 4)
     top = torch.relu(X).topk(4)
-    torch.testing.assert_close(_dense(v, i, D_MODEL), torch.zeros_like(X).scatter_(1, top.indices, top.values))
+    torch.testing.assert_close(
+        _dense(v, i, D_MODEL), torch.zeros_like(X).scatter_(1, top.indices, top.values)
+    )
 
 
 def test_width_mismatch_names_both_numbers(tmp_path):
-    coder = load_coder(CoderConfig(path=str(write_sparsify(tmp_path / "s", d_in=512)), hookpoint="layers.15"))
+    coder = load_coder(
+        CoderConfig(path=str(write_sparsify(tmp_path / "s", d_in=512)), hookpoint="layers.15")
+    )
     with pytest.raises(CoderError, match=r"width 512, but hookpoint layers\.15 of m has width 576"):
         coder.check_width(576, "m")
 

@@ -31,8 +31,16 @@ def test_forward_stops_at_the_deepest_hookpoint(subject):
 
 
 def test_mlp_input_output_and_attention_sites(subject):
-    sites = [Site.parse(h) for h in ("layers.5.mlp:input", "layers.5.mlp", "layers.5.self_attn",
-                                      "layers.5.post_attention_layernorm", "layers.5.mlp.down_proj:input")]
+    sites = [
+        Site.parse(h)
+        for h in (
+            "layers.5.mlp:input",
+            "layers.5.mlp",
+            "layers.5.self_attn",
+            "layers.5.post_attention_layernorm",
+            "layers.5.mlp.down_proj:input",
+        )
+    ]
     acts = subject.activations(_ids(subject), sites)
     torch.testing.assert_close(acts[sites[0]], acts[sites[3]])  # MLP input = its pre-norm output
     assert acts[sites[1]].shape[-1] == 576 and acts[sites[2]].shape[-1] == 576
@@ -54,3 +62,21 @@ def test_site_names():
     assert str(Site.parse("layers.3.mlp:input")) == "layers.3.mlp:input"
     with pytest.raises(SubjectError, match="suffix"):
         Site.parse("layers.3:inputs")
+
+
+def test_folder_and_gguf_file_load_the_same_model(subject):
+    from autointerp.config import SubjectConfig
+    from autointerp.paths import cache_home
+    from autointerp.subject import embedded_gguf, load_subject
+
+    folder = next((cache_home() / "models").glob("SmolLM2-135M-Instruct.Q4_1-*"))
+    site = Site.parse("layers.2")
+    ids = _ids(subject)
+    want = subject.activations(ids, [site])[site]
+    for spec in (str(folder), str(embedded_gguf())):
+        other = load_subject(SubjectConfig(model=spec))
+        torch.testing.assert_close(other.activations(ids, [site])[site], want)
+    with pytest.raises(SubjectError, match="model file not found"):
+        load_subject(SubjectConfig(model="/nonexistent/model.gguf"))
+    with pytest.raises(SubjectError, match="cannot load model"):
+        load_subject(SubjectConfig(model=str(folder / "no-such-folder")))

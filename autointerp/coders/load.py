@@ -32,7 +32,9 @@ def _folder(cfg: CoderConfig) -> Path:
     if cfg.path == EMBEDDED_CODER:
         path = embedded_coder_path()
         if not (path / "sae.safetensors").exists():
-            raise CoderError(f"the embedded coder is missing from {path}; make it with `autointerp train-sae`")
+            raise CoderError(
+                f"the embedded coder is missing from {path}; make it with `autointerp train-sae`"
+            )
         return path
     path = Path(cfg.path or "")
     if path.is_file():
@@ -76,7 +78,9 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
 def _need(tensors: dict, keys: tuple[str, ...], path: Path) -> None:
     missing = [k for k in keys if k not in tensors]
     if missing:
-        raise CoderError(f"{path} lacks tensor(s) {', '.join(missing)} (has: {', '.join(sorted(tensors))})")
+        raise CoderError(
+            f"{path} lacks tensor(s) {', '.join(missing)} (has: {', '.join(sorted(tensors))})"
+        )
 
 
 def _shape(t: torch.Tensor, shape: tuple[int, ...], what: str, path: Path) -> None:
@@ -91,9 +95,13 @@ def _load_sparsify(cfg: CoderConfig, folder: Path, name: str) -> SparseCoder:
     _need(w, ("encoder.weight", "encoder.bias", "b_dec"), path)
     n, d = w["encoder.weight"].shape
     if "d_in" in meta and meta["d_in"] != d:
-        raise CoderError(f"{folder}/cfg.json says d_in={meta['d_in']} but the encoder has width {d}")
+        raise CoderError(
+            f"{folder}/cfg.json says d_in={meta['d_in']} but the encoder has width {d}"
+        )
     if meta.get("activation", "topk") != "topk":
-        raise CoderError(f"{folder}: sparsify activation {meta['activation']!r} is not supported (only topk)")
+        raise CoderError(
+            f"{folder}: sparsify activation {meta['activation']!r} is not supported (only topk)"
+        )
     transcoder = bool(meta.get("transcode", False)) or cfg.transcoder
     _shape(w["encoder.bias"], (n,), "encoder.bias", path)
     return SparseCoder(
@@ -127,7 +135,9 @@ def _saelens_activation(meta: dict, folder: Path) -> tuple[str, int | None]:
         return "jumprelu", None
     if arch == "standard" and fn == "relu":
         return "relu", None
-    raise CoderError(f"{folder}/cfg.json: SAELens architecture {arch!r} / activation {fn!r} is not supported")
+    raise CoderError(
+        f"{folder}/cfg.json: SAELens architecture {arch!r} / activation {fn!r} is not supported"
+    )
 
 
 def _load_saelens(cfg: CoderConfig, folder: Path, name: str) -> SparseCoder:
@@ -143,7 +153,9 @@ def _load_saelens(cfg: CoderConfig, folder: Path, name: str) -> SparseCoder:
     for key in ("d_in", "d_sae"):
         want = d if key == "d_in" else n
         if key in meta and meta[key] != want:
-            raise CoderError(f"{folder}/cfg.json says {key}={meta[key]} but W_enc has shape {(d, n)}")
+            raise CoderError(
+                f"{folder}/cfg.json says {key}={meta[key]} but W_enc has shape {(d, n)}"
+            )
     _shape(w["b_enc"], (n,), "b_enc", path)
     threshold = None
     if activation == "jumprelu":
@@ -223,5 +235,7 @@ def load_coder(cfg: CoderConfig, width: int | None = None) -> SparseCoder:
         )
     folder = _folder(cfg)
     fmt = detect_format(folder) if cfg.format == "auto" else cfg.format
-    loader = {"sparsify": _load_sparsify, "saelens": _load_saelens, "gemmascope": _load_gemmascope}[fmt]
+    loader = {"sparsify": _load_sparsify, "saelens": _load_saelens, "gemmascope": _load_gemmascope}[
+        fmt
+    ]
     return loader(cfg, folder, name)

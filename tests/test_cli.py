@@ -1,0 +1,63 @@
+"""The command line, end to end on the embedded default, and its errors (non-zero exit, clear message)."""
+
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from autointerp.cache import ActivationCache
+from autointerp.cli import app
+
+runner = CliRunner()
+
+
+def test_run_embedded_default_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "autointerp.cli", "run", "--out", str(out), "--tokens", "4096"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (
+        "4,096 tokens" in done.stdout
+        and "layers.15: sparsify at layers.15, 4,608 latents" in done.stdout
+    )
+    cache = ActivationCache(out / "cache")
+    assert cache.manifest["summary"]["layers.15"]["mean_l0"] == 32.0
+    stats = cache.stats("layers.15")
+    assert stats["count"].sum() == 32 * 4096 and (stats["max"] > 0).sum() > 1000
+
+
+def _cli(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_config_errors_name_the_key(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("corpus:\n  ctx_lenn: 10\nbatch_size: many\n")
+    r = _cli("cache", cfg, "--out", tmp_path / "o")
+    assert r.exit_code == 1
+    assert "corpus.ctx_lenn: Extra inputs are not permitted" in r.output
+    assert "batch_size: Input should be a valid integer" in r.output
+    r = _cli("cache", tmp_path / "missing.yaml", "--out", tmp_path / "o")
+    assert r.exit_code == 1 and "config file not found" in r.output
+
+
+def test_bad_inputs_exit_nonzero(tmp_path):
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("na\xefve".encode("latin-1") * 100)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(json.dumps({"corpus": {"source": str(bad)}}))
+    r = _cli("cache", cfg, "--out", tmp_path / "o1")
+    assert r.exit_code == 1 and "latin1.txt is not UTF-8" in r.output
+    cfg.write_text(json.dumps({"coders": [{"hookpoint": "layers.99"}]}))
+    r = _cli("cache", cfg, "--out", tmp_path / "o2")
+    assert r.exit_code == 1 and "unknown hookpoint 'layers.99'" in r.output
+    cfg.write_text(json.dumps({"coders": [{"path": str(tmp_path / "nothing")}]}))
+    r = _cli("cache", cfg, "--out", tmp_path / "o3")
+    assert r.exit_code == 1 and "coder path not found" in r.output
+    r = _cli("info", tmp_path)
+    assert r.exit_code == 1 and "not an activation cache" in r.output
