@@ -193,7 +193,7 @@ def module_patterns(modules: dict) -> list[str]:
     out = []
     for key, nums in groups.items():
         if "{}" in key:
-            out.append(key.replace("{}", "{%d..%d}" % (min(nums), max(nums))))
+            out.append(key.replace("{}", f"{{{min(nums)}..{max(nums)}}}"))
         else:
             out.append(key)
     return out
