@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,10 +102,15 @@ def _load_gguf(folder: Path, name: str, dtype: torch.dtype):
         )
     except Exception as e:
         raise SubjectError(f"cannot load GGUF model {source}: {e}") from None
-    tmp = converted.with_name(converted.name + ".tmp")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.rename(converted)
+    tmp = converted.with_name(f"{converted.name}.{os.getpid()}.tmp")
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        tmp.rename(converted)
+    except OSError as e:  # another process converted it first, or the disk is full: still usable
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (converted / "config.json").exists():
+            log.warning("could not keep a converted copy of %s in %s: %s", source, converted, e)
     return model, tokenizer
 
 
