@@ -114,7 +114,7 @@ def _write_shard(root: Path, pending: _Pending, coders: list[SparseCoder], token
         os.rename(tmp, final)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        reason = "the disk is full" if e.errno == errno.ENOSPC else str(e)
+        reason = "the disk is full" if _disk_full(e, final.parent) else str(e)
         raise CacheError(
             f"writing shard {pending.index} to {final} failed: {reason}. The shards already written are "
             "intact; free space and run the same command again to resume."
@@ -134,6 +134,16 @@ def _identity(m: dict) -> dict:
 def _differences(old: dict, new: dict) -> list[tuple[str, object, object]]:
     a, b = _identity(old), _identity(new)
     return [(k, a.get(k), b.get(k)) for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]
+
+
+def _disk_full(e: OSError, folder: Path) -> bool:
+    """numpy reports a full disk as a short write without errno; check the free space too."""
+    if e.errno == errno.ENOSPC:
+        return True
+    try:
+        return shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        return False
 
 
 class _Manifest:
