@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from autointerp.config import CacheConfig, load_yaml, validate
-from autointerp.errors import AutointerpError
+from autointerp.errors import AutointerpError, ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 log = logging.getLogger("autointerp")
@@ -99,6 +99,49 @@ def _print_info(root: Path) -> None:
             f"{nnz:,} nonzeros (L0 {s.get('mean_l0', 0):.1f}), {s.get('dead_latents', 0):,} never fire, "
             f"{size / max(nnz, 1):.2f} bytes per nonzero"
         )
+
+
+@app.command()
+def sample(
+    cache_dir: Annotated[Path, typer.Argument(help="Cache folder.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Sample folder (default: beside the cache).")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML with sampling options.")] = None,
+    coder: Annotated[
+        list[str] | None, typer.Option(help="Coder(s) to sample (default: all).")
+    ] = None,
+    latents: Annotated[str | None, typer.Option(help="Latents, e.g. 0-99 or 3,17,42.")] = None,
+) -> None:
+    """Draw train, test and non-activating examples for each latent (resumes a partial run)."""
+    from autointerp.cache import ActivationCache
+    from autointerp.sample import (
+        SampleConfig,
+        parse_latents,
+        read_records,
+        sample_coder,
+        write_config,
+    )
+
+    try:
+        cfg = load_yaml(config, SampleConfig) if config else SampleConfig()
+        cache = ActivationCache(cache_dir)
+        out = out or cache_dir.parent / "sample"
+        write_config(out, cfg)  # type: ignore[arg-type]
+        for name in coder or list(cache.coders):
+            if name not in cache.coders:
+                raise ConfigError(
+                    f"no coder {name!r} in {cache_dir} (has: {', '.join(cache.coders)})"
+                )
+            ids = parse_latents(latents, cache.coders[name]["n_latents"])
+            path = sample_coder(cache, name, cfg, out, ids)  # type: ignore[arg-type]
+            records = [r for r in read_records(path) if r.id.latent in set(ids)]
+            skipped = sum(r.status == "skipped" for r in records)
+            typer.echo(
+                f"{name}: {len(records) - skipped} latents sampled, {skipped} skipped -> {path}"
+            )
+    except AutointerpError as e:
+        _fail(e)
 
 
 @app.command("train-sae")

@@ -1,0 +1,407 @@
+"""Sampling: a finished cache -> one record per latent (train / test / non-activating examples).
+
+Usage: `autointerp sample RUN/cache --out RUN/sample [--latents 0-99]`; Python: `sample_coder(...)`.
+
+An example is a window of `example_len` tokens around one activation peak (`context_before` tokens of
+left context, since a causal model's activation depends only on what comes before). Candidates are the
+peaks of each aligned `example_len` block of the cache, so a latent that fires on a run of tokens gives
+one candidate per block, not dozens of near-duplicates. Candidates are split into `n_quantiles` equal
+bins by the strongest activation inside the window. The test set is drawn first (`n_test / n_quantiles` per bin), then the train set
+from what is left, and every window drawn (train, test and negatives) is checked against every window
+already drawn for the latent: no two examples share a token, so the explainer never sees a scorer's text.
+Non-activating examples are windows where the latent is zero throughout: random ones, and "similar" ones
+where the latent's nearest neighbours (by decoder cosine, or by co-occurrence for coders without a
+decoder) fire. Latents with fewer than `min_examples` candidates are recorded as skipped, with the reason.
+Each draw uses its own RNG seeded by (seed, coder, latent): results do not depend on which latents run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+from tqdm.auto import tqdm
+
+from autointerp.cache import ActivationCache
+from autointerp.config import _Strict
+from autointerp.errors import ConfigError
+from autointerp.types import Example, ExampleRef, LatentId, SampledLatent
+
+log = logging.getLogger(__name__)
+
+
+class SampleConfig(_Strict):
+    example_len: int = Field(32, ge=2)
+    """Tokens per example window."""
+    context_before: int = Field(24, ge=0)
+    """Tokens of the window before the activation peak (when the sequence allows)."""
+    n_train: int = Field(40, ge=1)
+    """Activating examples for the explainer."""
+    n_test: int = Field(100, ge=0)
+    """Activating examples for the scorers (n_test / n_quantiles from each quantile)."""
+    n_quantiles: int = Field(10, ge=1)
+    train_strategy: Literal["quantiles", "top", "random", "mix"] = "quantiles"
+    """How the explainer's examples are drawn: across quantiles, the strongest, at random, or half
+    strongest and half across quantiles."""
+    n_random_negatives: int = Field(50, ge=0)
+    n_similar_negatives: int = Field(50, ge=0)
+    n_explain_negatives: int = Field(10, ge=0)
+    """Similar non-activating examples for a contrastive explainer (disjoint from the scorers')."""
+    n_neighbours: int = Field(10, ge=1)
+    """Neighbouring latents whose windows serve as similar negatives."""
+    min_examples: int = Field(20, ge=1)
+    """Latents with fewer activating windows are skipped (recorded with the reason)."""
+    seed: int = 0
+
+
+def _rng(seed: int, latent: LatentId, purpose: str) -> np.random.Generator:
+    digest = hashlib.sha256(f"{seed}:{latent.coder}:{latent.latent}:{purpose}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+class _Windows:
+    """Windows drawn so far for one latent, per sequence; refuses any window that overlaps them."""
+
+    def __init__(self) -> None:
+        self.taken: dict[int, list[tuple[int, int]]] = {}
+
+    def take(self, seq: int, start: int, length: int) -> bool:
+        spans = self.taken.setdefault(seq, [])
+        if any(start < e and s < start + length for s, e in spans):
+            return False
+        spans.append((start, start + length))
+        return True
+
+
+class Sampler:
+    """Samples the latents of one coder of a cache."""
+
+    def __init__(self, cache: ActivationCache, coder: str, cfg: SampleConfig):
+        if cache.ctx_len % cfg.example_len:
+            raise ConfigError(
+                f"example_len {cfg.example_len} must divide the cache's ctx_len {cache.ctx_len}"
+            )
+        if cfg.context_before >= cfg.example_len:
+            raise ConfigError(
+                f"context_before ({cfg.context_before}) must be < example_len ({cfg.example_len})"
+            )
+        self.cache, self.coder, self.cfg = cache, coder, cfg
+        self.ctx = cache.ctx_len
+        self.n_blocks = cache.n_tokens // cfg.example_len
+        self.stats = cache.stats(coder)
+        self._neighbours: np.ndarray | None = None
+
+    # --- candidates -------------------------------------------------------------------------
+    def _candidates(self, tok: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One window per aligned block that fires: placed around the block's strongest token, valued
+        by the strongest activation inside the window. Returns (window start as a global token index,
+        window max), sorted by window max, without duplicate windows."""
+        E = self.cfg.example_len
+        block = tok // E
+        order = np.lexsort((-val, block))
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = block[order][1:] != block[order][:-1]
+        peaks = tok[order][first]
+        seq, pos = np.divmod(peaks, self.ctx)
+        lo = seq * self.ctx + np.clip(pos - self.cfg.context_before, 0, self.ctx - E)
+        lo = np.unique(lo)
+        a = np.searchsorted(tok, lo)
+        b = np.searchsorted(tok, lo + E)
+        idx = a[:, None] + np.arange(E)[None, :]
+        inside = idx < b[:, None]
+        vmax = np.where(inside, val[np.minimum(idx, len(val) - 1)], -np.inf).max(axis=1)
+        by_value = np.argsort(vmax, kind="stable")
+        return lo[by_value], vmax[by_value]
+
+    def _window(self, lo: int) -> tuple[int, int]:
+        return divmod(int(lo), self.ctx)
+
+    def _ref(self, seq: int, start: int, tok: np.ndarray, val: np.ndarray, **kw) -> ExampleRef:
+        lo = seq * self.ctx + start
+        a, b = np.searchsorted(tok, [lo, lo + self.cfg.example_len])
+        acts = [(int(t - lo), round(float(v), 4)) for t, v in zip(tok[a:b], val[a:b], strict=True)]
+        return ExampleRef(seq=seq, start=start, acts=acts, **kw)
+
+    # --- activating examples ----------------------------------------------------------------
+    def _take(self, i: int, peaks: np.ndarray, windows: _Windows) -> bool:
+        seq, start = self._window(peaks[i])
+        return windows.take(seq, start, self.cfg.example_len)
+
+    def _split(self, n_cand: int) -> tuple[int, int]:
+        cfg = self.cfg
+        if n_cand >= cfg.n_train + cfg.n_test:
+            return cfg.n_train, cfg.n_test
+        n_train = max(1, round(n_cand * cfg.n_train / (cfg.n_train + cfg.n_test)))
+        return n_train, n_cand - n_train
+
+    def _activating(self, lid: LatentId, peaks: np.ndarray, windows: _Windows):
+        """(train, test, quantile): indices into `peaks`, windows pairwise disjoint."""
+        cfg = self.cfg
+        rng = _rng(cfg.seed, lid, "activating")
+        bins = np.array_split(np.arange(len(peaks)), min(cfg.n_quantiles, len(peaks)))
+        quantile = np.empty(len(peaks), dtype=int)
+        for q, members in enumerate(bins):
+            quantile[members] = q
+        n_train, n_test = self._split(len(peaks))
+        train: list[int] = []
+        if cfg.train_strategy in (
+            "top",
+            "mix",
+        ):  # the strongest first, before the test set is drawn
+            want = n_train if cfg.train_strategy == "top" else n_train // 2
+            for i in range(len(peaks) - 1, -1, -1):
+                if len(train) >= want:
+                    break
+                if self._take(i, peaks, windows):
+                    train.append(i)
+        # Accept non-overlapping windows round-robin across the quantile bins, so that no bin wins
+        # the overlaps, until every bin holds its share of the remaining examples.
+        reserved = set(train)
+        pools = [[int(i) for i in rng.permutation(b) if int(i) not in reserved] for b in bins]
+        need = -(-(n_test + n_train - len(train)) // len(bins))
+        accepted: list[list[int]] = [[] for _ in bins]
+        cursors = [0] * len(bins)
+        active = set(range(len(bins)))
+        while active:
+            for q in list(active):
+                pool = pools[q]
+                while cursors[q] < len(pool) and not self._take(pool[cursors[q]], peaks, windows):
+                    cursors[q] += 1
+                if cursors[q] >= len(pool):
+                    active.discard(q)
+                    continue
+                accepted[q].append(pool[cursors[q]])
+                cursors[q] += 1
+                if len(accepted[q]) >= need:
+                    active.discard(q)
+        total = len(train) + sum(map(len, accepted))
+        if total < n_train + n_test:  # scarce: keep the configured train/test proportion
+            n_train, n_test = self._split(total)
+            n_train = max(n_train, len(train))
+            n_test = total - n_train
+        per_bin = -(-n_test // len(bins)) if n_test else 0
+        test = [i for acc in accepted for i in acc[:per_bin]][:n_test]
+        rest = [acc[per_bin:] for acc in accepted]
+        if cfg.train_strategy == "random":
+            flat = [i for r in rest for i in r]
+            train += [flat[j] for j in rng.permutation(len(flat))[: n_train - len(train)]]
+        else:  # quantiles (and the second half of mix): round-robin over the bins
+            depth = 0
+            while len(train) < n_train and any(depth < len(r) for r in rest):
+                train += [r[depth] for r in rest if depth < len(r)][: n_train - len(train)]
+                depth += 1
+        return train, test, quantile
+
+    # --- non-activating examples ------------------------------------------------------------
+    def _random_negatives(
+        self, lid: LatentId, active: set[int], windows: _Windows, n: int
+    ) -> list[ExampleRef]:
+        rng = _rng(self.cfg.seed, lid, "random-negatives")
+        out: list[ExampleRef] = []
+        for block in rng.integers(0, self.n_blocks, size=max(4 * n, 64)):
+            if len(out) >= n:
+                break
+            seq, start = divmod(int(block) * self.cfg.example_len, self.ctx)
+            if int(block) not in active and windows.take(seq, start, self.cfg.example_len):
+                out.append(ExampleRef(seq=seq, start=start, kind="random"))
+        return out
+
+    def neighbours(self) -> np.ndarray:
+        """(n_latents, n_neighbours) nearest latents by decoder cosine (co-occurrence without decoder)."""
+        if self._neighbours is None:
+            self._neighbours = _neighbours(self.cache, self.coder, self.cfg.n_neighbours)
+        return self._neighbours
+
+    def _similar_negatives(self, lid, active, windows, n_explain, n_score):
+        rng = _rng(self.cfg.seed, lid, "similar-negatives")
+        candidates: list[int] = []
+        for other in self.neighbours()[lid.latent]:
+            tok, _ = self.cache.latent(self.coder, int(other))
+            blocks = np.unique(tok // self.cfg.example_len)
+            candidates.extend(int(b) for b in blocks if int(b) not in active)
+        candidates = list(dict.fromkeys(candidates))
+        refs: list[ExampleRef] = []
+        for block in rng.permutation(candidates) if candidates else []:
+            if len(refs) >= n_explain + n_score:
+                break
+            seq, start = divmod(int(block) * self.cfg.example_len, self.ctx)
+            if windows.take(seq, start, self.cfg.example_len):
+                refs.append(ExampleRef(seq=seq, start=start, kind="similar"))
+        return refs[:n_explain], refs[n_explain:]
+
+    # --- one latent -------------------------------------------------------------------------
+    def sample(self, latent: int) -> SampledLatent:
+        cfg = self.cfg
+        lid = LatentId(coder=self.coder, latent=latent)
+        tok, val = self.cache.latent(self.coder, latent)
+        peaks, _ = self._candidates(tok, val)
+        base = dict(
+            id=lid,
+            density=float(self.stats["density"][latent]),
+            max_activation=float(self.stats["max"][latent]),
+            n_activating_windows=len(peaks),
+        )
+        if len(peaks) < cfg.min_examples:
+            reason = f"only {len(peaks)} activating windows (min_examples is {cfg.min_examples})"
+            return SampledLatent(status="skipped", reason=reason, **base)
+        windows = _Windows()
+        train, test, quantile = self._activating(lid, peaks, windows)
+        active = set((tok // cfg.example_len).tolist())
+        explain_neg, similar = self._similar_negatives(
+            lid, active, windows, cfg.n_explain_negatives, cfg.n_similar_negatives
+        )
+        negatives = self._random_negatives(lid, active, windows, cfg.n_random_negatives) + similar
+
+        def refs(ids: list[int]) -> list[ExampleRef]:
+            return [
+                self._ref(*self._window(peaks[i]), tok, val, quantile=int(quantile[i])) for i in ids
+            ]
+
+        return SampledLatent(
+            status="ok",
+            train=refs(train),
+            test=refs(test),
+            explain_negatives=explain_neg,
+            negatives=negatives,
+            **base,
+        )
+
+
+def _neighbours(cache: ActivationCache, coder: str, k: int) -> np.ndarray:
+    import torch
+
+    from autointerp.coders import load_coder
+    from autointerp.config import CoderConfig
+
+    meta = cache.coders[coder]
+    cfg = next(
+        CoderConfig(**c)
+        for c in cache.manifest["config"]["coders"]
+        if (c.get("name") or c["hookpoint"]) == coder
+    )
+    W = load_coder(cfg, width=meta["d_in"]).W_dec
+    if W is None:
+        return _cooccurrence_neighbours(cache, coder, meta["n_latents"], k)
+    W = torch.nn.functional.normalize(W.float(), dim=1)
+    out = []
+    for chunk in W.split(4096):
+        sims = chunk @ W.T
+        out.append(sims.topk(min(k + 1, len(W)), dim=1).indices[:, 1:])  # drop self
+    return torch.cat(out).numpy()
+
+
+def _cooccurrence_neighbours(
+    cache: ActivationCache, coder: str, n_latents: int, k: int
+) -> np.ndarray:
+    """Latents that fire in the same sequences most often (Jaccard), for coders without decoder."""
+    import torch
+
+    n_seqs = cache.n_tokens // cache.ctx_len
+    rows = min(n_seqs, 4096)
+    fires = torch.zeros(rows, n_latents)
+    for latent in range(n_latents):
+        tok, _ = cache.latent(coder, latent)
+        seqs = np.unique(tok // cache.ctx_len)
+        fires[seqs[seqs < rows], latent] = 1
+    inter = fires.T @ fires
+    count = fires.sum(0)
+    jaccard = inter / (count[:, None] + count[None, :] - inter).clamp_min(1)
+    jaccard.fill_diagonal_(-1)
+    return jaccard.topk(min(k, n_latents - 1), dim=1).indices.numpy()
+
+
+def parse_latents(spec: str | None, n_latents: int) -> list[int]:
+    """`None` = all; `0-99`, `5,9,12`, `0-9,100-109`."""
+    if not spec:
+        return list(range(n_latents))
+    out: list[int] = []
+    for part in spec.split(","):
+        lo, _, hi = part.strip().partition("-")
+        try:
+            ids = range(int(lo), int(hi) + 1) if hi else [int(lo)]
+        except ValueError:
+            raise ConfigError(f"bad latent range {part!r}: use e.g. 0-99 or 5,9,12") from None
+        bad = [i for i in ids if not 0 <= i < n_latents]
+        if bad:
+            raise ConfigError(f"latent {bad[0]} out of range: the coder has {n_latents} latents")
+        out.extend(ids)
+    return list(dict.fromkeys(out))
+
+
+def read_records(path: Path) -> Iterator[SampledLatent]:
+    """Records of a sample file; a torn last line (a run killed mid-write) is ignored."""
+    if not path.exists():
+        return
+    with open(path) as f:
+        for line in f:
+            try:
+                yield SampledLatent.model_validate_json(line)
+            except ValueError:
+                log.warning("ignoring an unreadable line in %s (interrupted write)", path)
+
+
+def sample_coder(
+    cache: ActivationCache,
+    coder: str,
+    cfg: SampleConfig,
+    out: Path,
+    latents: list[int] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Sample `latents` (default all) of one coder into `out/<coder>.jsonl`, resuming a partial file."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{coder}.jsonl"
+    done = {r.id.latent for r in read_records(path)}
+    _truncate_torn_line(path)
+    todo = [
+        i
+        for i in (latents if latents is not None else range(cache.coders[coder]["n_latents"]))
+        if i not in done
+    ]
+    sampler = Sampler(cache, coder, cfg)
+    with open(path, "a") as f:
+        for latent in tqdm(todo, desc=f"sample {coder}", unit="latent", disable=not progress):
+            f.write(sampler.sample(latent).model_dump_json() + "\n")
+            f.flush()
+    return path
+
+
+def _truncate_torn_line(path: Path) -> None:
+    if path.exists():
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def render(ref: ExampleRef, tokens: np.ndarray, decode, example_len: int) -> Example:
+    """An ExampleRef with its token strings and dense activations (`decode`: token id -> string)."""
+    ids = tokens[ref.seq, ref.start : ref.start + example_len]
+    acts = [0.0] * len(ids)
+    for offset, value in ref.acts:
+        acts[offset] = value
+    return Example(
+        tokens=[decode(int(t)) for t in ids],
+        activations=acts,
+        seq=ref.seq,
+        start=ref.start,
+        quantile=ref.quantile,
+        kind=ref.kind,
+    )
+
+
+def write_config(out: Path, cfg: SampleConfig) -> None:
+    """The sample folder records its config; a different config into the same folder is refused."""
+    path = out / "sample_config.json"
+    data = cfg.model_dump(mode="json")
+    if path.exists() and json.loads(path.read_text()) != data:
+        raise ConfigError(
+            f"{out} holds samples made with another config; use another folder or delete it"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2))
