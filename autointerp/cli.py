@@ -144,6 +144,74 @@ def sample(
         _fail(e)
 
 
+@app.command()
+def explain(
+    cache_dir: Annotated[Path, typer.Argument(help="Cache folder.")],
+    sample_dir: Annotated[
+        Path | None, typer.Option("--sample", help="Sample folder (default: beside the cache).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Explanations folder (default: beside the cache).")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML with `explain:` and `client:` sections.")
+    ] = None,
+    explainer: Annotated[
+        str | None, typer.Option(help="default | contrastive | token-stats")
+    ] = None,
+    coder: Annotated[
+        list[str] | None, typer.Option(help="Coder(s) to explain (default: all sampled).")
+    ] = None,
+    latents: Annotated[str | None, typer.Option(help="Latents, e.g. 0-99 or 3,17,42.")] = None,
+) -> None:
+    """Explain each sampled latent with an LLM (resumes; failures are recorded, not dropped)."""
+    from functools import lru_cache
+
+    from autointerp.cache import ActivationCache
+    from autointerp.clients import make_client
+    from autointerp.config import SubjectConfig
+    from autointerp.explain import Explainer, ExplainStageConfig, explain_coder, summarize
+    from autointerp.sample import parse_latents
+    from autointerp.subject import load_tokenizer
+
+    try:
+        cfg = load_yaml(config, ExplainStageConfig) if config else ExplainStageConfig()
+        if explainer:
+            data = cfg.model_dump()
+            data["explain"]["explainer"] = explainer
+            cfg = validate(data, ExplainStageConfig)
+        cache = ActivationCache(cache_dir)
+        sample_dir = sample_dir or cache_dir.parent / "sample"
+        out = out or cache_dir.parent / "explanations"
+        sample_cfg = (
+            json.loads((sample_dir / "sample_config.json").read_text())
+            if (sample_dir / "sample_config.json").exists()
+            else None
+        )
+        if sample_cfg is None:
+            raise ConfigError(f"no samples in {sample_dir}; run `autointerp sample` first")
+        tok = load_tokenizer(SubjectConfig(**cache.manifest["config"]["subject"]))
+        decode = lru_cache(maxsize=None)(lambda t: tok.decode([t]))
+        client = None
+        if cfg.explain.explainer != "token-stats":
+            client = make_client(cfg.client, out / "llm_cache.sqlite")
+        ex = Explainer(cache, cfg.explain, client, decode, sample_cfg["example_len"])
+        for name in coder or [p.stem for p in sorted(sample_dir.glob("*.jsonl"))]:
+            path = sample_dir / f"{name}.jsonl"
+            if not path.exists():
+                raise ConfigError(f"no samples for coder {name!r} in {sample_dir}")
+            ids = set(parse_latents(latents, cache.coders[name]["n_latents"])) if latents else None
+            result = explain_coder(ex, path, out, ids)
+            s = summarize(result)
+            typer.echo(f"{name}: {s['explained']} explained, {s['failed']} failed -> {result}")
+        u = ex.usage
+        typer.echo(
+            f"LLM calls {u.calls} (+{u.cache_hits} from cache), prompt tokens {u.prompt_tokens:,}, generated {u.completion_tokens:,}"
+        )
+    except AutointerpError as e:
+        _fail(e)
+
+
 @app.command("train-sae")
 def train_sae_cmd(
     out: Annotated[Path, typer.Option(help="Output folder (sparsify layout).")],

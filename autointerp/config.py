@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from autointerp.errors import ConfigError
 
@@ -118,3 +118,27 @@ def validate(data: dict, model: type[BaseModel], source: str = "config") -> Base
             for err in e.errors()
         ]
         raise ConfigError(f"invalid {source}:\n" + "\n".join(lines)) from None
+
+
+class ClientConfig(_Strict):
+    backend: Literal["transformers", "openai"] = "transformers"
+    """`transformers` (a local model; the default runs on the CPU) or `openai` (any OpenAI-compatible
+    server: vLLM, llama.cpp, OpenAI, OpenRouter)."""
+    model: str = EMBEDDED_MODEL
+    """Model name: a local model spec for `transformers`, the server's model id for `openai`."""
+    base_url: str | None = None
+    """Server URL for `openai`, e.g. http://127.0.0.1:8000/v1 (None: OpenAI's API)."""
+    api_key: SecretStr | None = None
+    """API key; prefer `api_key_env`. Never written to any file or log."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the API key (read when the client is built)."""
+    max_concurrency: int = Field(32, ge=1)
+    """Requests in flight at once (`openai`)."""
+    timeout: float = Field(120.0, gt=0)
+    """Seconds before a request is abandoned and retried (`openai`)."""
+    max_retries: int = Field(6, ge=0)
+    batch_size: int = Field(8, ge=1)
+    """Chats generated together (`transformers`)."""
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    response_cache: bool = True
+    """Keep answers on disk so that a re-run of a finished stage costs no LLM calls."""

@@ -23,3 +23,7 @@ class CoderError(AutointerpError):
 
 class CacheError(AutointerpError):
     """An activation cache cannot be written, resumed or read."""
+
+
+class ClientError(AutointerpError):
+    """An LLM backend cannot serve any request (unknown backend or model, server down)."""

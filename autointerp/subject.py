@@ -78,6 +78,11 @@ def _gguf_location(cfg: SubjectConfig) -> tuple[Path, str] | None:
     return None
 
 
+def _converted_path(source: Path) -> Path:
+    key = file_fingerprint(source) if source.is_file() else text_fingerprint(str(source))
+    return cache_home() / "models" / f"{source.stem}-{key}"
+
+
 def _load_gguf(folder: Path, name: str, dtype: torch.dtype):
     """Dequantize a GGUF checkpoint once and keep a safetensors copy: later loads take ~2 s, not ~20 s.
 
@@ -87,8 +92,7 @@ def _load_gguf(folder: Path, name: str, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     source = folder / name
-    key = file_fingerprint(source) if source.is_file() else text_fingerprint(str(source))
-    converted = cache_home() / "models" / f"{Path(name).stem}-{key}"
+    converted = _converted_path(source)
     if (converted / "config.json").exists():
         return (
             AutoModelForCausalLM.from_pretrained(converted, dtype=dtype),
@@ -204,6 +208,19 @@ def module_patterns(modules: dict) -> list[str]:
         else:
             out.append(key)
     return out
+
+
+def load_tokenizer(cfg: SubjectConfig):
+    """The subject's tokenizer alone (from the converted copy for GGUF models, when there is one)."""
+    from transformers import AutoTokenizer
+
+    gguf = _gguf_location(cfg)
+    if gguf is None:
+        return AutoTokenizer.from_pretrained(cfg.model)
+    converted = _converted_path(gguf[0] / gguf[1])
+    if (converted / "tokenizer_config.json").exists():
+        return AutoTokenizer.from_pretrained(converted)
+    return AutoTokenizer.from_pretrained(gguf[0], gguf_file=gguf[1])
 
 
 def load_subject(cfg: SubjectConfig) -> Subject:

@@ -60,3 +60,17 @@ class Example(_Record):
     start: int
     quantile: int | None = None
     kind: str = "activating"
+
+
+class Explanation(_Record):
+    """One latent's explanation. `text` is None when the answer could not be used (see `error`)."""
+
+    latent: LatentId
+    text: str | None
+    raw: str
+    model: str
+    prompt: str
+    """Explainer name, options and a hash of its templates."""
+    error: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0

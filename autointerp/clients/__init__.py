@@ -1,0 +1,45 @@
+"""LLM clients behind one batch-first interface, chosen by name in the config.
+
+Backends are imported only when chosen: `transformers` (local), `openai` (any OpenAI-compatible server).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from autointerp.clients.base import Chat, Completion, GenParams, LLMClient, TokenLogprob, Usage
+from autointerp.clients.cache import CachedClient, ResponseCache
+from autointerp.config import ClientConfig
+
+__all__ = ["Chat", "Completion", "GenParams", "LLMClient", "TokenLogprob", "Usage", "make_client"]
+
+
+def _transformers(cfg: ClientConfig) -> LLMClient:
+    from autointerp.clients.local import TransformersClient
+
+    return TransformersClient(cfg.model, dtype=cfg.dtype, batch_size=cfg.batch_size)
+
+
+def _openai(cfg: ClientConfig) -> LLMClient:
+    from autointerp.clients.remote import OpenAIClient
+
+    return OpenAIClient(
+        cfg.model,
+        base_url=cfg.base_url,
+        api_key=cfg.api_key,
+        api_key_env=cfg.api_key_env,
+        max_concurrency=cfg.max_concurrency,
+        timeout=cfg.timeout,
+        max_retries=cfg.max_retries,
+    )
+
+
+BACKENDS = {"transformers": _transformers, "openai": _openai}
+
+
+def make_client(cfg: ClientConfig, response_cache: str | Path | None = None) -> LLMClient:
+    """Build the configured client, wrapped in the on-disk response cache when a path is given."""
+    client = BACKENDS[cfg.backend](cfg)
+    if response_cache is not None and cfg.response_cache:
+        return CachedClient(client, ResponseCache(response_cache), cfg.backend)
+    return client

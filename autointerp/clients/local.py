@@ -1,0 +1,112 @@
+"""`transformers` backend: a local chat model (the embedded SmolLM2-135M-Instruct by default).
+
+Batched greedy or sampled generation, token logprobs from the raw logits, prompt-length checks. It runs
+on the CPU; chats of similar length are batched together to waste little padding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+import torch
+
+from autointerp.clients.base import Chat, Completion, GenParams, TokenLogprob
+from autointerp.config import SubjectConfig
+from autointerp.subject import load_subject
+
+log = logging.getLogger(__name__)
+
+
+class TransformersClient:
+    def __init__(
+        self,
+        model: str = "smollm2",
+        dtype: str = "bfloat16",
+        batch_size: int = 8,
+        device: str = "cpu",
+    ):
+        subject = load_subject(SubjectConfig(model=model, dtype=dtype, device=device))  # type: ignore[arg-type]
+        self.model = model
+        self.lm = subject.model
+        self.tok = subject.tokenizer
+        self.tok.padding_side = "left"
+        if self.tok.pad_token_id is None:
+            self.tok.pad_token = self.tok.eos_token
+        self.batch_size = batch_size
+        self.context = int(getattr(self.lm.config, "max_position_embeddings", 0) or 1 << 30)
+        self._lock = asyncio.Lock()
+
+    async def complete(self, chats: Sequence[Chat], params: GenParams) -> list[Completion]:
+        async with self._lock:  # one generate at a time: the CPU is the limit
+            return await asyncio.to_thread(self._complete, list(chats), params)
+
+    def _complete(self, chats: list[Chat], params: GenParams) -> list[Completion]:
+        prompts = [
+            self.tok.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
+            for c in chats
+        ]
+        ids = [self.tok(p, add_special_tokens=False).input_ids for p in prompts]
+        out: list[Completion | None] = [None] * len(chats)
+        ok = []
+        for i, x in enumerate(ids):
+            if len(x) + params.max_tokens > self.context:
+                out[i] = Completion(
+                    text=None,
+                    prompt_tokens=len(x),
+                    error=f"prompt of {len(x)} tokens + max_tokens {params.max_tokens} exceeds the "
+                    f"model's context of {self.context} tokens",
+                )
+            else:
+                ok.append(i)
+        ok.sort(key=lambda i: len(ids[i]))
+        for start in range(0, len(ok), self.batch_size):
+            batch = ok[start : start + self.batch_size]
+            for i, c in zip(batch, self._generate([ids[i] for i in batch], params), strict=True):
+                out[i] = c
+        return out  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def _generate(self, ids: list[list[int]], params: GenParams) -> list[Completion]:
+        enc = self.tok.pad({"input_ids": ids}, return_tensors="pt")
+        sampling = params.temperature > 0
+        gen = self.lm.generate(
+            **enc,
+            max_new_tokens=params.max_tokens,
+            do_sample=sampling,
+            temperature=params.temperature if sampling else None,
+            top_p=None,
+            top_k=None,
+            output_logits=params.logprobs,
+            return_dict_in_generate=True,
+            pad_token_id=self.tok.pad_token_id,
+        )
+        new = gen.sequences[:, enc["input_ids"].shape[1] :]
+        logits = torch.stack(gen.logits, dim=1).float().log_softmax(-1) if params.logprobs else None
+        stops = {self.tok.eos_token_id, self.tok.pad_token_id}
+        result = []
+        for row, (prompt, tokens) in enumerate(zip(ids, new.tolist(), strict=True)):
+            n = next((j for j, t in enumerate(tokens) if t in stops), len(tokens))
+            text = self.tok.decode(tokens[:n], skip_special_tokens=True)
+            for s in params.stop:
+                text = text.split(s)[0]
+            lp = None
+            if logits is not None:
+                lp = [
+                    self._token_logprob(logits[row, j], tokens[j], params.top_logprobs)
+                    for j in range(n)
+                ]
+            result.append(
+                Completion(text=text, logprobs=lp, prompt_tokens=len(prompt), completion_tokens=n)
+            )
+        return result
+
+    def _token_logprob(self, logp: torch.Tensor, token: int, top: int) -> TokenLogprob:
+        tops = []
+        if top:
+            values, indices = logp.topk(top)
+            tops = [
+                (self.tok.decode([int(t)]), float(v)) for v, t in zip(values, indices, strict=True)
+            ]
+        return TokenLogprob(token=self.tok.decode([token]), logprob=float(logp[token]), top=tops)

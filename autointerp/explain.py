@@ -1,0 +1,307 @@
+"""Explainers: sampled latents -> one natural-language explanation per latent.
+
+Usage: `autointerp explain RUN/cache --sample RUN/sample --out RUN/explanations`.
+
+- `default`: the train examples with activating tokens marked `<<like this>>`; options add the
+  activation strengths (0-10) and a chain-of-thought instruction. The answer's last
+  `[EXPLANATION]:` line is the explanation.
+- `contrastive`: the same, plus similar windows where the latent does not fire.
+- `token-stats`: no LLM; the latent's most frequent activating tokens and the tokens before them, as
+  the floor every LLM explainer must beat.
+
+An answer without an explanation line is a failed explanation (text None, raw answer kept), never a
+placeholder string that later stages would score. Explanations are appended per latent as they finish;
+a re-run skips the latents already explained.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+from tqdm.auto import tqdm
+
+from autointerp.cache import ActivationCache
+from autointerp.clients.base import Chat, GenParams, LLMClient, Usage
+from autointerp.config import ClientConfig, _Strict
+from autointerp.sample import read_records, render
+from autointerp.types import Example, Explanation, SampledLatent
+
+log = logging.getLogger(__name__)
+PROMPTS = Path(__file__).resolve().parent / "prompts"
+_LINE = re.compile(r"\[EXPLANATION\]\s*:\s*(.*)", re.IGNORECASE)
+
+
+class ExplainConfig(_Strict):
+    explainer: Literal["default", "contrastive", "token-stats"] = "default"
+    activations: bool = False
+    """Show each example's firing tokens with their strength (0-10)."""
+    cot: bool = False
+    """Ask for step-by-step reasoning before the explanation."""
+    mark_threshold: float = Field(0.0, ge=0.0, lt=1.0)
+    """Mark tokens whose activation exceeds this fraction of the example's maximum."""
+    max_tokens: int = Field(256, ge=8)
+    """Generation budget of an answer (more with cot)."""
+    latents_per_call: int = Field(16, ge=1)
+    """Latents whose prompts go to the client together (and are written together)."""
+
+
+class ExplainStageConfig(_Strict):
+    """The YAML of `autointerp explain --config`: explainer options and the client."""
+
+    explain: ExplainConfig = ExplainConfig()
+    client: ClientConfig = ClientConfig()
+
+
+def template(name: str) -> str:
+    return (PROMPTS / name).read_text()
+
+
+def mark(example: Example, threshold: float = 0.0) -> str:
+    """The example's text with each run of firing tokens wrapped in << >>."""
+    peak = max(example.activations, default=0.0)
+    out, inside = [], False
+    for tok, act in zip(example.tokens, example.activations, strict=True):
+        firing = act > 0 and act > threshold * peak
+        if firing and not inside:
+            out.append("<<")
+        elif not firing and inside:
+            out.append(">>")
+        out.append(tok)
+        inside = firing
+    if inside:
+        out.append(">>")
+    return "".join(out)
+
+
+def _values(example: Example, scale: float) -> str:
+    pairs = [
+        f"{tok!r}: {max(1, round(10 * act / scale))}"
+        for tok, act in zip(example.tokens, example.activations, strict=True)
+        if act > 0
+    ]
+    return "Strengths: " + ", ".join(pairs)
+
+
+def format_examples(
+    examples: Sequence[Example], cfg: ExplainConfig, scale: float | None = None
+) -> str:
+    scale = scale or max((max(e.activations) for e in examples), default=1.0) or 1.0
+    blocks = []
+    for i, ex in enumerate(examples, 1):
+        text = mark(ex, cfg.mark_threshold).replace("\n", "\\n")
+        blocks.append(f"Example {i}: {text}")
+        if cfg.activations:
+            blocks.append(_values(ex, scale))
+    return "\n".join(blocks)
+
+
+def build_prompt(
+    train: Sequence[Example], negatives: Sequence[Example], cfg: ExplainConfig
+) -> Chat:
+    """The chat sent to the explainer LLM (golden-tested)."""
+    rules = "".join(
+        "\n" + template(f"explain/{name}.txt").strip() + "\n"
+        for name, on in (("values_rule", cfg.activations), ("cot_rule", cfg.cot))
+        if on
+    )
+    system = template("explain/default.system.txt").format(values_rule=rules)
+    user_name = "contrastive" if cfg.explainer == "contrastive" else "default"
+    user = template(f"explain/{user_name}.user.txt").format(
+        examples=format_examples(train, cfg),
+        negatives="\n".join(
+            f"Example {i}: {''.join(e.tokens)}".replace("\n", "\\n")
+            for i, e in enumerate(negatives, 1)
+        ),
+    )
+    return [
+        {"role": "system", "content": system.strip()},
+        {"role": "user", "content": user.strip()},
+    ]
+
+
+def prompt_id(cfg: ExplainConfig) -> str:
+    names = [
+        "explain/default.system.txt",
+        f"explain/{'contrastive' if cfg.explainer == 'contrastive' else 'default'}.user.txt",
+    ]
+    digest = hashlib.sha256("".join(template(n) for n in names).encode()).hexdigest()[:10]
+    return (
+        f"{cfg.explainer}{'+values' if cfg.activations else ''}{'+cot' if cfg.cot else ''}@{digest}"
+    )
+
+
+def parse_explanation(raw: str) -> str | None:
+    """The text of the last `[EXPLANATION]:` line, or None if there is none (or it is empty)."""
+    found = None
+    for line in raw.splitlines():
+        m = _LINE.search(line)
+        if m:
+            found = m.group(1).strip().strip('"').strip()
+    return found or None
+
+
+def token_stats_explanation(train: Sequence[Example], top: int = 5) -> str:
+    """A no-LLM explanation from the most frequent activating tokens and the tokens before them."""
+    fired: Counter[str] = Counter()
+    before: Counter[str] = Counter()
+    for ex in train:
+        for i, act in enumerate(ex.activations):
+            if act > 0:
+                fired[ex.tokens[i].strip() or repr(ex.tokens[i])] += 1
+                if i > 0:
+                    before[ex.tokens[i - 1].strip() or repr(ex.tokens[i - 1])] += 1
+    total = sum(fired.values()) or 1
+    tokens = ", ".join(f'"{t}" ({100 * n / total:.0f}%)' for t, n in fired.most_common(top))
+    ctx = ", ".join(f'"{t}"' for t, _ in before.most_common(3))
+    return f"the tokens {tokens}" + (f", often after {ctx}" if ctx else "")
+
+
+class Explainer:
+    """Turns sampled latents into explanations with one client."""
+
+    def __init__(
+        self,
+        cache: ActivationCache,
+        cfg: ExplainConfig,
+        client: LLMClient | None,
+        decode: Callable[[int], str],
+        example_len: int,
+    ):
+        if cfg.explainer != "token-stats" and client is None:
+            raise ValueError(f"the {cfg.explainer!r} explainer needs an LLM client")
+        self.cache, self.cfg, self.client, self.decode, self.example_len = (
+            cache,
+            cfg,
+            client,
+            decode,
+            example_len,
+        )
+        self.tokens = cache.tokens()
+        self.usage = Usage()
+        self.prompt = prompt_id(cfg)
+
+    def examples(self, record: SampledLatent) -> tuple[list[Example], list[Example]]:
+        def r(refs):
+            return [render(x, self.tokens, self.decode, self.example_len) for x in refs]
+
+        return r(record.train), r(
+            record.explain_negatives if self.cfg.explainer == "contrastive" else []
+        )
+
+    async def explain(self, records: Sequence[SampledLatent]) -> list[Explanation]:
+        model = "token-stats" if self.client is None else self.client.model
+        rendered = [self.examples(r) for r in records]
+        if self.cfg.explainer == "token-stats":
+            return [
+                Explanation(
+                    latent=r.id,
+                    text=token_stats_explanation(train),
+                    raw="",
+                    model=model,
+                    prompt=self.prompt,
+                )
+                for r, (train, _) in zip(records, rendered, strict=True)
+            ]
+        chats = [build_prompt(train, neg, self.cfg) for train, neg in rendered]
+        params = GenParams(max_tokens=self.cfg.max_tokens * (3 if self.cfg.cot else 1))
+        answers = await self.client.complete(chats, params)  # type: ignore[union-attr]
+        out = []
+        for r, a in zip(records, answers, strict=True):
+            self.usage.add(a)
+            text = parse_explanation(a.text) if a.ok else None
+            error = (
+                a.error if not a.ok else (None if text else "no [EXPLANATION]: line in the answer")
+            )
+            out.append(
+                Explanation(
+                    latent=r.id,
+                    text=text,
+                    raw=a.text or "",
+                    model=model,
+                    prompt=self.prompt,
+                    error=error,
+                    prompt_tokens=a.prompt_tokens,
+                    completion_tokens=a.completion_tokens,
+                )
+            )
+        return out
+
+
+def read_explanations(path: Path) -> dict[int, Explanation]:
+    out: dict[int, Explanation] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                e = Explanation.model_validate_json(line)
+            except ValueError:
+                continue  # a torn last line from an interrupted run
+            out[e.latent.latent] = e
+    return out
+
+
+def explain_coder(
+    explainer: Explainer,
+    sample_path: Path,
+    out: Path,
+    latents: set[int] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Explain every sampled (not skipped) latent of one coder into `out/<coder>.jsonl`; resumes."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / sample_path.name
+    done = read_explanations(path)
+    if path.exists() and not path.read_bytes().endswith(b"\n") and path.stat().st_size:
+        data = path.read_bytes()
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+    todo = [
+        r
+        for r in read_records(sample_path)
+        if r.status == "ok"
+        and r.id.latent not in done
+        and (latents is None or r.id.latent in latents)
+    ]
+    asyncio.run(_explain_all(explainer, todo, path, sample_path.stem, progress))
+    return path
+
+
+async def _explain_all(
+    explainer: Explainer, todo: list[SampledLatent], path: Path, name: str, progress: bool
+) -> None:
+    step = explainer.cfg.latents_per_call
+    usage = explainer.usage
+    with (
+        open(path, "a") as f,
+        tqdm(total=len(todo), desc=f"explain {name}", unit="latent", disable=not progress) as bar,
+    ):
+        for i in range(0, len(todo), step):
+            chunk = todo[i : i + step]
+            for e in await explainer.explain(chunk):
+                f.write(e.model_dump_json() + "\n")
+            f.flush()
+            bar.update(len(chunk))
+            bar.set_postfix(
+                calls=usage.calls,
+                failed=usage.failures,
+                tokens=usage.prompt_tokens + usage.completion_tokens,
+            )
+
+
+def summarize(path: Path) -> dict:
+    ex = list(read_explanations(path).values())
+    failed = [e for e in ex if e.text is None]
+    return {
+        "explained": len(ex) - len(failed),
+        "failed": len(failed),
+        "mean_words": float(np.mean([len(e.text.split()) for e in ex if e.text]))
+        if len(ex) > len(failed)
+        else 0.0,
+    }
