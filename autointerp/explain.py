@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from autointerp.cache import ActivationCache
 from autointerp.clients.base import Chat, GenParams, LLMClient, Usage
 from autointerp.config import ClientConfig, _Strict
+from autointerp.jsonl import cut_torn_line, read_jsonl
 from autointerp.sample import read_records, render
 from autointerp.types import Example, Explanation, SampledLatent
 
@@ -50,6 +51,9 @@ class ExplainConfig(_Strict):
     """Mark tokens whose activation exceeds this fraction of the example's maximum."""
     max_tokens: int = Field(256, ge=8)
     """Generation budget of an answer (more with cot)."""
+    prefill: bool | None = None
+    """Start the answer with `[EXPLANATION]:` so that the model writes only the explanation (small
+    models rarely follow the format otherwise). None: on for the local `transformers` backend."""
     latents_per_call: int = Field(16, ge=1)
     """Latents whose prompts go to the client together (and are written together)."""
 
@@ -84,7 +88,7 @@ def mark(example: Example, threshold: float = 0.0) -> str:
 
 def _values(example: Example, scale: float) -> str:
     pairs = [
-        f"{tok!r}: {max(1, round(10 * act / scale))}"
+        f"{tok!r}: {max(1, int(10 * act / scale + 0.5))}"
         for tok, act in zip(example.tokens, example.activations, strict=True)
         if act > 0
     ]
@@ -104,8 +108,14 @@ def format_examples(
     return "\n".join(blocks)
 
 
+PREFILL = "[EXPLANATION]:"
+
+
 def build_prompt(
-    train: Sequence[Example], negatives: Sequence[Example], cfg: ExplainConfig
+    train: Sequence[Example],
+    negatives: Sequence[Example],
+    cfg: ExplainConfig,
+    prefill: bool = False,
 ) -> Chat:
     """The chat sent to the explainer LLM (golden-tested)."""
     rules = "".join(
@@ -122,10 +132,13 @@ def build_prompt(
             for i, e in enumerate(negatives, 1)
         ),
     )
-    return [
+    chat = [
         {"role": "system", "content": system.strip()},
         {"role": "user", "content": user.strip()},
     ]
+    if prefill and not cfg.cot:
+        chat.append({"role": "assistant", "content": PREFILL})
+    return chat
 
 
 def prompt_id(cfg: ExplainConfig) -> str:
@@ -188,6 +201,11 @@ class Explainer:
         self.tokens = cache.tokens()
         self.usage = Usage()
         self.prompt = prompt_id(cfg)
+        auto = (
+            client is not None
+            and type(getattr(client, "inner", client)).__name__ == "TransformersClient"
+        )
+        self.prefill = (cfg.prefill if cfg.prefill is not None else auto) and not cfg.cot
 
     def examples(self, record: SampledLatent) -> tuple[list[Example], list[Example]]:
         def r(refs):
@@ -211,13 +229,19 @@ class Explainer:
                 )
                 for r, (train, _) in zip(records, rendered, strict=True)
             ]
-        chats = [build_prompt(train, neg, self.cfg) for train, neg in rendered]
+        prefill = self.prefill
+        chats = [build_prompt(train, neg, self.cfg, prefill) for train, neg in rendered]
         params = GenParams(max_tokens=self.cfg.max_tokens * (3 if self.cfg.cot else 1))
         answers = await self.client.complete(chats, params)  # type: ignore[union-attr]
         out = []
         for r, a in zip(records, answers, strict=True):
             self.usage.add(a)
-            text = parse_explanation(a.text) if a.ok else None
+            raw = a.text or ""
+            if (
+                prefill and a.ok
+            ):  # the answer continues the prefilled line; it ends at the first newline
+                raw = PREFILL + raw.split("\n")[0]
+            text = parse_explanation(raw) if a.ok else None
             error = (
                 a.error if not a.ok else (None if text else "no [EXPLANATION]: line in the answer")
             )
@@ -237,15 +261,7 @@ class Explainer:
 
 
 def read_explanations(path: Path) -> dict[int, Explanation]:
-    out: dict[int, Explanation] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                e = Explanation.model_validate_json(line)
-            except ValueError:
-                continue  # a torn last line from an interrupted run
-            out[e.latent.latent] = e
-    return out
+    return {e.latent.latent: e for e in read_jsonl(path, Explanation)}
 
 
 def explain_coder(
@@ -259,9 +275,7 @@ def explain_coder(
     out.mkdir(parents=True, exist_ok=True)
     path = out / sample_path.name
     done = read_explanations(path)
-    if path.exists() and not path.read_bytes().endswith(b"\n") and path.stat().st_size:
-        data = path.read_bytes()
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
+    cut_torn_line(path)
     todo = [
         r
         for r in read_records(sample_path)

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from autointerp.cache import ActivationCache
 from autointerp.config import _Strict
 from autointerp.errors import ConfigError
+from autointerp.jsonl import cut_torn_line, read_jsonl
 from autointerp.types import Example, ExampleRef, LatentId, SampledLatent
 
 log = logging.getLogger(__name__)
@@ -336,14 +337,7 @@ def parse_latents(spec: str | None, n_latents: int) -> list[int]:
 
 def read_records(path: Path) -> Iterator[SampledLatent]:
     """Records of a sample file; a torn last line (a run killed mid-write) is ignored."""
-    if not path.exists():
-        return
-    with open(path) as f:
-        for line in f:
-            try:
-                yield SampledLatent.model_validate_json(line)
-            except ValueError:
-                log.warning("ignoring an unreadable line in %s (interrupted write)", path)
+    return read_jsonl(path, SampledLatent)
 
 
 def sample_coder(
@@ -358,7 +352,7 @@ def sample_coder(
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{coder}.jsonl"
     done = {r.id.latent for r in read_records(path)}
-    _truncate_torn_line(path)
+    cut_torn_line(path)
     todo = [
         i
         for i in (latents if latents is not None else range(cache.coders[coder]["n_latents"]))
@@ -370,13 +364,6 @@ def sample_coder(
             f.write(sampler.sample(latent).model_dump_json() + "\n")
             f.flush()
     return path
-
-
-def _truncate_torn_line(path: Path) -> None:
-    if path.exists():
-        data = path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            path.write_bytes(data[: data.rfind(b"\n") + 1])
 
 
 def render(ref: ExampleRef, tokens: np.ndarray, decode, example_len: int) -> Example:

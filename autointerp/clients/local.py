@@ -67,6 +67,12 @@ class TransformersClient:
                 out[i] = c
         return out  # type: ignore[return-value]
 
+    def _render(self, chat: Chat) -> str:
+        """The prompt text; a final assistant message is continued (a prefilled answer)."""
+        if chat and chat[-1]["role"] == "assistant":
+            return self.tok.apply_chat_template(chat, continue_final_message=True, tokenize=False)
+        return self.tok.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+
     @torch.inference_mode()
     def _generate(self, ids: list[list[int]], params: GenParams) -> list[Completion]:
         enc = self.tok.pad({"input_ids": ids}, return_tensors="pt")

@@ -91,6 +91,10 @@ class OpenAIClient:
         )
         if params.stop:
             kwargs["stop"] = list(params.stop)
+        if (
+            chat and chat[-1]["role"] == "assistant"
+        ):  # continue a prefilled answer (vLLM's extension)
+            kwargs["extra_body"] = {"continue_final_message": True, "add_generation_prompt": False}
         if params.logprobs:
             kwargs.update(logprobs=True, top_logprobs=params.top_logprobs or None)
         for attempt in range(self.max_retries + 1):
