@@ -1,0 +1,98 @@
+"""A small OpenAI-compatible HTTP server of the tests' own, that fails on purpose (429, 500, slow)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class FakeOpenAI:
+    """Serves /v1/models and /v1/chat/completions; `script` lists what the next requests get:
+    an int status code (429, 500, ...), ("slow", seconds) or "ok"; when it runs out, "ok"."""
+
+    def __init__(self, models=("fake-model",), logprobs=True):
+        self.script: list = []
+        self.requests: list[dict] = []
+        self.headers: list[dict] = []
+        self.models = list(models)
+        self.logprobs = logprobs
+        self.lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, status, body):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self._send(
+                    200,
+                    {"object": "list", "data": [{"id": m, "object": "model"} for m in fake.models]},
+                )
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with fake.lock:
+                    fake.requests.append(body)
+                    fake.headers.append({k.lower(): v for k, v in self.headers.items()})
+                    action = fake.script.pop(0) if fake.script else "ok"
+                if isinstance(action, tuple):
+                    time.sleep(action[1])
+                    action = "ok"
+                if isinstance(action, int):
+                    return self._send(
+                        action, {"error": {"message": f"scripted {action}", "type": "x"}}
+                    )
+                self._send(200, fake.answer(body))
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def answer(self, body: dict) -> dict:
+        text = "echo: " + body["messages"][-1]["content"][:20]
+        choice = {
+            "index": 0,
+            "finish_reason": "stop",
+            "message": {"role": "assistant", "content": text},
+        }
+        if body.get("logprobs") and self.logprobs:
+            choice["logprobs"] = {
+                "content": [
+                    {
+                        "token": "echo",
+                        "logprob": -0.1,
+                        "bytes": None,
+                        "top_logprobs": [
+                            {"token": "echo", "logprob": -0.1, "bytes": None},
+                            {"token": "no", "logprob": -2.5, "bytes": None},
+                        ],
+                    }
+                ]
+            }
+        return {
+            "id": "x",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body["model"],
+            "choices": [choice],
+            "usage": {
+                "prompt_tokens": 11,
+                "completion_tokens": 3,
+                "total_tokens": 14,
+                "prompt_tokens_details": {"cached_tokens": 4},
+            },
+        }
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
