@@ -101,6 +101,66 @@ def _print_info(root: Path) -> None:
         )
 
 
+def _sample_stage(
+    cache_dir: Path, out: Path, cfg, coders: list[str] | None, latents: str | None
+) -> None:
+    from autointerp.cache import ActivationCache
+    from autointerp.sample import parse_latents, read_records, sample_coder, write_config
+
+    cache = ActivationCache(cache_dir)
+    write_config(out, cfg)
+    for name in coders or list(cache.coders):
+        if name not in cache.coders:
+            raise ConfigError(f"no coder {name!r} in {cache_dir} (has: {', '.join(cache.coders)})")
+        ids = parse_latents(latents, cache.coders[name]["n_latents"])
+        path = sample_coder(cache, name, cfg, out, ids)
+        wanted = set(ids)
+        records = [r for r in read_records(path) if r.id.latent in wanted]
+        skipped = sum(r.status == "skipped" for r in records)
+        typer.echo(f"{name}: {len(records) - skipped} latents sampled, {skipped} skipped -> {path}")
+
+
+def _explain_stage(
+    cache_dir: Path, sample_dir: Path, out: Path, cfg, coders: list[str] | None, latents: str | None
+) -> None:
+    from functools import lru_cache
+
+    from autointerp.cache import ActivationCache
+    from autointerp.clients import make_client
+    from autointerp.config import SubjectConfig
+    from autointerp.explain import Explainer, explain_coder, summarize
+    from autointerp.sample import parse_latents
+    from autointerp.subject import load_tokenizer
+
+    cache = ActivationCache(cache_dir)
+    sample_file = sample_dir / "sample_config.json"
+    if not sample_file.exists():
+        raise ConfigError(f"no samples in {sample_dir}; run `autointerp sample` first")
+    example_len = json.loads(sample_file.read_text())["example_len"]
+    tok = load_tokenizer(SubjectConfig(**cache.manifest["config"]["subject"]))
+    decode = lru_cache(maxsize=None)(lambda t: tok.decode([t]))
+    client = None
+    if cfg.explain.explainer != "token-stats":
+        client = make_client(cfg.client, out / "llm_cache.sqlite")
+    ex = Explainer(cache, cfg.explain, client, decode, example_len)
+    for name in coders or [p.stem for p in sorted(sample_dir.glob("*.jsonl"))]:
+        path = sample_dir / f"{name}.jsonl"
+        if not path.exists():
+            raise ConfigError(f"no samples for coder {name!r} in {sample_dir}")
+        ids = set(parse_latents(latents, cache.coders[name]["n_latents"])) if latents else None
+        s = summarize(explain_coder(ex, path, out, ids))
+        typer.echo(f"{name}: {s['explained']} explained, {s['failed']} failed -> {out / path.name}")
+    u = ex.usage
+    typer.echo(
+        f"LLM calls {u.calls} (+{u.cache_hits} from cache), prompt tokens {u.prompt_tokens:,}, "
+        f"generated {u.completion_tokens:,}"
+    )
+
+
+CoderOpt = Annotated[list[str] | None, typer.Option("--coder", help="Coder(s) (default: all).")]
+LatentsOpt = Annotated[str | None, typer.Option(help="Latents, e.g. 0-99 or 3,17,42.")]
+
+
 @app.command()
 def sample(
     cache_dir: Annotated[Path, typer.Argument(help="Cache folder.")],
@@ -108,38 +168,15 @@ def sample(
         Path | None, typer.Option(help="Sample folder (default: beside the cache).")
     ] = None,
     config: Annotated[Path | None, typer.Option(help="YAML with sampling options.")] = None,
-    coder: Annotated[
-        list[str] | None, typer.Option(help="Coder(s) to sample (default: all).")
-    ] = None,
-    latents: Annotated[str | None, typer.Option(help="Latents, e.g. 0-99 or 3,17,42.")] = None,
+    coder: CoderOpt = None,
+    latents: LatentsOpt = None,
 ) -> None:
     """Draw train, test and non-activating examples for each latent (resumes a partial run)."""
-    from autointerp.cache import ActivationCache
-    from autointerp.sample import (
-        SampleConfig,
-        parse_latents,
-        read_records,
-        sample_coder,
-        write_config,
-    )
+    from autointerp.sample import SampleConfig
 
     try:
         cfg = load_yaml(config, SampleConfig) if config else SampleConfig()
-        cache = ActivationCache(cache_dir)
-        out = out or cache_dir.parent / "sample"
-        write_config(out, cfg)  # type: ignore[arg-type]
-        for name in coder or list(cache.coders):
-            if name not in cache.coders:
-                raise ConfigError(
-                    f"no coder {name!r} in {cache_dir} (has: {', '.join(cache.coders)})"
-                )
-            ids = parse_latents(latents, cache.coders[name]["n_latents"])
-            path = sample_coder(cache, name, cfg, out, ids)  # type: ignore[arg-type]
-            records = [r for r in read_records(path) if r.id.latent in set(ids)]
-            skipped = sum(r.status == "skipped" for r in records)
-            typer.echo(
-                f"{name}: {len(records) - skipped} latents sampled, {skipped} skipped -> {path}"
-            )
+        _sample_stage(cache_dir, out or cache_dir.parent / "sample", cfg, coder, latents)
     except AutointerpError as e:
         _fail(e)
 
@@ -159,20 +196,11 @@ def explain(
     explainer: Annotated[
         str | None, typer.Option(help="default | contrastive | token-stats")
     ] = None,
-    coder: Annotated[
-        list[str] | None, typer.Option(help="Coder(s) to explain (default: all sampled).")
-    ] = None,
-    latents: Annotated[str | None, typer.Option(help="Latents, e.g. 0-99 or 3,17,42.")] = None,
+    coder: CoderOpt = None,
+    latents: LatentsOpt = None,
 ) -> None:
     """Explain each sampled latent with an LLM (resumes; failures are recorded, not dropped)."""
-    from functools import lru_cache
-
-    from autointerp.cache import ActivationCache
-    from autointerp.clients import make_client
-    from autointerp.config import SubjectConfig
-    from autointerp.explain import Explainer, ExplainStageConfig, explain_coder, summarize
-    from autointerp.sample import parse_latents
-    from autointerp.subject import load_tokenizer
+    from autointerp.explain import ExplainStageConfig
 
     try:
         cfg = load_yaml(config, ExplainStageConfig) if config else ExplainStageConfig()
@@ -180,33 +208,14 @@ def explain(
             data = cfg.model_dump()
             data["explain"]["explainer"] = explainer
             cfg = validate(data, ExplainStageConfig)
-        cache = ActivationCache(cache_dir)
-        sample_dir = sample_dir or cache_dir.parent / "sample"
-        out = out or cache_dir.parent / "explanations"
-        sample_cfg = (
-            json.loads((sample_dir / "sample_config.json").read_text())
-            if (sample_dir / "sample_config.json").exists()
-            else None
-        )
-        if sample_cfg is None:
-            raise ConfigError(f"no samples in {sample_dir}; run `autointerp sample` first")
-        tok = load_tokenizer(SubjectConfig(**cache.manifest["config"]["subject"]))
-        decode = lru_cache(maxsize=None)(lambda t: tok.decode([t]))
-        client = None
-        if cfg.explain.explainer != "token-stats":
-            client = make_client(cfg.client, out / "llm_cache.sqlite")
-        ex = Explainer(cache, cfg.explain, client, decode, sample_cfg["example_len"])
-        for name in coder or [p.stem for p in sorted(sample_dir.glob("*.jsonl"))]:
-            path = sample_dir / f"{name}.jsonl"
-            if not path.exists():
-                raise ConfigError(f"no samples for coder {name!r} in {sample_dir}")
-            ids = set(parse_latents(latents, cache.coders[name]["n_latents"])) if latents else None
-            result = explain_coder(ex, path, out, ids)
-            s = summarize(result)
-            typer.echo(f"{name}: {s['explained']} explained, {s['failed']} failed -> {result}")
-        u = ex.usage
-        typer.echo(
-            f"LLM calls {u.calls} (+{u.cache_hits} from cache), prompt tokens {u.prompt_tokens:,}, generated {u.completion_tokens:,}"
+        root = cache_dir.parent
+        _explain_stage(
+            cache_dir,
+            sample_dir or root / "sample",
+            out or root / "explanations",
+            cfg,
+            coder,
+            latents,
         )
     except AutointerpError as e:
         _fail(e)
@@ -249,13 +258,23 @@ def run(
     config: ConfigArg = None,
     out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/default"),
     tokens: TokensOpt = None,
+    max_latents: Annotated[
+        int, typer.Option(help="Sample and explain the first N latents of each coder.")
+    ] = 20,
 ) -> None:
-    """Run the whole job (the stages built so far: cache and latent statistics)."""
+    """Run the job on the embedded default or a cache config: cache -> sample -> explain."""
     from autointerp.cache import build_cache
+    from autointerp.explain import ExplainStageConfig
+    from autointerp.sample import SampleConfig
 
     try:
         root = build_cache(_cache_config(config, tokens), out / "cache")
         _print_info(root)
+        latents = f"0-{max_latents - 1}"
+        _sample_stage(root, out / "sample", SampleConfig(), None, latents)
+        _explain_stage(
+            root, out / "sample", out / "explanations", ExplainStageConfig(), None, latents
+        )
         typer.echo(f"run folder: {out.resolve()}")
     except AutointerpError as e:
         _fail(e)

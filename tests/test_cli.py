@@ -13,22 +13,47 @@ runner = CliRunner()
 
 
 def test_run_embedded_default_end_to_end(tmp_path):
+    """`autointerp run` with the real packaged model, coder and corpus: cache, sample, explain."""
     out = tmp_path / "run"
-    done = subprocess.run(
-        [sys.executable, "-m", "autointerp.cli", "run", "--out", str(out), "--tokens", "4096"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "autointerp.cli",
+        "run",
+        "--out",
+        str(out),
+        "--tokens",
+        "16384",
+        "--max-latents",
+        "3",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
     assert (
-        "4,096 tokens" in done.stdout
+        "16,384 tokens" in done.stdout
         and "layers.15: sparsify at layers.15, 4,608 latents" in done.stdout
     )
     cache = ActivationCache(out / "cache")
     assert cache.manifest["summary"]["layers.15"]["mean_l0"] == 32.0
     stats = cache.stats("layers.15")
-    assert stats["count"].sum() == 32 * 4096 and (stats["max"] > 0).sum() > 1000
+    assert stats["count"].sum() == 32 * 16384 and (stats["max"] > 0).sum() > 3000
+    samples = [json.loads(x) for x in (out / "sample" / "layers.15.jsonl").read_text().splitlines()]
+    assert [s["id"]["latent"] for s in samples] == [0, 1, 2]
+    explained = [
+        json.loads(x) for x in (out / "explanations" / "layers.15.jsonl").read_text().splitlines()
+    ]
+    assert len(explained) == sum(s["status"] == "ok" for s in samples) > 0
+    assert all(
+        e["model"] == "smollm2" and (e["text"] is None) == (e["error"] is not None)
+        for e in explained
+    )
+    # A second run reuses everything: no LLM call, nothing written twice.
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr
+    assert "LLM calls 0" in again.stdout
+    assert len((out / "explanations" / "layers.15.jsonl").read_text().splitlines()) == len(
+        explained
+    )
 
 
 def _cli(*args):
