@@ -121,9 +121,9 @@ def validate(data: dict, model: type[BaseModel], source: str = "config") -> Base
 
 
 class ClientConfig(_Strict):
-    backend: Literal["transformers", "openai"] = "transformers"
-    """`transformers` (a local model; the default runs on the CPU) or `openai` (any OpenAI-compatible
-    server: vLLM, llama.cpp, OpenAI, OpenRouter)."""
+    backend: Literal["transformers", "openai", "vllm"] = "transformers"
+    """`transformers` (a local model; the default runs on the CPU), `openai` (any OpenAI-compatible
+    server: vLLM, llama.cpp, OpenAI, OpenRouter) or `vllm` (vLLM's offline engine, prefix caching)."""
     model: str = EMBEDDED_MODEL
     """Model name: a local model spec for `transformers`, the server's model id for `openai`."""
     base_url: str | None = None
@@ -140,5 +140,11 @@ class ClientConfig(_Strict):
     batch_size: int = Field(8, ge=1)
     """Chats generated together (`transformers`)."""
     dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    max_model_len: int = Field(4096, ge=256)
+    """Context length the vLLM engine reserves (`vllm`)."""
+    enforce_eager: bool = False
+    """Skip vLLM's graph compilation: faster start, slower generation (`vllm`)."""
+    kv_cache_memory_bytes: int | None = None
+    """KV-cache size for vLLM (on CPUs, e.g. 1073741824; else vLLM's default) (`vllm`)."""
     response_cache: bool = True
     """Keep answers on disk so that a re-run of a finished stage costs no LLM calls."""

@@ -1,6 +1,7 @@
 """LLM clients behind one batch-first interface, chosen by name in the config.
 
-Backends are imported only when chosen: `transformers` (local), `openai` (any OpenAI-compatible server).
+Backends are imported only when chosen: `transformers` (local), `openai` (any OpenAI-compatible
+server), `vllm` (vLLM's offline engine).
 """
 
 from __future__ import annotations
@@ -34,7 +35,19 @@ def _openai(cfg: ClientConfig) -> LLMClient:
     )
 
 
-BACKENDS = {"transformers": _transformers, "openai": _openai}
+def _vllm(cfg: ClientConfig) -> LLMClient:
+    from autointerp.clients.vllm import VLLMClient
+
+    return VLLMClient(
+        cfg.model,
+        dtype=cfg.dtype,
+        max_model_len=cfg.max_model_len,
+        enforce_eager=cfg.enforce_eager,
+        kv_cache_memory_bytes=cfg.kv_cache_memory_bytes,
+    )
+
+
+BACKENDS = {"transformers": _transformers, "openai": _openai, "vllm": _vllm}
 
 
 def make_client(cfg: ClientConfig, response_cache: str | Path | None = None) -> LLMClient:

