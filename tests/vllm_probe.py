@@ -1,6 +1,6 @@
 """Runs inside the vLLM virtual environment (`.venv-vllm`, made by `scripts/setup.sh --dev`): exercises
-the `vllm` backend on the CPU with the packaged SmolLM2 and prints the completions as JSON for
-tests/test_vllm.py to check. Not collected by pytest (vLLM pins its own transformers version)."""
+the `vllm` backend on the CPU with the packaged SmolLM2 and writes the completions as JSON to the
+file named by its argument, for tests/test_vllm.py to check. Not collected by pytest (vLLM pins its own transformers version)."""
 
 import asyncio
 import json
@@ -31,7 +31,8 @@ def main() -> None:
         client.complete(chats, GenParams(max_tokens=12, logprobs=True, top_logprobs=2))
     )
     again = asyncio.run(client.complete(chats[:1], GenParams(max_tokens=12)))
-    json.dump([c.model_dump() for c in first + again], sys.stdout)
+    with open(sys.argv[1], "w") as f:  # vLLM itself prints to stdout
+        json.dump([c.model_dump() for c in first + again], f)
 
 
 if __name__ == "__main__":
