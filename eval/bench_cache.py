@@ -3,11 +3,13 @@
 Both run in one process on the same inputs: the default subject model (SmolLM2-135M-Instruct in
 bf16, one model object shared by all phases), the embedded TopK SAE at `layers.15` (delphi loads the
 same folder with its own sparsify loader) and the first N tokens of the default corpus, tokenized
-once. Three phases are timed, interleaved and repeated (forward, autointerp, delphi, ...; the best
-time of each is kept):
+once. Four phases are timed, interleaved and repeated (forward, encode, autointerp, delphi, ...;
+the best time of each is kept, and the ratios within each round are reported too):
 
 - forward: the bare forward pass to the hookpoint (`Subject.activations`, which stops at layer 15),
   at autointerp's batch size;
+- encode: the same plus the SAE encode (autointerp's `SparseCoder.encode`), results dropped: the
+  floor of any cache, which splits autointerp's overhead into encoding and storing;
 - autointerp: `build_cache` (encode, latent-sorted shards, fsync, statistics) into a temporary
   folder, given the shared model and the pre-tokenized windows instead of loading them again;
 - delphi: `load_sparsify_hooks`, then `LatentCache.run` and `save_splits` (its default 5 splits,
@@ -18,7 +20,10 @@ Peak memory of a phase is its largest resident set above the RSS at its start (V
 and VmRSS sampled every 20 ms), measured at the full and at half the token count, so that its growth
 with the number of tokens shows. Bytes per nonzero count the files that hold the nonzeros
 (autointerp: offsets, pos, values; delphi: its split files less the copies of the tokens in them).
-Writes results/bench_cache.md and results/bench_cache.json; caches go to a temporary folder that is
+Before each timed phase the benchmark waits (up to --quiet-wait seconds) until other processes
+leave the CPU idle, and it records the CPU they used during each phase; timings taken while they
+used more than 0.1 core are flagged in the log and listed in the results. Writes
+results/bench_cache.md and results/bench_cache.json; caches go to a temporary folder that is
 deleted afterwards.
 
 delphi hard-depends on vLLM, which this benchmark does not use. Install delphi and sparsify without
@@ -28,6 +33,7 @@ dependencies, plus the few light ones its cache and sparsify loader need:
 
 Usage:
     python -m eval.bench_cache [--tokens 200000] [--repeats 2] [--delphi-batch-sizes 8 16 32]
+                               [--quiet-wait 900]
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ import logging
 import os
 import platform
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -60,7 +67,7 @@ import numpy as np
 import torch
 
 from autointerp import cache as cache_mod
-from autointerp.coders import embedded_coder_path
+from autointerp.coders import SparseCoder, embedded_coder_path, load_coder
 from autointerp.config import EMBEDDED_CODER, CacheConfig, CoderConfig, CorpusConfig, SubjectConfig
 from autointerp.corpus import iter_windows
 from autointerp.subject import Site, Subject, load_subject
@@ -69,7 +76,14 @@ log = logging.getLogger("bench_cache")
 REPO = Path(__file__).resolve().parents[1]
 HOOKPOINT = "layers.15"
 DELPHI_SPLITS = 5  # delphi's CacheConfig.n_splits default
-METHODS = ("forward", "autointerp", "delphi")
+METHODS = ("forward", "encode", "autointerp", "delphi")
+LABELS = {
+    "forward": "forward to hookpoint",
+    "encode": "forward + SAE encode, nothing stored",
+    "autointerp": "autointerp `build_cache`",
+    "delphi": "delphi `LatentCache`",
+}
+BUSY_CORES = 0.1  # CPU used by other processes during a phase above which its timing is flagged
 TARGETS = {  # from the issue
     "ratio_vs_forward": 1.15,  # autointerp time per token / bare forward's, at most
     "ratio_vs_delphi": 1.7,  # autointerp tokens/s / delphi's, at least
@@ -79,7 +93,7 @@ TARGETS = {  # from the issue
 
 
 # ------------------------------------------------------------------------------------------------
-# Memory
+# Memory and interference
 
 
 def _status_kb(key: str) -> int:
@@ -106,22 +120,52 @@ def _reset_hwm() -> bool:
     return True
 
 
-class PeakRss:
-    """Peak resident memory above the RSS at entry, in MiB, while the `with` block runs."""
+def _cpu_seconds() -> tuple[float, float]:
+    """(CPU seconds every process has used, CPU seconds this process has used)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    busy = sum(fields[:3]) + sum(fields[5:8])  # user nice system irq softirq steal
+    own = os.times()
+    return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
+
+
+def wait_quiet(max_wait: float, window: float = 3.0) -> None:
+    """Wait (at most `max_wait` s) until other processes use under BUSY_CORES of CPU for `window` s."""
+    if max_wait <= 0:
+        return
+    deadline, told = time.monotonic() + max_wait, False
+    while time.monotonic() < deadline:
+        t0, (busy0, own0) = time.perf_counter(), _cpu_seconds()
+        time.sleep(window)
+        busy, own = _cpu_seconds()
+        if ((busy - busy0) - (own - own0)) / (time.perf_counter() - t0) < BUSY_CORES:
+            return
+        if not told:
+            log.info("other processes are using the CPU; waiting up to %.0f s for quiet", max_wait)
+            told = True
+    log.warning("the CPU did not become quiet within %.0f s; going on", max_wait)
+
+
+class Monitor:
+    """While the `with` block runs: peak resident memory above the RSS at entry (MiB), and the CPU
+    that other processes used (cores, averaged), which makes a timing unreliable."""
 
     def __init__(self, interval: float = 0.02):
         self.interval = interval
         self.baseline_kb = self.peak_kb = 0
+        self.other_cores = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._hwm = False
+        self._start = (0.0, 0.0, 0.0)
 
-    def __enter__(self) -> PeakRss:
+    def __enter__(self) -> Monitor:
         _release_memory()
         self.baseline_kb = self.peak_kb = _status_kb("VmRSS")
         self._hwm = _reset_hwm()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
+        self._start = (time.perf_counter(), *_cpu_seconds())
         return self
 
     def _sample(self) -> None:
@@ -129,6 +173,8 @@ class PeakRss:
             self.peak_kb = max(self.peak_kb, _status_kb("VmRSS"))
 
     def __exit__(self, *exc) -> None:
+        wall, (busy, own) = time.perf_counter() - self._start[0], _cpu_seconds()
+        self.other_cores = max(0.0, (busy - self._start[1]) - (own - self._start[2])) / wall
         self._stop.set()
         assert self._thread is not None
         self._thread.join()
@@ -154,6 +200,7 @@ class Run:
     nonzeros: int = 0
     coder_bytes: int = 0  # bytes of the files holding the nonzeros (no tokens)
     total_bytes: int = 0  # every byte written, tokens included
+    other_cores: float = 0.0  # CPU other processes used meanwhile (cores, averaged)
 
     @property
     def tokens_per_s(self) -> float:
@@ -171,6 +218,8 @@ class Bench:
     workdir: Path
     batch_size: int  # autointerp's and the forward pass's
     ctx_len: int
+    coder: SparseCoder  # autointerp's loaded coder, for the encode-only phase
+    quiet_wait: float = 0.0  # before each timed phase, wait up to this long for other processes
 
 
 def _tree_bytes(paths) -> int:
@@ -179,13 +228,26 @@ def _tree_bytes(paths) -> int:
 
 def run_forward(b: Bench, n_seqs: int) -> Run:
     site = Site.parse(HOOKPOINT)
-    with PeakRss() as mem:
+    with Monitor() as mem:
         start = time.perf_counter()
         for i in range(0, n_seqs, b.batch_size):
             ids = torch.from_numpy(np.stack(b.windows[i : min(i + b.batch_size, n_seqs)]))
             b.subject.activations(ids, [site])
         seconds = time.perf_counter() - start
-    return Run("forward", n_seqs * b.ctx_len, seconds, mem.increase_mb)
+    return Run("forward", n_seqs * b.ctx_len, seconds, mem.increase_mb, other_cores=mem.other_cores)
+
+
+def run_encode(b: Bench, n_seqs: int) -> Run:
+    """The floor of any cache: forward to the hookpoint and SAE encode, results dropped."""
+    with Monitor() as mem:
+        start = time.perf_counter()
+        for i in range(0, n_seqs, b.batch_size):
+            ids = torch.from_numpy(np.stack(b.windows[i : min(i + b.batch_size, n_seqs)]))
+            x = b.subject.activations(ids, [b.coder.site])[b.coder.site]
+            values, indices = b.coder.encode(x.reshape(-1, x.shape[-1]))
+            values.float().numpy(), indices.to(torch.int32).numpy()
+        seconds = time.perf_counter() - start
+    return Run("encode", n_seqs * b.ctx_len, seconds, mem.increase_mb, other_cores=mem.other_cores)
 
 
 def run_autointerp(b: Bench, n_seqs: int) -> Run:
@@ -201,7 +263,7 @@ def run_autointerp(b: Bench, n_seqs: int) -> Run:
         mock.patch.object(cache_mod, "load_subject", lambda _cfg: b.subject),
         mock.patch.object(cache_mod, "iter_windows", lambda _cfg, _tok: iter(windows)),
     )
-    with shared[0], shared[1], PeakRss() as mem:
+    with shared[0], shared[1], Monitor() as mem:
         start = time.perf_counter()
         cache_mod.build_cache(cfg, out, progress=False)
         seconds = time.perf_counter() - start
@@ -219,6 +281,7 @@ def run_autointerp(b: Bench, n_seqs: int) -> Run:
         nonzeros=manifest["summary"][name]["nonzeros"],
         coder_bytes=_tree_bytes((out / "shards").glob(f"*/{name}/*.npy")),
         total_bytes=_tree_bytes(out.rglob("*")),
+        other_cores=mem.other_cores,
     )
     shutil.rmtree(out)
     return run
@@ -253,7 +316,7 @@ def run_delphi(b: Bench, n_seqs: int, batch_size: int, delphi: tuple[type, Calla
     out.mkdir()
     tokens = torch.from_numpy(np.stack(b.windows[:n_seqs]))
     model = b.subject.base  # what delphi's AutoModel.from_pretrained gives: no LM head
-    with PeakRss() as mem:
+    with Monitor() as mem:
         start = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):  # it prints the hookpoint it resolves
             hooks, transcode = load_hooks(model, str(b.delphi_root), [HOOKPOINT])
@@ -274,6 +337,7 @@ def run_delphi(b: Bench, n_seqs: int, batch_size: int, delphi: tuple[type, Calla
         nonzeros=nonzeros,
         coder_bytes=total - len(files) * kept_tokens.numel() * kept_tokens.element_size(),
         total_bytes=total,
+        other_cores=mem.other_cores,
     )
     shutil.rmtree(out)
     return run
@@ -306,11 +370,21 @@ def setup(args: argparse.Namespace, workdir: Path) -> Bench:
         raise SystemExit(
             f"no sparsify SAE in {coder_dir} (make the embedded one with `autointerp train-sae`)"
         )
+    coder = load_coder(CoderConfig(hookpoint=HOOKPOINT, path=args.coder))
+    coder = coder.to(subject.dtype, subject.device)
     delphi_root = workdir / "delphi-sae"
     delphi_root.mkdir()
     (delphi_root / HOOKPOINT).symlink_to(coder_dir.resolve(), target_is_directory=True)
     return Bench(
-        subject, windows, args.coder, delphi_root, workdir, args.batch_size, corpus.ctx_len
+        subject,
+        windows,
+        args.coder,
+        delphi_root,
+        workdir,
+        args.batch_size,
+        corpus.ctx_len,
+        coder,
+        args.quiet_wait,
     )
 
 
@@ -329,9 +403,10 @@ def tune_delphi(
     rates: dict[int, float] = {}
     for _ in range(rounds):
         for size in sizes:
-            rate = run_delphi(b, n_seqs, size, delphi).tokens_per_s
-            rates[size] = max(rates.get(size, 0.0), rate)
-            log.info("delphi batch %3d: %7.0f tokens/s", size, rate)
+            wait_quiet(b.quiet_wait)
+            run = run_delphi(b, n_seqs, size, delphi)
+            rates[size] = max(rates.get(size, 0.0), run.tokens_per_s)
+            _log_run(run, f"delphi/{size}")
     best = max(rates, key=rates.__getitem__)
     log.info("delphi batch size: %d", best)
     return best, rates
@@ -344,6 +419,7 @@ def measure(b: Bench, delphi, delphi_batch: int, repeats: int) -> list[Run]:
     schedule = [full, full // 2] + [full] * (repeats - 1)
     phases = {
         "forward": lambda n: run_forward(b, n),
+        "encode": lambda n: run_encode(b, n),
         "autointerp": lambda n: run_autointerp(b, n),
         "delphi": lambda n: run_delphi(b, n, delphi_batch, delphi),
     }
@@ -351,13 +427,21 @@ def measure(b: Bench, delphi, delphi_batch: int, repeats: int) -> list[Run]:
     for i, n_seqs in enumerate(schedule, 1):
         log.info("round %d/%d: %d tokens", i, len(schedule), n_seqs * b.ctx_len)
         for method in METHODS:
-            run = phases[method](n_seqs)
-            runs.append(run)
-            log.info(
-                "  %-10s %7.0f tokens/s  %6.1f s  peak RSS +%.0f MiB",
-                method, run.tokens_per_s, run.seconds, run.peak_rss_mb,
-            )  # fmt: skip
+            wait_quiet(b.quiet_wait)
+            runs.append(phases[method](n_seqs))
+            _log_run(runs[-1])
     return runs
+
+
+def _log_run(run: Run, label: str | None = None) -> None:
+    log.info(
+        "  %-10s %7.0f tokens/s  %6.1f s  peak RSS +%.0f MiB",
+        label or run.method, run.tokens_per_s, run.seconds, run.peak_rss_mb,
+    )  # fmt: skip
+    if run.other_cores > BUSY_CORES:
+        log.warning(
+            "  other processes used %.2f CPU cores meanwhile: timing unreliable", run.other_cores
+        )
 
 
 def _at(
@@ -370,7 +454,7 @@ def _at(
 
 def summarize(b: Bench, runs: list[Run], delphi_batch: int, tuning: dict, args) -> dict:
     full, half = len(b.windows), len(b.windows) // 2
-    batches = {"forward": b.batch_size, "autointerp": b.batch_size, "delphi": delphi_batch}
+    batches = {m: b.batch_size for m in METHODS} | {"delphi": delphi_batch}
     rounding = {"delphi": delphi_batch}
     at = {
         m: {n: _at(runs, m, n, b.ctx_len, rounding.get(m)) for n in (full, half)} for m in METHODS
@@ -385,8 +469,11 @@ def summarize(b: Bench, runs: list[Run], delphi_batch: int, tuning: dict, args) 
         "autointerp_tokens_per_s": round(tps["autointerp"], 1),
         "delphi_tokens_per_s": round(tps["delphi"], 1),
         "forward_tokens_per_s": round(tps["forward"], 1),
+        "encode_tokens_per_s": round(tps["encode"], 1),
         "ratio_vs_delphi": round(tps["autointerp"] / tps["delphi"], 3),
         "ratio_vs_forward": round(tps["forward"] / tps["autointerp"], 3),
+        "ratio_encode_vs_forward": round(tps["forward"] / tps["encode"], 3),
+        "per_round": _paired_ratios(runs),
         "bytes_per_nonzero": round(ai.coder_bytes / ai.nonzeros, 3),
         "delphi_bytes_per_nonzero": round(de.coder_bytes / de.nonzeros, 3),
         "bytes_per_nonzero_with_tokens": round(ai.total_bytes / ai.nonzeros, 3),
@@ -400,6 +487,9 @@ def summarize(b: Bench, runs: list[Run], delphi_batch: int, tuning: dict, args) 
         },
         "peak_rss_growth_mb": {m: round(peak[m][full] - peak[m][half], 1) for m in METHODS},
         "seconds": {m: [round(r.seconds, 2) for r in at[m][full]] for m in METHODS},
+        "other_processes_cpu_cores": {
+            m: [round(r.other_cores, 2) for r in at[m][full]] for m in METHODS
+        },
         "batch_sizes": batches,
         "delphi_batch_tuning_tokens_per_s": {str(k): round(v, 1) for k, v in tuning.items()},
         "delphi_batch_tuning_tokens": args.tune_tokens,
@@ -416,6 +506,21 @@ def summarize(b: Bench, runs: list[Run], delphi_batch: int, tuning: dict, args) 
     }
     res["targets"] = _targets(res)
     return res
+
+
+def _paired_ratios(runs: list[Run]) -> dict:
+    """Ratios within each round (phases run back to back), and their medians: less sensitive than
+    best-of to a machine whose speed drifts between rounds."""
+    rounds = [runs[i : i + len(METHODS)] for i in range(0, len(runs), len(METHODS))]
+    per_token = [{r.method: r.seconds / r.n_tokens for r in rnd} for rnd in rounds]
+    ratios = {
+        "ratio_vs_forward": [t["autointerp"] / t["forward"] for t in per_token],
+        "ratio_vs_delphi": [t["delphi"] / t["autointerp"] for t in per_token],
+        "ratio_encode_vs_forward": [t["encode"] / t["forward"] for t in per_token],
+    }
+    out = {k: [round(x, 3) for x in v] for k, v in ratios.items()}
+    out |= {f"{k}_median": round(float(np.median(v)), 3) for k, v in ratios.items()}
+    return out
 
 
 def _targets(res: dict) -> dict:
@@ -482,7 +587,7 @@ def method_table(res: dict) -> list[str]:
     for m in METHODS:
         stored = bpn.get(m)
         cells = [
-            "forward to hookpoint" if m == "forward" else m,
+            LABELS[m],
             f"{res[f'{m}_tokens_per_s']:,.0f}",
             str(res["batch_sizes"][m]),
             f"{stored[0]:.2f}" if stored else "-",
@@ -496,13 +601,21 @@ def method_table(res: dict) -> list[str]:
 
 
 def target_table(res: dict) -> list[str]:
-    lines = ["| target | goal | measured | |", "|---|---|---:|---|"]
+    lines = [
+        "| target | goal | measured (best runs) | median of per-round ratios | |",
+        "|---|---|---:|---:|---|",
+    ]
     for key, label, op, unit in TARGET_ROWS:
         t = res["targets"][key]
-        verdict = "met" if t["met"] else "**not met**"
-        lines.append(
-            f"| {label} | {op} {t['target']:g}{unit} | {t['measured']:.2f}{unit} | {verdict} |"
-        )
+        median = res["per_round"].get(f"{key}_median")
+        cells = [
+            label,
+            f"{op} {t['target']:g}{unit}",
+            f"{t['measured']:.2f}{unit}",
+            "-" if median is None else f"{median:.2f}{unit}",
+            "met" if t["met"] else "**not met**",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
@@ -511,7 +624,10 @@ def notes(res: dict) -> list[str]:
     nz = res["nonzeros"]
     return [
         "- The forward pass stops at the hookpoint (layer 15 of 30), as autointerp's cache does; "
-        "delphi runs the whole base model (no LM head), as its `populate_cache` does.",
+        "delphi runs the whole base model (no LM head), as its `populate_cache` does. 'forward + "
+        "SAE encode' adds autointerp's encoder and drops the result: the floor of any cache "
+        f"({res['ratio_encode_vs_forward']:.2f}x the forward's time in the best runs, median "
+        f"{res['per_round']['ratio_encode_vs_forward_median']:.2f}x per round).",
         "- autointerp: `build_cache` end to end (encode, shards with fsync, statistics), given the "
         "shared model and the pre-tokenized windows. delphi: `load_sparsify_hooks`, "
         f"`LatentCache.run`, `save_splits(n_splits={res['delphi_n_splits']})`; it drops the last "
@@ -521,10 +637,20 @@ def notes(res: dict) -> list[str]:
         "- Bytes per nonzero: autointerp's offsets + pos + values files; delphi's split files less "
         "the copy of the tokens each split holds. 'incl. tokens' counts every file written. "
         f"Nonzeros stored: autointerp {nz['autointerp']:,}, delphi {nz['delphi']:,}.",
+        "- Per-round ratios (phases back to back, so drift of the machine's speed between rounds "
+        "cancels): autointerp/forward time "
+        + ", ".join(map(str, res["per_round"]["ratio_vs_forward"]))
+        + "; delphi/autointerp time per token "
+        + ", ".join(map(str, res["per_round"]["ratio_vs_delphi"]))
+        + ".",
         "- Peak RSS: the largest resident set above the phase's starting RSS (kernel high-water "
         "mark reset per phase, and VmRSS sampled every 20 ms), max over the runs at that count.",
         f"- Seconds per run at {res['n_tokens']:,} tokens: "
         + "; ".join(f"{m} {', '.join(map(str, s))}" for m, s in res["seconds"].items())
+        + ". CPU cores used by other processes meanwhile: "
+        + "; ".join(
+            f"{m} {', '.join(map(str, c))}" for m, c in res["other_processes_cpu_cores"].items()
+        )
         + ".",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in res["versions"].items()) + ".",
     ]
@@ -577,6 +703,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--results", type=Path, default=REPO / "results", help="folder for bench_cache.md/.json"
     )
     p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=900,
+        help="before each timed phase, wait up to this many seconds until other processes leave "
+        "the CPU idle (0: do not wait)",
+    )
+    p.add_argument(
         "-v", "--verbose", action="store_true", help="show delphi's progress bars and logs"
     )
     return p.parse_args(argv)
@@ -588,6 +721,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.verbose:
         logging.getLogger("delphi").setLevel(logging.WARNING)
     delphi = import_delphi(progress=args.verbose)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the temporary folder is removed
     with tempfile.TemporaryDirectory(prefix="bench_cache-") as tmp:
         bench = setup(args, Path(tmp))
         log.info("warming up")
