@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Sequence
 
 import torch
@@ -36,11 +37,14 @@ class TransformersClient:
             self.tok.pad_token = self.tok.eos_token
         self.batch_size = batch_size
         self.context = int(getattr(self.lm.config, "max_position_embeddings", 0) or 1 << 30)
-        self._lock = asyncio.Lock()
+        self._lock = threading.Lock()  # one generate at a time; not tied to an event loop
 
     async def complete(self, chats: Sequence[Chat], params: GenParams) -> list[Completion]:
-        async with self._lock:  # one generate at a time: the CPU is the limit
-            return await asyncio.to_thread(self._complete, list(chats), params)
+        return await asyncio.to_thread(self._locked, list(chats), params)
+
+    def _locked(self, chats: list[Chat], params: GenParams) -> list[Completion]:
+        with self._lock:
+            return self._complete(chats, params)
 
     def _complete(self, chats: list[Chat], params: GenParams) -> list[Completion]:
         prompts = [

@@ -41,15 +41,26 @@ class OpenAIClient:
         key = api_key.get_secret_value() if api_key else os.environ.get(api_key_env) or "not-needed"
         self.model = model
         self._openai = openai
-        self._client = openai.AsyncOpenAI(
+        self._make = lambda: openai.AsyncOpenAI(
             base_url=base_url, api_key=key, timeout=timeout, max_retries=0
         )
-        self._limit = asyncio.Semaphore(max_concurrency)
+        self._max_concurrency = max_concurrency
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.max_retries, self.backoff, self.max_backoff = max_retries, backoff, max_backoff
         self.base_url = base_url
         self._checked = False
 
+    def _bind(self) -> None:
+        """The HTTP client and the concurrency limit belong to one event loop; a caller may run
+        several loops one after another (one `asyncio.run` per stage), so rebuild them per loop."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop = loop
+            self._client = self._make()
+            self._limit = asyncio.Semaphore(self._max_concurrency)
+
     async def complete(self, chats: Sequence[Chat], params: GenParams) -> list[Completion]:
+        self._bind()
         if not self._checked:
             await self.check()
         return list(await asyncio.gather(*(self._one(chat, params) for chat in chats)))

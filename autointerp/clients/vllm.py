@@ -9,6 +9,7 @@ safetensors copy, since vLLM does not read that GGUF variant. Scripts that build
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 
 from autointerp.clients.base import Chat, Completion, GenParams, TokenLogprob
@@ -56,11 +57,14 @@ class VLLMClient:
             **kwargs,
         )
         self.max_model_len = max_model_len
-        self._lock = asyncio.Lock()
+        self._lock = threading.Lock()  # one generate at a time; not tied to an event loop
 
     async def complete(self, chats: Sequence[Chat], params: GenParams) -> list[Completion]:
-        async with self._lock:
-            return await asyncio.to_thread(self._complete, list(chats), params)
+        return await asyncio.to_thread(self._locked, list(chats), params)
+
+    def _locked(self, chats: list[Chat], params: GenParams) -> list[Completion]:
+        with self._lock:
+            return self._complete(chats, params)
 
     def _complete(self, chats: list[Chat], params: GenParams) -> list[Completion]:
         from vllm import SamplingParams
