@@ -231,7 +231,10 @@ class Explainer:
             ]
         prefill = self.prefill
         chats = [build_prompt(train, neg, self.cfg, prefill) for train, neg in rendered]
-        params = GenParams(max_tokens=self.cfg.max_tokens * (3 if self.cfg.cot else 1))
+        if prefill:  # the answer is the rest of one line
+            params = GenParams(max_tokens=min(self.cfg.max_tokens, 64), stop=("\n",))
+        else:
+            params = GenParams(max_tokens=self.cfg.max_tokens * (3 if self.cfg.cot else 1))
         answers = await self.client.complete(chats, params)  # type: ignore[union-attr]
         out = []
         for r, a in zip(records, answers, strict=True):

@@ -91,6 +91,7 @@ class TransformersClient:
             output_logits=params.logprobs,
             return_dict_in_generate=True,
             pad_token_id=self.tok.pad_token_id,
+            **({"stop_strings": list(params.stop), "tokenizer": self.tok} if params.stop else {}),
         )
         new = gen.sequences[:, enc["input_ids"].shape[1] :]
         logits = torch.stack(gen.logits, dim=1).float().log_softmax(-1) if params.logprobs else None
