@@ -8,6 +8,8 @@ start-up) raise `ClientError`.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
@@ -57,6 +59,24 @@ class LLMClient(Protocol):
     model: str
 
     async def complete(self, chats: Sequence[Chat], params: GenParams) -> list[Completion]: ...
+
+
+class BlockingClient:
+    """Base of backends whose generation call blocks (local models): `complete` runs `_complete` in
+    a worker thread, one call at a time across all local clients of the process (they share the
+    machine), so the event loop stays free."""
+
+    _lock = threading.Lock()
+
+    async def complete(self, chats: Sequence[Chat], params: GenParams) -> list[Completion]:
+        return await asyncio.to_thread(self._locked, list(chats), params)
+
+    def _locked(self, chats: list[Chat], params: GenParams) -> list[Completion]:
+        with self._lock:
+            return self._complete(chats, params)
+
+    def _complete(self, chats: list[Chat], params: GenParams) -> list[Completion]:
+        raise NotImplementedError
 
 
 class Usage(BaseModel):

@@ -6,21 +6,18 @@ on the CPU; chats of similar length are batched together to waste little padding
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
-from collections.abc import Sequence
 
 import torch
 
-from autointerp.clients.base import Chat, Completion, GenParams, TokenLogprob
+from autointerp.clients.base import BlockingClient, Chat, Completion, GenParams, TokenLogprob
 from autointerp.config import SubjectConfig
 from autointerp.subject import load_subject
 
 log = logging.getLogger(__name__)
 
 
-class TransformersClient:
+class TransformersClient(BlockingClient):
     def __init__(
         self,
         model: str = "smollm2",
@@ -37,14 +34,6 @@ class TransformersClient:
             self.tok.pad_token = self.tok.eos_token
         self.batch_size = batch_size
         self.context = int(getattr(self.lm.config, "max_position_embeddings", 0) or 1 << 30)
-        self._lock = threading.Lock()  # one generate at a time; not tied to an event loop
-
-    async def complete(self, chats: Sequence[Chat], params: GenParams) -> list[Completion]:
-        return await asyncio.to_thread(self._locked, list(chats), params)
-
-    def _locked(self, chats: list[Chat], params: GenParams) -> list[Completion]:
-        with self._lock:
-            return self._complete(chats, params)
 
     def _complete(self, chats: list[Chat], params: GenParams) -> list[Completion]:
         prompts = [

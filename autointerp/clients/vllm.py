@@ -8,11 +8,7 @@ safetensors copy, since vLLM does not read that GGUF variant. Scripts that build
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import Sequence
-
-from autointerp.clients.base import Chat, Completion, GenParams, TokenLogprob
+from autointerp.clients.base import BlockingClient, Chat, Completion, GenParams, TokenLogprob
 from autointerp.config import SubjectConfig
 from autointerp.errors import ClientError
 
@@ -31,7 +27,7 @@ def _model_dir(model: str) -> str:
     return str(folder)
 
 
-class VLLMClient:
+class VLLMClient(BlockingClient):
     def __init__(
         self,
         model: str,
@@ -57,14 +53,6 @@ class VLLMClient:
             **kwargs,
         )
         self.max_model_len = max_model_len
-        self._lock = threading.Lock()  # one generate at a time; not tied to an event loop
-
-    async def complete(self, chats: Sequence[Chat], params: GenParams) -> list[Completion]:
-        return await asyncio.to_thread(self._locked, list(chats), params)
-
-    def _locked(self, chats: list[Chat], params: GenParams) -> list[Completion]:
-        with self._lock:
-            return self._complete(chats, params)
 
     def _complete(self, chats: list[Chat], params: GenParams) -> list[Completion]:
         from vllm import SamplingParams
