@@ -109,11 +109,19 @@ def _sample_stage(
 
     cache = ActivationCache(cache_dir)
     write_config(out, cfg)
+    embeddings = None
+    if cfg.similar_by == "embedding":
+        from autointerp.config import SubjectConfig
+        from autointerp.embed import block_embeddings
+        from autointerp.subject import load_tokenizer
+
+        tok = load_tokenizer(SubjectConfig(**cache.manifest["config"]["subject"]))
+        embeddings = block_embeddings(cache, tok.batch_decode, cfg.example_len, out)
     for name in coders or list(cache.coders):
         if name not in cache.coders:
             raise ConfigError(f"no coder {name!r} in {cache_dir} (has: {', '.join(cache.coders)})")
         ids = parse_latents(latents, cache.coders[name]["n_latents"])
-        path = sample_coder(cache, name, cfg, out, ids)
+        path = sample_coder(cache, name, cfg, out, ids, embeddings=embeddings)
         wanted = set(ids)
         records = [r for r in read_records(path) if r.id.latent in wanted]
         skipped = sum(r.status == "skipped" for r in records)

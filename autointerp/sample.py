@@ -54,6 +54,11 @@ class SampleConfig(_Strict):
     n_similar_negatives: int = Field(50, ge=0)
     n_explain_negatives: int = Field(10, ge=0)
     """Similar non-activating examples for a contrastive explainer (disjoint from the scorers')."""
+    similar_by: Literal["decoder", "cooccurrence", "embedding"] = "decoder"
+    """How "similar" negatives are found: windows where the nearest latents by decoder cosine fire
+    (co-occurrence for coders without a decoder), where the latents that most often fire in the same
+    sequences fire, or the windows closest in sentence-embedding space (all-MiniLM-L6-v2) to the
+    latent's activating windows."""
     n_neighbours: int = Field(10, ge=1)
     """Neighbouring latents whose windows serve as similar negatives."""
     min_examples: int = Field(20, ge=1)
@@ -83,7 +88,13 @@ class _Windows:
 class Sampler:
     """Samples the latents of one coder of a cache."""
 
-    def __init__(self, cache: ActivationCache, coder: str, cfg: SampleConfig):
+    def __init__(
+        self,
+        cache: ActivationCache,
+        coder: str,
+        cfg: SampleConfig,
+        embeddings: np.ndarray | None = None,
+    ):
         if cache.ctx_len % cfg.example_len:
             raise ConfigError(
                 f"example_len {cfg.example_len} must divide the cache's ctx_len {cache.ctx_len}"
@@ -97,6 +108,9 @@ class Sampler:
         self.n_blocks = cache.n_tokens // cfg.example_len
         self.stats = cache.stats(coder)
         self._neighbours: np.ndarray | None = None
+        if cfg.similar_by == "embedding" and embeddings is None:
+            raise ConfigError("similar_by: embedding needs the block embeddings (autointerp.embed)")
+        self.embeddings = embeddings
 
     # --- candidates -------------------------------------------------------------------------
     def _candidates(self, tok: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -214,12 +228,32 @@ class Sampler:
         return out
 
     def neighbours(self) -> np.ndarray:
-        """(n_latents, n_neighbours) nearest latents by decoder cosine (co-occurrence without decoder)."""
+        """(n_latents, n_neighbours) nearest latents by decoder cosine or co-occurrence."""
         if self._neighbours is None:
-            self._neighbours = _neighbours(self.cache, self.coder, self.cfg.n_neighbours)
+            if self.cfg.similar_by == "cooccurrence":
+                n = self.cache.coders[self.coder]["n_latents"]
+                self._neighbours = _cooccurrence_neighbours(
+                    self.cache, self.coder, n, self.cfg.n_neighbours
+                )
+            else:
+                self._neighbours = _neighbours(self.cache, self.coder, self.cfg.n_neighbours)
         return self._neighbours
 
-    def _similar_negatives(self, lid, active, windows, n_explain, n_score):
+    def _similar_candidates(self, lid: LatentId, active: set[int]) -> list[int]:
+        """Inactive blocks ordered from most to least similar to the latent's activating ones."""
+        if self.cfg.similar_by == "embedding":
+            assert self.embeddings is not None
+            own = np.fromiter(active, dtype=np.int64)[:256]
+            centroid = self.embeddings[own].astype(np.float32).mean(0)
+            order = np.argsort(-(self.embeddings.astype(np.float32) @ centroid), kind="stable")
+            return [
+                int(b)
+                for b in order[
+                    : 8 * (self.cfg.n_similar_negatives + self.cfg.n_explain_negatives)
+                    + len(active)
+                ]
+                if int(b) not in active
+            ]
         rng = _rng(self.cfg.seed, lid, "similar-negatives")
         candidates: list[int] = []
         for other in self.neighbours()[lid.latent]:
@@ -227,8 +261,12 @@ class Sampler:
             blocks = np.unique(tok // self.cfg.example_len)
             candidates.extend(int(b) for b in blocks if int(b) not in active)
         candidates = list(dict.fromkeys(candidates))
+        return [int(b) for b in rng.permutation(candidates)] if candidates else []
+
+    def _similar_negatives(self, lid, active, windows, n_explain, n_score):
+        candidates = self._similar_candidates(lid, active)
         refs: list[ExampleRef] = []
-        for block in rng.permutation(candidates) if candidates else []:
+        for block in candidates:
             if len(refs) >= n_explain + n_score:
                 break
             seq, start = divmod(int(block) * self.cfg.example_len, self.ctx)
@@ -347,6 +385,7 @@ def sample_coder(
     out: Path,
     latents: list[int] | None = None,
     progress: bool = True,
+    embeddings: np.ndarray | None = None,
 ) -> Path:
     """Sample `latents` (default all) of one coder into `out/<coder>.jsonl`, resuming a partial file."""
     out.mkdir(parents=True, exist_ok=True)
@@ -358,7 +397,7 @@ def sample_coder(
         for i in (latents if latents is not None else range(cache.coders[coder]["n_latents"]))
         if i not in done
     ]
-    sampler = Sampler(cache, coder, cfg)
+    sampler = Sampler(cache, coder, cfg, embeddings)
     with open(path, "a") as f:
         for latent in tqdm(todo, desc=f"sample {coder}", unit="latent", disable=not progress):
             f.write(sampler.sample(latent).model_dump_json() + "\n")

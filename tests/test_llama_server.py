@@ -95,7 +95,9 @@ def test_real_server_answers_with_logprobs(server):
         assert c.prompt_tokens > 5 and 0 < c.completion_tokens <= 12
         assert c.logprobs and all(lp.logprob <= 0 for lp in c.logprobs)
         assert len(c.logprobs[0].top) == 3
-        assert c.logprobs[0].top[0][1] >= c.logprobs[0].logprob  # greedy: the chosen token ranks first
+        assert (
+            c.logprobs[0].top[0][1] >= c.logprobs[0].logprob
+        )  # greedy: the chosen token ranks first
 
 
 def test_unknown_model_on_a_real_server(server):

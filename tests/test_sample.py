@@ -123,3 +123,31 @@ def test_latent_ranges():
         parse_latents("5-12", 10)
     with pytest.raises(ConfigError, match="bad latent range"):
         parse_latents("a-b", 10)
+
+
+def test_similar_negatives_by_sentence_embedding(cache, tokenizer, tmp_path):
+    from autointerp.embed import block_embeddings
+
+    emb = block_embeddings(cache, tokenizer.batch_decode, 32, tmp_path, progress=False)
+    assert emb.shape == (cache.n_tokens // 32, 384)
+    assert np.allclose(np.linalg.norm(emb.astype(np.float32), axis=1), 1, atol=1e-2)
+    assert (
+        block_embeddings(cache, None, 32, tmp_path) is not None
+    )  # second call: read back, no decoding
+    r = Sampler(cache, "layers.15", SampleConfig(similar_by="embedding"), emb).sample(97)
+    similar = [e for e in r.negatives if e.kind == "similar"]
+    random_ = [e for e in r.negatives if e.kind == "random"]
+    assert len(similar) == 50 and r.explain_negatives
+    tok, _ = cache.latent("layers.15", 97)
+    active = set((tok // 32).tolist())
+    centroid = emb[sorted(active)].astype(np.float32).mean(0)
+    centroid /= np.linalg.norm(centroid)
+
+    def sim(refs):
+        return np.mean(
+            [emb[(e.seq * 256 + e.start) // 32].astype(np.float32) @ centroid for e in refs]
+        )
+
+    assert sim(similar) > sim(random_) + 0.05  # closer to the activating windows than random text
+    for e in similar:
+        assert (e.seq * 256 + e.start) // 32 not in active
