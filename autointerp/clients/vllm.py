@@ -68,16 +68,32 @@ class VLLMClient(BlockingClient):
             idx = [i for i, c in enumerate(chats) if (c[-1]["role"] == "assistant") == prefilled]
             if not idx:
                 continue
-            results = self.llm.chat(
-                [chats[i] for i in idx],
-                sp,
-                use_tqdm=False,
-                add_generation_prompt=not prefilled,
-                continue_final_message=prefilled,
-            )
-            for i, r in zip(idx, results, strict=True):
-                out[i] = self._parse(r, params)
+            for i, c in zip(
+                idx, self._chat([chats[i] for i in idx], sp, prefilled, params), strict=True
+            ):
+                out[i] = c
         return out  # type: ignore[return-value]
+
+    def _chat(self, chats: list[Chat], sp, prefilled: bool, params: GenParams) -> list[Completion]:
+        """One engine call for the batch; if the engine rejects it (a prompt longer than
+        max_model_len, say), each chat alone, so that only the bad ones fail, with vLLM's reason."""
+        kw = {
+            "use_tqdm": False,
+            "add_generation_prompt": not prefilled,
+            "continue_final_message": prefilled,
+        }
+        try:
+            return [self._parse(r, params) for r in self.llm.chat(chats, sp, **kw)]
+        except ValueError as e:
+            if len(chats) == 1:
+                return [Completion(text=None, error=f"{type(e).__name__}: {e}"[:500])]
+        out = []
+        for chat in chats:
+            try:
+                out.append(self._parse(self.llm.chat([chat], sp, **kw)[0], params))
+            except ValueError as e:
+                out.append(Completion(text=None, error=f"{type(e).__name__}: {e}"[:500]))
+        return out
 
     @staticmethod
     def _parse(r, params: GenParams) -> Completion:
