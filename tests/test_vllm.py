@@ -26,7 +26,13 @@ def test_vllm_backend_on_cpu(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     answers = json.loads((tmp_path / "out.json").read_text())
-    first, second, prefilled, again = answers
+    first, second, prefilled, again, too_long, fine = answers
+    assert (
+        too_long["text"] is None and "2048" in too_long["error"]
+    )  # a recorded failure with the numbers
+    assert (
+        fine["error"] is None and fine["text"] == second["text"]
+    )  # the rest of the batch still ran
     assert "paris" in first["text"].lower()
     for a in (first, second, prefilled):
         assert a["error"] is None and a["text"].strip()

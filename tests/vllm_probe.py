@@ -31,8 +31,10 @@ def main() -> None:
         client.complete(chats, GenParams(max_tokens=12, logprobs=True, top_logprobs=2))
     )
     again = asyncio.run(client.complete(chats[:1], GenParams(max_tokens=12)))
+    too_long = [{"role": "user", "content": "word " * 3000}]  # beyond max_model_len=2048
+    mixed = asyncio.run(client.complete([too_long, chats[1]], GenParams(max_tokens=12)))
     with open(sys.argv[1], "w") as f:  # vLLM itself prints to stdout
-        json.dump([c.model_dump() for c in first + again], f)
+        json.dump([c.model_dump() for c in first + again + mixed], f)
 
 
 if __name__ == "__main__":
