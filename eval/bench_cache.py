@@ -515,6 +515,7 @@ def summarize(b: Bench, runs: list[Run], delphi_batch: int, tuning: dict, args) 
             "torch_threads": torch.get_num_threads(),
         },
     }
+    res["timings_clean"] = all(r.other_cores <= BUSY_CORES for r in runs)
     res["targets"] = _targets(res)
     return res
 
@@ -679,6 +680,12 @@ def render_markdown(res: dict) -> str:
         f"Command: `{res['command']}` (best of {res['repeats']} interleaved runs per method).",
         "",
     ]
+    if not res["timings_clean"]:
+        head += [
+            f"**Other processes used more than {BUSY_CORES} CPU core during some timed runs (see "
+            "the notes): those timings are unreliable.**",
+            "",
+        ]
     body = method_table(res) + [""] + target_table(res) + ["", "Notes:", ""] + notes(res)
     return "\n".join(head + body) + "\n"
 
