@@ -126,11 +126,15 @@ class Sampler:
         seq, pos = np.divmod(peaks, self.ctx)
         lo = seq * self.ctx + np.clip(pos - self.cfg.context_before, 0, self.ctx - E)
         lo = np.unique(lo)
-        a = np.searchsorted(tok, lo)
-        b = np.searchsorted(tok, lo + E)
-        idx = a[:, None] + np.arange(E)[None, :]
-        inside = idx < b[:, None]
-        vmax = np.where(inside, val[np.minimum(idx, len(val) - 1)], -np.inf).max(axis=1)
+        vmax = np.empty(len(lo), dtype=np.float32)
+        for c in range(0, len(lo), 1 << 15):  # chunks: memory stays small for very dense latents
+            part = lo[c : c + (1 << 15)]
+            a, b = np.searchsorted(tok, part), np.searchsorted(tok, part + E)
+            idx = a[:, None] + np.arange(E)[None, :]
+            inside = idx < b[:, None]
+            vmax[c : c + len(part)] = np.where(
+                inside, val[np.minimum(idx, len(val) - 1)], -np.inf
+            ).max(axis=1)
         by_value = np.argsort(vmax, kind="stable")
         return lo[by_value], vmax[by_value]
 
