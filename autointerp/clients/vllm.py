@@ -84,14 +84,14 @@ class VLLMClient(BlockingClient):
         }
         try:
             return [self._parse(r, params) for r in self.llm.chat(chats, sp, **kw)]
-        except ValueError as e:
+        except Exception as e:  # vLLM raises its own validation errors, not only ValueError
             if len(chats) == 1:
                 return [Completion(text=None, error=f"{type(e).__name__}: {e}"[:500])]
         out = []
         for chat in chats:
             try:
                 out.append(self._parse(self.llm.chat([chat], sp, **kw)[0], params))
-            except ValueError as e:
+            except Exception as e:  # vLLM raises its own validation errors, not only ValueError
                 out.append(Completion(text=None, error=f"{type(e).__name__}: {e}"[:500]))
         return out
 
