@@ -3,6 +3,7 @@
 autointerp run [CONFIG.yaml] [--out DIR]      the whole job (embedded default without a config)
 autointerp cache [CONFIG.yaml] --out DIR      cache sparse activations
 autointerp info DIR                           summarize a cache
+autointerp sample DIR / explain DIR / score DIR   the later stages, one at a time
 autointerp train-sae --out DIR                train a TopK SAE (sparsify layout)
 """
 
@@ -165,6 +166,53 @@ def _explain_stage(
     )
 
 
+def _score_stage(
+    cache_dir: Path,
+    sample_dir: Path,
+    expl_dir: Path,
+    out: Path,
+    cfg,
+    coders: list[str] | None,
+    latents: str | None,
+) -> None:
+    from autointerp.cache import ActivationCache
+    from autointerp.clients import make_client
+    from autointerp.explain import read_explanations
+    from autointerp.sample import parse_latents
+    from autointerp.score import ScoreContext, score_coder, summarize
+
+    cache = ActivationCache(cache_dir)
+    sample_file = sample_dir / "sample_config.json"
+    if not sample_file.exists():
+        raise ConfigError(f"no samples in {sample_dir}; run `autointerp sample` first")
+    example_len = json.loads(sample_file.read_text())["example_len"]
+    ctx = ScoreContext(
+        cache, cfg, example_len, lambda: make_client(cfg.client, out / "llm_cache.sqlite")
+    )
+    names = coders or [p.stem for p in sorted(expl_dir.glob("*.jsonl"))]
+    if not names:
+        raise ConfigError(f"no explanations in {expl_dir}; run `autointerp explain` first")
+    for name in names:
+        expl_path, sample_path = expl_dir / f"{name}.jsonl", sample_dir / f"{name}.jsonl"
+        if not expl_path.exists() or not sample_path.exists():
+            raise ConfigError(f"no explanations or samples for coder {name!r} in {expl_dir.parent}")
+        ids = set(parse_latents(latents, cache.coders[name]["n_latents"])) if latents else None
+        paths = score_coder(
+            ctx, cfg.score.scorers, sample_path, read_explanations(expl_path), out, ids
+        )
+        for scorer, s in summarize(paths).items():
+            mean = "n/a" if s["mean"] is None else f"{s['mean']:.3f}"
+            typer.echo(
+                f"{name} {scorer}: {s['scored']} scored, {s['failed']} failed, "
+                f"mean {s['metric']} {mean} -> {paths[scorer]}"
+            )
+    u = ctx.usage
+    typer.echo(
+        f"scoring LLM calls {u['calls']}, prompt tokens {u['prompt_tokens']:,}, "
+        f"generated {u['completion_tokens']:,}"
+    )
+
+
 CoderOpt = Annotated[list[str] | None, typer.Option("--coder", help="Coder(s) (default: all).")]
 LatentsOpt = Annotated[str | None, typer.Option(help="Latents, e.g. 0-99 or 3,17,42.")]
 
@@ -229,6 +277,54 @@ def explain(
         _fail(e)
 
 
+@app.command()
+def score(
+    cache_dir: Annotated[Path, typer.Argument(help="Cache folder.")],
+    sample_dir: Annotated[
+        Path | None, typer.Option("--sample", help="Sample folder (default: beside the cache).")
+    ] = None,
+    explanations: Annotated[
+        Path | None, typer.Option(help="Explanations folder (default: beside the cache).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Scores folder (default: beside the cache).")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML with `score:` and `client:` sections.")
+    ] = None,
+    scorer: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="detection | fuzzing | surprisal | embedding | intervention | simulation "
+            "(repeatable; default: the config's list)."
+        ),
+    ] = None,
+    coder: CoderOpt = None,
+    latents: LatentsOpt = None,
+) -> None:
+    """Score each explanation on held-out examples (resumes; failures are recorded, not dropped)."""
+    from autointerp.score import ScoreStageConfig
+
+    try:
+        cfg = load_yaml(config, ScoreStageConfig) if config else ScoreStageConfig()
+        if scorer:
+            data = cfg.model_dump()
+            data["score"]["scorers"] = scorer
+            cfg = validate(data, ScoreStageConfig)
+        root = cache_dir.parent
+        _score_stage(
+            cache_dir,
+            sample_dir or root / "sample",
+            explanations or root / "explanations",
+            out or root / "scores",
+            cfg,
+            coder,
+            latents,
+        )
+    except AutointerpError as e:
+        _fail(e)
+
+
 @app.command("train-sae")
 def train_sae_cmd(
     out: Annotated[Path, typer.Option(help="Output folder (sparsify layout).")],
@@ -270,10 +366,11 @@ def run(
         int, typer.Option(help="Sample and explain the first N latents of each coder.")
     ] = 20,
 ) -> None:
-    """Run the job on the embedded default or a cache config: cache -> sample -> explain."""
+    """Run the job on the embedded default or a cache config: cache -> sample -> explain -> score."""
     from autointerp.cache import build_cache
     from autointerp.explain import ExplainStageConfig
     from autointerp.sample import SampleConfig
+    from autointerp.score import ScoreStageConfig
 
     try:
         root = build_cache(_cache_config(config, tokens), out / "cache")
@@ -282,6 +379,15 @@ def run(
         _sample_stage(root, out / "sample", SampleConfig(), None, latents)
         _explain_stage(
             root, out / "sample", out / "explanations", ExplainStageConfig(), None, latents
+        )
+        _score_stage(
+            root,
+            out / "sample",
+            out / "explanations",
+            out / "scores",
+            ScoreStageConfig(),
+            None,
+            latents,
         )
         typer.echo(f"run folder: {out.resolve()}")
     except AutointerpError as e:

@@ -36,10 +36,7 @@ class TransformersClient(BlockingClient):
         self.context = int(getattr(self.lm.config, "max_position_embeddings", 0) or 1 << 30)
 
     def _complete(self, chats: list[Chat], params: GenParams) -> list[Completion]:
-        prompts = [
-            self.tok.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
-            for c in chats
-        ]
+        prompts = [self._render(c) for c in chats]
         ids = [self.tok(p, add_special_tokens=False).input_ids for p in prompts]
         out: list[Completion | None] = [None] * len(chats)
         ok = []
@@ -53,11 +50,59 @@ class TransformersClient(BlockingClient):
                 )
             else:
                 ok.append(i)
+        if params.max_tokens == 1 and params.temperature == 0:
+            for i, c in zip(ok, self._one_token([ids[i] for i in ok], params), strict=True):
+                out[i] = c
+            return out  # type: ignore[return-value]
         ok.sort(key=lambda i: len(ids[i]))
         for start in range(0, len(ok), self.batch_size):
             batch = ok[start : start + self.batch_size]
             for i, c in zip(batch, self._generate([ids[i] for i in batch], params), strict=True):
                 out[i] = c
+        return out  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def _one_token(self, ids: list[list[int]], params: GenParams) -> list[Completion]:
+        """One greedy token per prompt, with prefix sharing: prompts are sorted so that those with a
+        common prefix (same instructions, same explanation) sit together; each batch computes its
+        common prefix once and only the rest of each prompt per row. Rows are right-padded, which a
+        causal model never attends to, and read at their own last token."""
+        order = sorted(range(len(ids)), key=lambda i: ids[i])
+        out: list[Completion | None] = [None] * len(ids)
+        pad = self.tok.pad_token_id
+        step = 4 * self.batch_size
+        for s in range(0, len(order), step):
+            batch = order[s : s + step]
+            rows = [ids[i] for i in batch]
+            shared = min(_common_prefix(rows), min(len(r) for r in rows) - 1)
+            past = None
+            if shared > 0:
+                prefix = torch.tensor([rows[0][:shared]])
+                past = self.lm(input_ids=prefix, use_cache=True).past_key_values
+                past.batch_repeat_interleave(len(rows))
+            width = max(len(r) for r in rows) - shared
+            suffix = torch.full((len(rows), width), pad)
+            for j, r in enumerate(rows):
+                suffix[j, : len(r) - shared] = torch.tensor(r[shared:])
+            logits = self.lm(
+                input_ids=suffix, past_key_values=past, use_cache=past is not None
+            ).logits
+            for j, (i, r) in enumerate(zip(batch, rows, strict=True)):
+                logp = logits[j, len(r) - shared - 1].float().log_softmax(-1)
+                token = int(logp.argmax())
+                end = token in (self.tok.eos_token_id, pad)
+                lp = (
+                    [self._token_logprob(logp, token, params.top_logprobs)]
+                    if params.logprobs
+                    else None
+                )
+                out[i] = Completion(
+                    text="" if end else self.tok.decode([token]),
+                    logprobs=None if end else lp,
+                    prompt_tokens=len(r),
+                    cached_tokens=shared if j > 0 else 0,
+                    completion_tokens=0 if end else 1,
+                )
         return out  # type: ignore[return-value]
 
     def _render(self, chat: Chat) -> str:
@@ -110,3 +155,11 @@ class TransformersClient(BlockingClient):
                 (self.tok.decode([int(t)]), float(v)) for v, t in zip(values, indices, strict=True)
             ]
         return TokenLogprob(token=self.tok.decode([token]), logprob=float(logp[token]), top=tops)
+
+
+def _common_prefix(rows: list[list[int]]) -> int:
+    first, n = rows[0], min(len(r) for r in rows)
+    for k in range(n):
+        if any(r[k] != first[k] for r in rows[1:]):
+            return k
+    return n

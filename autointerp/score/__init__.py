@@ -1,0 +1,307 @@
+"""Scoring: explanations + held-out examples -> per-example predictions and per-latent metrics.
+
+Usage: `autointerp score RUN/cache --scorer detection --scorer fuzzing` (reads RUN/sample and
+RUN/explanations, writes RUN/scores/<scorer>/<coder>.jsonl); Python: `score_coder(...)`.
+
+Scorers (one module each; `SCORERS` maps names to builders):
+- detection, fuzzing (`classifier.py`): an LLM judges examples; balanced accuracy, AUROC from logprobs;
+- surprisal (`surprisal.py`): loss drop of a local LM given the explanation; AUROC;
+- embedding (`embedding.py`): explanation-example similarity (MiniLM); AUROC;
+- intervention (`intervention.py`): steer the latent, surprisal of the explanation; mean drop;
+- simulation (`simulation.py`): predicted per-token activations; correlation.
+
+Each latent's score is appended to its file as soon as it is finished, so an interrupted run resumes
+where it stopped. A latent whose explanation failed or is empty, or that has no test examples, gets a
+failed score with the reason; it never counts as a wrong answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from functools import cached_property, lru_cache
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+from tqdm.auto import tqdm
+
+from autointerp.cache import ActivationCache
+from autointerp.config import CacheConfig, ClientConfig, _Strict
+from autointerp.jsonl import cut_torn_line, read_jsonl
+from autointerp.sample import read_records, render
+from autointerp.score.base import LatentItem, LatentScore, Scorer, failed
+from autointerp.score.classifier import ClassifierConfig, ClassifierScorer
+from autointerp.score.embedding import EmbeddingConfig
+from autointerp.score.intervention import InterventionConfig
+from autointerp.score.simulation import SimulationConfig
+from autointerp.score.surprisal import SurprisalConfig
+from autointerp.types import Explanation, SampledLatent
+
+log = logging.getLogger(__name__)
+
+ScorerName = Literal["detection", "fuzzing", "surprisal", "embedding", "intervention", "simulation"]
+MAIN_METRIC = {
+    "detection": "balanced_accuracy",
+    "fuzzing": "balanced_accuracy",
+    "surprisal": "auroc",
+    "embedding": "auroc",
+    "intervention": "score",
+    "simulation": "correlation",
+}
+LLM_SCORERS = {"detection", "fuzzing", "simulation"}
+
+
+class ScoreConfig(_Strict):
+    scorers: list[ScorerName] = ["detection", "fuzzing", "embedding"]
+    """Scorers to run."""
+    detection: ClassifierConfig = ClassifierConfig()
+    fuzzing: ClassifierConfig = ClassifierConfig()
+    surprisal: SurprisalConfig = SurprisalConfig()
+    embedding: EmbeddingConfig = EmbeddingConfig()
+    intervention: InterventionConfig = InterventionConfig()
+    simulation: SimulationConfig = SimulationConfig()
+    latents_per_call: int = Field(8, ge=1)
+    """Latents whose prompts go to the client together (all in flight at once)."""
+
+
+class ScoreStageConfig(_Strict):
+    """The YAML of `autointerp score --config`: scorer options and the scoring client."""
+
+    score: ScoreConfig = ScoreConfig()
+    client: ClientConfig = ClientConfig()
+
+
+class ScoreContext:
+    """What scorers need, loaded once and only when a scorer asks for it."""
+
+    def __init__(
+        self,
+        cache: ActivationCache,
+        cfg: ScoreStageConfig,
+        example_len: int,
+        client_factory: Callable[[], object] | None = None,
+    ):
+        self.cache, self.cfg, self.example_len = cache, cfg, example_len
+        self._client_factory = client_factory
+        self.cache_cfg = CacheConfig.model_validate(cache.manifest["config"])
+        self._loss_models: dict[str, object] = {}
+        self._coders: dict[str, object] = {}
+        self.usage = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "failed": 0}
+
+    @cached_property
+    def tokens(self) -> np.ndarray:
+        return self.cache.tokens()
+
+    @cached_property
+    def decode(self) -> Callable[[int], str]:
+        from autointerp.subject import load_tokenizer
+
+        tok = load_tokenizer(self.cache_cfg.subject)
+        return lru_cache(maxsize=None)(lambda t: tok.decode([t]))
+
+    @cached_property
+    def client(self):
+        if self._client_factory is None:
+            from autointerp.clients import make_client
+
+            return make_client(self.cfg.client)
+        return self._client_factory()
+
+    @cached_property
+    def subject(self):
+        from autointerp.subject import load_subject
+
+        return load_subject(self.cache_cfg.subject)
+
+    def loss_model(self, model: str, batch_size: int):
+        from autointerp.score.surprisal import LossModel
+
+        if model not in self._loss_models:
+            if model == self.cache_cfg.subject.model:  # share the subject's weights
+                self._loss_models[model] = LossModel.wrap(self.subject, batch_size)
+            else:
+                self._loss_models[model] = LossModel(model, batch_size)
+        return self._loss_models[model]
+
+    def coder(self, name: str):
+        from autointerp.cache import _load_coders
+
+        if name not in self._coders:
+            chosen = [c for c in self.cache_cfg.coders if (c.name or c.hookpoint) == name]
+            cfg = self.cache_cfg.model_copy(update={"coders": chosen})
+            self._coders[name] = _load_coders(cfg, self.subject)[0]
+        return self._coders[name]
+
+    def item(self, record: SampledLatent, explanation: Explanation) -> LatentItem:
+        def r(refs):
+            return [render(x, self.tokens, self.decode, self.example_len) for x in refs]
+
+        return LatentItem(record, explanation, r(record.test), r(record.negatives))
+
+
+def _detection(ctx: ScoreContext, coder: str) -> Scorer:
+    return ClassifierScorer("detection", ctx.client, ctx.cfg.score.detection)
+
+
+def _fuzzing(ctx: ScoreContext, coder: str) -> Scorer:
+    return ClassifierScorer("fuzzing", ctx.client, ctx.cfg.score.fuzzing)
+
+
+def _surprisal(ctx: ScoreContext, coder: str) -> Scorer:
+    from autointerp.score.surprisal import SurprisalScorer
+
+    c = ctx.cfg.score.surprisal
+    return SurprisalScorer(c, ctx.loss_model(c.model, c.batch_size))
+
+
+def _embedding(ctx: ScoreContext, coder: str) -> Scorer:
+    from autointerp.score.embedding import EmbeddingScorer
+
+    return EmbeddingScorer(ctx.cfg.score.embedding)
+
+
+def _intervention(ctx: ScoreContext, coder: str) -> Scorer:
+    from autointerp.score.intervention import InterventionScorer
+
+    c = ctx.cfg.score.intervention
+    loss = ctx.loss_model(ctx.cfg.score.surprisal.model, c.batch_size)
+    return InterventionScorer(c, ctx.subject, ctx.coder(coder), ctx.tokens, loss)
+
+
+def _simulation(ctx: ScoreContext, coder: str) -> Scorer:
+    from autointerp.score.simulation import SimulationScorer
+
+    return SimulationScorer(ctx.client, ctx.cfg.score.simulation)
+
+
+SCORERS: dict[str, Callable[[ScoreContext, str], Scorer]] = {
+    "detection": _detection,
+    "fuzzing": _fuzzing,
+    "surprisal": _surprisal,
+    "embedding": _embedding,
+    "intervention": _intervention,
+    "simulation": _simulation,
+}
+
+
+def read_scores(path: Path) -> dict[int, LatentScore]:
+    return {s.latent.latent: s for s in read_jsonl(path, LatentScore)}
+
+
+def precheck(record: SampledLatent, explanation: Explanation, scorer: str) -> LatentScore | None:
+    """A failed score when the latent cannot be scored at all; None when it can."""
+    reason = None
+    if explanation.text is None:
+        reason = f"the explanation failed: {explanation.error or 'no text'}"
+    elif not explanation.text.strip():
+        reason = "the explanation is empty"
+    elif not record.test and scorer != "intervention":
+        reason = "the latent has no test examples"
+    if reason is None:
+        return None
+    return failed(record.id, scorer, reason, explanation=explanation.text)
+
+
+def score_coder(
+    ctx: ScoreContext,
+    scorers: Sequence[str],
+    sample_path: Path,
+    explanations: dict[int, Explanation],
+    out: Path,
+    latents: set[int] | None = None,
+    progress: bool = True,
+) -> dict[str, Path]:
+    """Score the explained latents of one coder with each scorer into `out/<scorer>/<coder>.jsonl`,
+    skipping latents already scored there (resume)."""
+    coder = sample_path.stem
+    records = {
+        r.id.latent: r
+        for r in read_records(sample_path)
+        if r.status == "ok"
+        and r.id.latent in explanations
+        and (latents is None or r.id.latent in latents)
+    }
+    paths, todo = {}, {}
+    for name in scorers:
+        path = out / name / f"{coder}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        done = read_scores(path)
+        cut_torn_line(path)
+        paths[name] = path
+        todo[name] = [i for i in records if i not in done]
+    asyncio.run(_score_all(ctx, coder, records, explanations, paths, todo, progress))
+    return paths
+
+
+async def _score_all(ctx, coder, records, explanations, paths, todo, progress) -> None:
+    union = sorted(set().union(*todo.values())) if todo else []
+    if not union:
+        return
+    built = {name: SCORERS[name](ctx, coder) for name, ids in todo.items() if ids}
+    files = {name: open(paths[name], "a") for name in built}  # noqa: SIM115
+    step = ctx.cfg.score.latents_per_call
+    stats = ctx.usage
+    try:
+        with tqdm(
+            total=sum(len(v) for v in todo.values()),
+            desc=f"score {coder}",
+            unit="score",
+            disable=not progress,
+        ) as bar:
+            for s in range(0, len(union), step):
+                chunk = union[s : s + step]
+                jobs = []
+                for name, scorer in built.items():
+                    ids = [i for i in chunk if i in set(todo[name])]
+                    if ids:
+                        jobs.append(_score_chunk(ctx, name, scorer, ids, records, explanations))
+                for name, results in await asyncio.gather(*jobs):
+                    for r in results:
+                        files[name].write(r.model_dump_json() + "\n")
+                        stats["failed"] += r.status == "failed"
+                        for k in ("calls", "prompt_tokens", "completion_tokens"):
+                            stats[k] += getattr(r, k)
+                    files[name].flush()
+                    bar.update(len(results))
+                bar.set_postfix(
+                    failed=stats["failed"],
+                    tokens=stats["prompt_tokens"] + stats["completion_tokens"],
+                )
+    finally:
+        for f in files.values():
+            f.close()
+
+
+async def _score_chunk(ctx, name, scorer, ids, records, explanations):
+    ready, out = [], {}
+    for i in ids:
+        bad = precheck(records[i], explanations[i], name)
+        if bad is not None:
+            out[i] = bad
+        else:
+            ready.append(ctx.item(records[i], explanations[i]))
+    if ready:
+        for item, result in zip(ready, await scorer.score(ready), strict=True):
+            out[item.record.id.latent] = result
+    return name, [out[i] for i in ids]
+
+
+def summarize(paths: dict[str, Path]) -> dict[str, dict]:
+    """Per scorer: latents scored and failed, and the mean of its main metric over scored latents."""
+    out = {}
+    for name, path in paths.items():
+        scores = list(read_scores(path).values())
+        ok = [s for s in scores if s.status == "ok"]
+        key = MAIN_METRIC[name]
+        values = [s.metrics.get(key) for s in ok]
+        values = [v for v in values if v is not None]
+        out[name] = {
+            "scored": len(ok),
+            "failed": len(scores) - len(ok),
+            "metric": key,
+            "mean": float(np.mean(values)) if values else None,
+        }
+    return out

@@ -1,0 +1,154 @@
+"""What every scorer shares: its input (a latent's explanation and rendered examples), its output
+records, and the turn from per-example predictions into a latent's score."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+
+from autointerp.score import metrics
+from autointerp.types import Example, Explanation, LatentId, SampledLatent, _Record
+
+
+@dataclass(frozen=True)
+class LatentItem:
+    """One latent ready to score: its sample record, explanation and rendered examples."""
+
+    record: SampledLatent
+    explanation: Explanation
+    test: list[Example]
+    negatives: list[Example]
+
+    @property
+    def text(self) -> str:
+        return self.explanation.text or ""
+
+    def labelled(self) -> list[tuple[Example, bool]]:
+        return [(e, True) for e in self.test] + [(e, False) for e in self.negatives]
+
+
+class Prediction(_Record):
+    """A scorer's verdict on one example. `error` set means no verdict (the call or parse failed)."""
+
+    seq: int
+    start: int
+    quantile: int | None = None
+    kind: str
+    """activating | random | similar | wrong (fuzzing: activating text, wrong tokens marked) |
+    clean | steered (intervention)."""
+    label: bool
+    """True when the example should count as matching the explanation."""
+    prediction: bool | None = None
+    probability: float | None = None
+    """P(yes) read from logprobs (classifiers)."""
+    value: float | None = None
+    """The continuous score (surprisal drop, similarity)."""
+    simulated: list[float] | None = None
+    """Simulation: the predicted activation (0-10) of each token."""
+    error: str | None = None
+
+
+class LatentScore(_Record):
+    """One scorer's result for one latent (one JSON line of `scores/<scorer>/<coder>.jsonl`)."""
+
+    latent: LatentId
+    scorer: str
+    status: Literal["ok", "failed"]
+    error: str | None = None
+    explanation: str | None = None
+    metrics: dict[str, float | int | None] = {}
+    per_group: dict[str, dict[str, float | int | None]] = {}
+    """Per activation quantile (`q0` weakest .. `q9` strongest) and per kind of negative."""
+    notes: list[str] = []
+    predictions: list[Prediction] = []
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class Scorer(Protocol):
+    name: str
+
+    async def score(self, items: Sequence[LatentItem]) -> list[LatentScore]: ...
+
+
+def group(p: Prediction) -> str:
+    return f"q{p.quantile}" if p.label and p.quantile is not None else p.kind
+
+
+def failed(latent: LatentId, scorer: str, error: str, **kw) -> LatentScore:
+    return LatentScore(latent=latent, scorer=scorer, status="failed", error=error, **kw)
+
+
+def classifier_score(
+    item: LatentItem, scorer: str, preds: list[Prediction], notes: list[str], **usage
+) -> LatentScore:
+    """A classifier's latent score; failed when no example got an answer."""
+    answered = [p for p in preds if p.error is None]
+    common = {"explanation": item.text, "predictions": preds, "notes": notes, **usage}
+    if not answered:
+        errors = sorted({p.error for p in preds if p.error})
+        return failed(
+            item.record.id, scorer, "no answer could be used: " + "; ".join(errors), **common
+        )
+    probs = [p.probability for p in answered]
+    m = metrics.classification(
+        [p.label for p in answered], [bool(p.prediction) for p in answered], probs
+    )
+    m["n_failed"] = len(preds) - len(answered)
+    values = [np.nan if p.probability is None else p.probability for p in answered]
+    per = metrics.by_group(
+        [p.label for p in answered],
+        values,
+        [group(p) for p in answered],
+        [p.prediction == p.label for p in answered],
+    )
+    return LatentScore(
+        latent=item.record.id, scorer=scorer, status="ok", metrics=m, per_group=per, **common
+    )
+
+
+def continuous_score(
+    item: LatentItem, scorer: str, preds: list[Prediction], notes: list[str] | None = None, **usage
+) -> LatentScore:
+    """A continuous scorer's latent score: AUROC of `value` (activating vs not), overall and per
+    quantile, and the mean value of each side."""
+    answered = [p for p in preds if p.error is None and p.value is not None]
+    common = {"explanation": item.text, "predictions": preds, "notes": notes or [], **usage}
+    if not answered:
+        errors = sorted({p.error for p in preds if p.error}) or ["no values"]
+        return failed(item.record.id, scorer, "; ".join(errors), **common)
+    y = [p.label for p in answered]
+    v = [float(p.value) for p in answered]  # type: ignore[arg-type]
+    pos = [x for x, lab in zip(v, y, strict=True) if lab]
+    neg = [x for x, lab in zip(v, y, strict=True) if not lab]
+    m: dict[str, float | int | None] = {
+        "n": len(answered),
+        "n_failed": len(preds) - len(answered),
+        "auroc": metrics.auroc(y, v),
+        "mean_activating": float(np.mean(pos)) if pos else None,
+        "mean_non_activating": float(np.mean(neg)) if neg else None,
+    }
+    per = metrics.by_group(y, v, [group(p) for p in answered])
+    return LatentScore(
+        latent=item.record.id, scorer=scorer, status="ok", metrics=m, per_group=per, **common
+    )
+
+
+def prediction(example: Example, label: bool, kind: str | None = None, **kw) -> Prediction:
+    return Prediction(
+        seq=example.seq,
+        start=example.start,
+        quantile=example.quantile if label else None,
+        kind=kind or example.kind,
+        label=label,
+        **kw,
+    )
+
+
+def text_of(example: Example) -> str:
+    """An example's text on one line (newlines shown as \\n)."""
+    return "".join(example.tokens).replace("\n", "\\n")

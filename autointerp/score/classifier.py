@@ -1,0 +1,235 @@
+"""Detection and fuzzing: an LLM reads the explanation and says, for each example, yes or no.
+
+- detection: plain examples; yes = the latent fires somewhere in the example.
+- fuzzing: tokens are marked `<<like this>>`; yes = the marked tokens are the ones the explanation
+  describes. Positives are activating examples with their firing tokens marked; negatives are
+  non-activating examples with random tokens marked (as many as an activating example fires on, on
+  average), plus `n_wrong` activating examples with the wrong (non-firing) tokens marked.
+
+Each prompt holds `examples_per_prompt` examples (positives and negatives shuffled together), and the
+answer is a list such as `[1,0,0,1,0]`. The prompt starts with the fixed instructions, then the
+explanation, then the examples, so a server with prefix caching computes the instructions once for the
+whole run and the explanation once per latent. Every prompt of a batch of latents goes to the client
+in one call (all in flight at once). With logprobs, P(1) at each answer position gives AUROC too.
+
+An answer that cannot be parsed, or has the wrong number of values, fails the examples of that prompt
+(recorded with the raw answer); the latent's metrics use the examples that got an answer.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from autointerp.clients.base import Chat, Completion, GenParams, LLMClient
+from autointerp.config import _Strict
+from autointerp.explain import mark, template
+from autointerp.score.base import LatentItem, LatentScore, Prediction, classifier_score, prediction
+from autointerp.types import Example
+
+_LIST = re.compile(r"\[([^\[\]]*)\]?")
+_TRUE = {"1", "true", "yes"}
+_FALSE = {"0", "false", "no"}
+
+
+class ClassifierConfig(_Strict):
+    examples_per_prompt: int | None = Field(None, ge=1, le=50)
+    """Examples judged in one prompt. None: 5, but 1 for the local `transformers` backend (small
+    models do not keep a list of answers in order). With one example per prompt and logprobs, the
+    answer is read from the logprobs of the first answer token (P(1) vs P(0)) without generating more."""
+    logprobs: bool = True
+    """Ask for token logprobs and read P(yes) from them (AUROC); ignored answers stay valid when a
+    server does not return them."""
+    prefill: bool | None = None
+    """Start the answer with `[` (small models follow the format only then). None: on for the local
+    `transformers` backend."""
+    n_wrong: int = Field(10, ge=0)
+    """Fuzzing: activating examples shown again with wrong tokens marked, as extra negatives."""
+    seed: int = 0
+
+
+def _is_local(client: LLMClient) -> bool:
+    return type(getattr(client, "inner", client)).__name__ == "TransformersClient"
+
+
+def parse_answer(text: str, n: int) -> list[bool]:
+    """The 0/1 list of an answer; ValueError (naming the problem) when it is not a list of n."""
+    m = _LIST.search(text)
+    if m is None:
+        raise ValueError(f"no [..] list in the answer {text[:80]!r}")
+    parts = [p.strip().strip("'\"").lower() for p in re.split(r"[,\s]+", m.group(1)) if p.strip()]
+    bad = [p for p in parts if p not in _TRUE | _FALSE]
+    if bad:
+        raise ValueError(f"answer list holds {bad[0]!r}, not 0 or 1: {text[:80]!r}")
+    if len(parts) != n:
+        raise ValueError(f"answer has {len(parts)} values for {n} examples: {text[:80]!r}")
+    return [p in _TRUE for p in parts]
+
+
+def answer_probabilities(c: Completion, n: int) -> list[float] | None:
+    """P(1) / (P(0) + P(1)) at each of the first n answer positions (tokens `0` or `1`), from the
+    top logprobs; None when the completion has no logprobs or fewer than n such positions."""
+    if not c.logprobs:
+        return None
+    probs = []
+    for t in c.logprobs:
+        if t.token.strip(" ,[]") not in ("0", "1"):
+            continue
+        p0 = sum(math.exp(lp) for tok, lp in t.top if tok.strip(" ,[]") == "0")
+        p1 = sum(math.exp(lp) for tok, lp in t.top if tok.strip(" ,[]") == "1")
+        if p0 + p1 == 0:  # top list without 0/1: use the chosen token alone
+            p1 = 1.0 if t.token.strip(" ,[]") == "1" else 0.0
+            p0 = 1.0 - p1
+        probs.append(p1 / (p0 + p1))
+        if len(probs) == n:
+            return probs
+    return None
+
+
+def _mark_positions(example: Example, positions: Sequence[int]) -> Example:
+    acts = [0.0] * len(example.tokens)
+    for i in positions:
+        acts[i] = 1.0
+    return example.model_copy(update={"activations": acts})
+
+
+class ClassifierScorer:
+    """Detection (`fuzz=False`) or fuzzing (`fuzz=True`) with one client."""
+
+    def __init__(
+        self, name: Literal["detection", "fuzzing"], client: LLMClient, cfg: ClassifierConfig
+    ):
+        self.name, self.client, self.cfg = name, client, cfg
+        self.fuzz = name == "fuzzing"
+        self.system = template(f"score/{name}.system.txt").strip()
+        self.user = template(f"score/{name}.user.txt").strip()
+        self.prefill = cfg.prefill if cfg.prefill is not None else _is_local(client)
+        self.per_prompt = cfg.examples_per_prompt or (1 if _is_local(client) else 5)
+
+    def samples(self, item: LatentItem) -> list[tuple[Example, Prediction]]:
+        """The examples to judge, shown as the scorer sees them, with their (empty) predictions,
+        shuffled with a seed of the latent."""
+        rng = np.random.default_rng([self.cfg.seed, item.record.id.latent, self.fuzz])
+        out = []
+        if not self.fuzz:
+            out = [(e, prediction(e, label)) for e, label in item.labelled()]
+        else:
+            firing = [sum(a > 0 for a in e.activations) for e in item.test]
+            n_mark = max(1, math.ceil(float(np.mean(firing)))) if firing else 1
+            out += [(e, prediction(e, True)) for e in item.test]
+            for e in item.negatives:
+                pos = rng.choice(len(e.tokens), size=min(n_mark, len(e.tokens)), replace=False)
+                out.append((_mark_positions(e, pos), prediction(e, False)))
+            wrong_src = item.test[:: max(1, len(item.test) // max(self.cfg.n_wrong, 1))]
+            for e in wrong_src[: self.cfg.n_wrong]:
+                quiet = [i for i, a in enumerate(e.activations) if a <= 0]
+                k = min(sum(a > 0 for a in e.activations), len(quiet))
+                if k == 0:
+                    continue
+                pos = rng.choice(quiet, size=k, replace=False)
+                out.append((_mark_positions(e, pos), prediction(e, False, kind="wrong")))
+        order = rng.permutation(len(out))
+        return [out[i] for i in order]
+
+    def _show(self, e: Example) -> str:
+        return mark(e).replace("\n", "\\n") if self.fuzz else "".join(e.tokens).replace("\n", "\\n")
+
+    def prompt(self, explanation: str, examples: Sequence[Example]) -> Chat:
+        body = "\n".join(f"Example {i}: {self._show(e)}" for i, e in enumerate(examples, 1))
+        chat = [
+            {"role": "system", "content": self.system},
+            {"role": "user", "content": self.user.format(explanation=explanation, examples=body)},
+        ]
+        if self.prefill:
+            chat.append({"role": "assistant", "content": "["})
+        return chat
+
+    def single(self, n: int) -> bool:
+        """One example read from the logprobs of one generated token."""
+        return n == 1 and self.cfg.logprobs and self.prefill
+
+    def params(self, n: int) -> GenParams:
+        return GenParams(
+            max_tokens=1 if self.single(n) else 3 * n + 4,
+            logprobs=self.cfg.logprobs,
+            top_logprobs=5 if self.cfg.logprobs else 0,
+            stop=("]",),
+        )
+
+    async def score(self, items: Sequence[LatentItem]) -> list[LatentScore]:
+        k = self.per_prompt
+        jobs = []  # (item index, chunk of (example, prediction))
+        for i, item in enumerate(items):
+            s = self.samples(item)
+            jobs += [(i, s[j : j + k]) for j in range(0, len(s), k)]
+        chats = [self.prompt(items[i].text, [e for e, _ in chunk]) for i, chunk in jobs]
+        sizes = sorted({len(chunk) for _, chunk in jobs})
+        answers: list[Completion | None] = [None] * len(jobs)
+        for n in sizes:  # one call per answer length (the last prompt of a latent may be short)
+            idx = [j for j, (_, chunk) in enumerate(jobs) if len(chunk) == n]
+            for j, c in zip(
+                idx,
+                await self.client.complete([chats[j] for j in idx], self.params(n)),
+                strict=True,
+            ):
+                answers[j] = c
+        preds: list[list[Prediction]] = [[] for _ in items]
+        notes: list[list[str]] = [[] for _ in items]
+        usage = [dict(calls=0, prompt_tokens=0, completion_tokens=0) for _ in items]
+        for (i, chunk), c in zip(jobs, answers, strict=True):
+            assert c is not None
+            u = usage[i]
+            u["calls"] += 0 if c.from_cache else 1
+            u["prompt_tokens"] += c.prompt_tokens
+            u["completion_tokens"] += c.completion_tokens
+            preds[i] += self._read(c, chunk, notes[i])
+        return [
+            classifier_score(item, self.name, p, n, **u)
+            for item, p, n, u in zip(items, preds, notes, usage, strict=True)
+        ]
+
+    def _read(
+        self, c: Completion, chunk: list[tuple[Example, Prediction]], notes: list[str]
+    ) -> list[Prediction]:
+        n = len(chunk)
+        if not c.ok:
+            return [p.model_copy(update={"error": f"request failed: {c.error}"}) for _, p in chunk]
+        if self.single(n):
+            return [self._read_single(c, chunk[0][1])]
+        text = ("[" if self.prefill else "") + (c.text or "")
+        try:
+            answer = parse_answer(text, n)
+        except ValueError as e:
+            return [p.model_copy(update={"error": str(e)}) for _, p in chunk]
+        probs = answer_probabilities(c, n) if self.cfg.logprobs else None
+        if self.cfg.logprobs and probs is None:
+            note = "logprobs were asked for but missing from the answer: AUROC not computed"
+            if note not in notes:
+                notes.append(note)
+        return [
+            p.model_copy(
+                update={"prediction": a, "probability": None if probs is None else probs[j]}
+            )
+            for j, ((_, p), a) in enumerate(zip(chunk, answer, strict=True))
+        ]
+
+    def _read_single(self, c: Completion, p: Prediction) -> Prediction:
+        first = c.logprobs[0] if c.logprobs else None
+        if first is None:
+            return p.model_copy(update={"error": "logprobs were asked for but missing"})
+        top = [(tok.strip(" ,[]"), math.exp(lp)) for tok, lp in first.top] or [
+            (first.token.strip(" ,[]"), 1.0)
+        ]
+        p0 = sum(q for tok, q in top if tok == "0")
+        p1 = sum(q for tok, q in top if tok == "1")
+        if p0 + p1 == 0:
+            return p.model_copy(
+                update={"error": f"neither 0 nor 1 among the top answer tokens: {first.token!r}"}
+            )
+        prob = p1 / (p0 + p1)
+        return p.model_copy(update={"prediction": prob > 0.5, "probability": prob})
