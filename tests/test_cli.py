@@ -13,7 +13,8 @@ runner = CliRunner()
 
 
 def test_run_embedded_default_end_to_end(tmp_path):
-    """`autointerp run` with the real packaged model, coder and corpus: cache, sample, explain."""
+    """`autointerp run` with the real packaged model, coder and corpus: cache, sample, explain,
+    score."""
     out = tmp_path / "run"
     cmd = [
         sys.executable,
@@ -47,10 +48,21 @@ def test_run_embedded_default_end_to_end(tmp_path):
         e["model"] == "smollm2" and (e["text"] is None) == (e["error"] is not None)
         for e in explained
     )
+    for scorer in ("detection", "fuzzing", "embedding"):
+        scores = [
+            json.loads(x)
+            for x in (out / "scores" / scorer / "layers.15.jsonl").read_text().splitlines()
+        ]
+        assert [s["latent"]["latent"] for s in scores] == [e["latent"]["latent"] for e in explained]
+        for s in scores:  # a failed explanation is a failed score, never a zero
+            assert (s["status"] == "failed") == (s["explanation"] is None) or s["error"]
+            if s["status"] == "ok":
+                assert 0 <= s["metrics"]["auroc" if scorer == "embedding" else "accuracy"] <= 1
+        assert f"layers.15 {scorer}: " in done.stdout
     # A second run reuses everything: no LLM call, nothing written twice.
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr
-    assert "LLM calls 0" in again.stdout
+    assert "LLM calls 0" in again.stdout and "scoring LLM calls 0," in again.stdout
     assert len((out / "explanations" / "layers.15.jsonl").read_text().splitlines()) == len(
         explained
     )
