@@ -127,3 +127,29 @@ def test_slowed_server_times_out_and_is_retried(server):
     [c] = _run(client, CHATS[:1], max_tokens=4)
     assert c.ok, c.error
     assert time.time() - t >= 3.5  # it waited out at least one timeout
+
+
+def test_detection_scorer_through_a_real_server(server):
+    """The detection scorer through the OpenAI client and llama.cpp: five examples per prompt, the
+    answers parsed from real responses (or recorded as failures with the reason), tokens counted."""
+    from test_score import NUMBERS, PROSE, item
+
+    from autointerp.score.classifier import ClassifierConfig, ClassifierScorer
+    from autointerp.score.metrics import classification
+
+    client = OpenAIClient("smollm2", base_url=server.url)
+    it = item(NUMBERS, PROSE)
+    cfg = ClassifierConfig(examples_per_prompt=5, prefill=False)
+    [s] = asyncio.run(ClassifierScorer("detection", client, cfg).score([it]))
+    assert s.calls == 3 and s.prompt_tokens > 3 * 150 and s.completion_tokens > 0
+    assert len(s.predictions) == 12
+    for p in s.predictions:  # every example has a verdict or the reason it has none
+        assert (p.prediction is None) == (p.error is not None)
+    answered = [p for p in s.predictions if p.error is None]
+    if answered:
+        expect = classification(
+            [p.label for p in answered], [p.prediction for p in answered], [None]
+        )
+        assert s.metrics["balanced_accuracy"] == expect["balanced_accuracy"]
+    else:
+        assert s.status == "failed" and s.error.startswith("no answer could be used")
