@@ -241,6 +241,7 @@ async def _score_all(ctx, coder, records, explanations, paths, todo, progress) -
     if not union:
         return
     built = {name: SCORERS[name](ctx, coder) for name, ids in todo.items() if ids}
+    wanted = {name: set(ids) for name, ids in todo.items()}
     files = {name: open(paths[name], "a") for name in built}  # noqa: SIM115
     step = ctx.cfg.score.latents_per_call
     stats = ctx.usage
@@ -255,7 +256,7 @@ async def _score_all(ctx, coder, records, explanations, paths, todo, progress) -
                 chunk = union[s : s + step]
                 jobs = []
                 for name, scorer in built.items():
-                    ids = [i for i in chunk if i in set(todo[name])]
+                    ids = [i for i in chunk if i in wanted[name]]
                     if ids:
                         jobs.append(_score_chunk(ctx, name, scorer, ids, records, explanations))
                 for name, results in await asyncio.gather(*jobs):

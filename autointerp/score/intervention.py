@@ -83,7 +83,14 @@ class InterventionScorer:
                 return out
 
             if self.coder.site.port == "input" and not self.coder.transcoder:
-                handle = mod.register_forward_pre_hook(lambda m, args: (steer(args[0]), *args[1:]))
+
+                def pre(m, args, kwargs):
+                    if args:
+                        return (steer(args[0]), *args[1:]), kwargs
+                    key = next(iter(kwargs))
+                    return args, {**kwargs, key: steer(kwargs[key])}
+
+                handle = mod.register_forward_pre_hook(pre, with_kwargs=True)
             else:
                 handle = mod.register_forward_hook(
                     lambda m, i, o: (steer(o[0]), *o[1:]) if isinstance(o, tuple) else steer(o)
