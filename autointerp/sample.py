@@ -324,10 +324,18 @@ def _neighbours(cache: ActivationCache, coder: str, k: int) -> np.ndarray:
 
     meta = cache.coders[coder]
     cfg = next(
-        CoderConfig(**c)
-        for c in cache.manifest["config"]["coders"]
-        if (c.get("name") or c["hookpoint"]) == coder
+        (
+            CoderConfig(**c)
+            for c in cache.manifest["config"]["coders"]
+            if (c.get("name") or c["hookpoint"]) == coder
+        ),
+        None,
     )
+    if cfg is None:  # a coder added to the cache by other means: no decoder to compare
+        log.warning(
+            "coder %r has no config in the cache; similar negatives by co-occurrence", coder
+        )
+        return _cooccurrence_neighbours(cache, coder, meta["n_latents"], k)
     W = load_coder(cfg, width=meta["d_in"]).W_dec
     if W is None:
         return _cooccurrence_neighbours(cache, coder, meta["n_latents"], k)

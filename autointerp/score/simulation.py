@@ -109,7 +109,7 @@ class SimulationScorer:
         chats = [self.prompt(items[i].text, e) for i, e, _ in jobs]
         n_tok = max((len(e.tokens) for _, e, _ in jobs), default=1)
         params = GenParams(
-            max_tokens=3 * n_tok + 4,
+            max_tokens=4 * n_tok + 4,  # `10, ` is 4 tokens for some tokenizers
             logprobs=self.cfg.logprobs,
             top_logprobs=10 if self.cfg.logprobs else 0,
             stop=("]",),
