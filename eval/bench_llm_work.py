@@ -99,6 +99,7 @@ from autointerp.types import SampledLatent
 log = logging.getLogger("bench_llm_work")
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("explain", "detection", "fuzzing")
+SCORERS = ("detection", "fuzzing")
 DELPHI_SCORER_MAX_TOKENS = 32
 DELPHI_OFFLINE_MAX_TOKENS = 500  # delphi's Offline client: number_tokens_to_generate
 DELPHI_OFFLINE_TEMPERATURE = 1.0  # delphi's Offline client when no temperature is passed
@@ -372,6 +373,8 @@ class Quality:
     explanations_failed: int = 0
     examples: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     answered: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    scored: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    """Latents each scorer scored (autointerp does not score a latent whose explanation failed)."""
     balanced_accuracy: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
 
@@ -436,6 +439,7 @@ class AutointerpSystem:
         q.explanations_failed = sum(e.text is None for e in expl.values())
         for scorer in ("detection", "fuzzing"):
             for s in read_scores(self.score_dir / scorer / self.sample_path.name).values():
+                q.scored[scorer] += s.status == "ok"
                 q.examples[scorer] += len(s.predictions)
                 q.answered[scorer] += sum(p.error is None for p in s.predictions)
                 answered = [p for p in s.predictions if p.error is None]
@@ -507,6 +511,7 @@ class DelphiSystem:
                 seen[e.record.latent.latent_index] = e.explanation
             for name, res in zip(self.scorers, results, strict=True):
                 outputs = res.score
+                q.scored[name] += 1
                 q.examples[name] += len(outputs)
                 answered = [o for o in outputs if o.prediction is not None]
                 q.answered[name] += len(answered)
@@ -576,31 +581,60 @@ def per_latent(tally: Tally, n: int) -> dict[str, float]:
 
 
 def summarize(name, system, phases: list[Phase], n: int) -> dict:
-    client = system.client
+    """The raw totals of one system (what `derive` turns into figures per latent)."""
+    client, q = system.client, system.quality
     mine = [p for p in phases if p.system == name]
-    seconds = sum(p.seconds for p in mine) - client.overhead
-    total = client.total()
-    q = system.quality
-    out = {
-        "description": SYSTEMS[name],
+    return {
         "latents": n,
-        **per_latent(total, n),
-        "seconds_per_latent": seconds / n,
-        "cpu_seconds_per_latent": sum(p.cpu_seconds for p in mine) / n,
-        "latents_per_hour": 3600 * n / seconds,
+        "latents_scored": {s: q.scored[s] for s in SCORERS},
+        "seconds": sum(p.seconds for p in mine),
+        "cpu_seconds": sum(p.cpu_seconds for p in mine),
         "counting_overhead_seconds": client.overhead,
-        "failed_requests": total.failed_requests,
-        "prompt_count_mismatches": total.count_mismatches,
-        "per_stage": {s: per_latent(client.tallies.get(s, Tally()), n) for s in STAGES},
+        "stages": {s: asdict(client.tallies.get(s, Tally())) for s in STAGES},
         "explanations": {"ok": q.explained, "failed": q.explanations_failed},
-        "examples_scored_per_latent": {s: q.examples[s] / n for s in ("detection", "fuzzing")},
-        "examples_answered_per_latent": {s: q.answered[s] / n for s in ("detection", "fuzzing")},
+        "examples_scored": {s: q.examples[s] for s in SCORERS},
+        "examples_answered": {s: q.answered[s] for s in SCORERS},
         "mean_balanced_accuracy": {
-            s: (float(np.mean(v)) if (v := q.balanced_accuracy[s]) else None)
-            for s in ("detection", "fuzzing")
+            s: (float(np.mean(v)) if (v := q.balanced_accuracy[s]) else None) for s in SCORERS
         },
     }
-    return out
+
+
+def derive(name: str, raw: dict) -> dict:
+    """Figures per scored latent: each stage's work divided by the latents that stage handled (the
+    explainer: every latent; a scorer: the latents it scored), so that every system is charged for
+    one explanation and 100 + 100 scored examples; time divided by the latents both scorers
+    scored."""
+    n, scored = raw["latents"], raw["latents_scored"]
+    per_stage = {
+        s: per_latent(Tally(**raw["stages"][s]), n if s == "explain" else max(scored[s], 1))
+        for s in STAGES
+    }
+    total = {k: sum(per_stage[s][k] for s in STAGES) for k in per_stage["explain"]}
+    done = max(min(scored.values()), 1)
+    seconds = raw["seconds"] - raw["counting_overhead_seconds"]
+    stages = [Tally(**raw["stages"][s]) for s in STAGES]
+    return {
+        "description": SYSTEMS[name],
+        "latents": n,
+        "latents_scored": scored,
+        **total,
+        "seconds_per_latent": seconds / done,
+        "cpu_seconds_per_latent": raw["cpu_seconds"] / done,
+        "latents_per_hour": 3600 * done / seconds,
+        "failed_requests": sum(t.failed_requests for t in stages),
+        "prompt_count_mismatches": sum(t.count_mismatches for t in stages),
+        "per_stage": per_stage,
+        "explanations": raw["explanations"],
+        "examples_scored_per_latent": {
+            s: raw["examples_scored"][s] / max(scored[s], 1) for s in SCORERS
+        },
+        "examples_answered_per_latent": {
+            s: raw["examples_answered"][s] / max(scored[s], 1) for s in SCORERS
+        },
+        "mean_balanced_accuracy": raw["mean_balanced_accuracy"],
+        "raw": raw,
+    }
 
 
 def ratios(res: dict, name: str, phases: list[Phase]) -> dict:
@@ -751,10 +785,24 @@ def notes(data: dict) -> list[str]:
         "(max_concurrent 10, the explanation then both scorers at once). Its records are built "
         "from autointerp's samples (same token windows, activations, quantiles; normalized "
         "activations as delphi's sampler computes them from the latent's maximum).",
+        "Per scored latent: each stage's work is divided by the latents it handled (the "
+        "explainer: all latents; a scorer: the latents it scored), i.e. the cost of one "
+        "explanation plus 100 + 100 scored examples; time and CPU time are divided by the latents "
+        "both scorers scored (so autointerp also pays here for explaining latents it did not "
+        "score). Latents scored (detection, fuzzing) of "
+        f"{cfg['latents']}: "
+        + "; ".join(
+            f"{k} {v['latents_scored']['detection']}, {v['latents_scored']['fuzzing']} "
+            f"(explanations parsed {v['explanations']['ok']})"
+            for k, v in res.items()
+        )
+        + ". autointerp records a failed score, with the reason, for a latent whose explanation "
+        "failed, and spends no scoring work on it; delphi scores its placeholder explanation "
+        "'Explanation could not be parsed.' like any other.",
         f"Wall time: each system's explain + score of {cfg['chunk']} latents at a time, in turns "
         "(order reversed every chunk), in one process, sharing one model; the time the counting "
         "wrapper spends tokenizing and counting is subtracted. Per-chunk delphi/autointerp time "
-        "ratios: "
+        "ratios (same latents attempted): "
         + "; ".join(
             f"{name}: "
             + ", ".join(f"{x:.2f}" for x in data["ratios"][name]["latents_per_hour_per_chunk"])
@@ -803,6 +851,16 @@ def notes(data: dict) -> list[str]:
     return out
 
 
+def finish(data: dict, phases: list[Phase]) -> None:
+    """Figures per latent, ratios and notes from the raw totals of `data` (in place)."""
+    res = data["results"] = {k: derive(k, v["raw"]) for k, v in data["results"].items()}
+    data.update({k: res[k] for k in ("autointerp", "delphi")})
+    data["ratios"] = {
+        name: ratios(res, name, phases) for name in ("autointerp", "autointerp_5_per_prompt")
+    }
+    data["notes"] = notes(data)
+
+
 # --- main -----------------------------------------------------------------------------------------
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -820,7 +878,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.from_json:
         data = json.loads((args.out / "bench_llm_work.json").read_text())
-        data["notes"] = notes(data)
+        finish(data, [Phase(**p) for p in data["phases"]])
         (args.out / "bench_llm_work.json").write_text(json.dumps(data, indent=2) + "\n")
         write_markdown(args.out / "bench_llm_work.md", data)
         print((args.out / "bench_llm_work.md").read_text())
@@ -897,7 +955,7 @@ def main() -> None:
             s.collect()
 
     n = len(latents)
-    results = {name: summarize(name, s, phases, n) for name, s in systems.items()}
+    results = {name: {"raw": summarize(name, s, phases, n)} for name, s in systems.items()}
     versions = {"python": platform.python_version(), "torch": torch.__version__}
     for pkg in ("transformers", "numpy", "autointerp", "eai-delphi"):
         try:
@@ -935,16 +993,11 @@ def main() -> None:
             "delphi_scorer_max_tokens": DELPHI_SCORER_MAX_TOKENS,
         },
         "results": results,
-        **{k: results[k] for k in ("autointerp", "delphi")},
-        "ratios": {
-            name: ratios(results, name, phases)
-            for name in ("autointerp", "autointerp_5_per_prompt")
-        },
         "phases": [asdict(p) for p in phases],
         "delphi_stubbed_modules": d.stubbed,
         "versions": versions,
     }
-    data["notes"] = notes(data)
+    finish(data, phases)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_llm_work.json").write_text(json.dumps(data, indent=2) + "\n")
     write_markdown(args.out / "bench_llm_work.md", data)
