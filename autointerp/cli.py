@@ -213,6 +213,16 @@ def _score_stage(
     )
 
 
+def _stage_config(config: Path | None, model, key: tuple[str, str], value):
+    """A stage's config from YAML (or the defaults), with one option of the command line on top."""
+    cfg = load_yaml(config, model) if config else model()
+    if not value:
+        return cfg
+    data = cfg.model_dump()
+    data[key[0]][key[1]] = value
+    return validate(data, model)
+
+
 CoderOpt = Annotated[list[str] | None, typer.Option("--coder", help="Coder(s) (default: all).")]
 LatentsOpt = Annotated[str | None, typer.Option(help="Latents, e.g. 0-99 or 3,17,42.")]
 
@@ -259,11 +269,7 @@ def explain(
     from autointerp.explain import ExplainStageConfig
 
     try:
-        cfg = load_yaml(config, ExplainStageConfig) if config else ExplainStageConfig()
-        if explainer:
-            data = cfg.model_dump()
-            data["explain"]["explainer"] = explainer
-            cfg = validate(data, ExplainStageConfig)
+        cfg = _stage_config(config, ExplainStageConfig, ("explain", "explainer"), explainer)
         root = cache_dir.parent
         _explain_stage(
             cache_dir,
@@ -306,11 +312,7 @@ def score(
     from autointerp.score import ScoreStageConfig
 
     try:
-        cfg = load_yaml(config, ScoreStageConfig) if config else ScoreStageConfig()
-        if scorer:
-            data = cfg.model_dump()
-            data["score"]["scorers"] = scorer
-            cfg = validate(data, ScoreStageConfig)
+        cfg = _stage_config(config, ScoreStageConfig, ("score", "scorers"), scorer)
         root = cache_dir.parent
         _score_stage(
             cache_dir,

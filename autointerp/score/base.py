@@ -75,6 +75,18 @@ class Scorer(Protocol):
     async def score(self, items: Sequence[LatentItem]) -> list[LatentScore]: ...
 
 
+def new_usage() -> dict[str, int]:
+    return {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0}
+
+
+def tally(usage: dict[str, int], c) -> None:
+    """Add one completion's LLM work to a latent's usage (answers from the response cache cost no
+    call)."""
+    usage["calls"] += 0 if c.from_cache else 1
+    usage["prompt_tokens"] += c.prompt_tokens
+    usage["completion_tokens"] += c.completion_tokens
+
+
 def group(p: Prediction) -> str:
     return f"q{p.quantile}" if p.label and p.quantile is not None else p.kind
 

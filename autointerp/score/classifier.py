@@ -29,7 +29,15 @@ from pydantic import Field
 from autointerp.clients.base import Chat, Completion, GenParams, LLMClient
 from autointerp.config import _Strict
 from autointerp.explain import mark, template
-from autointerp.score.base import LatentItem, LatentScore, Prediction, classifier_score, prediction
+from autointerp.score.base import (
+    LatentItem,
+    LatentScore,
+    Prediction,
+    classifier_score,
+    new_usage,
+    prediction,
+    tally,
+)
 from autointerp.types import Example
 
 _LIST = re.compile(r"\[([^\[\]]*)\]?")
@@ -180,13 +188,10 @@ class ClassifierScorer:
                 answers[j] = c
         preds: list[list[Prediction]] = [[] for _ in items]
         notes: list[list[str]] = [[] for _ in items]
-        usage = [dict(calls=0, prompt_tokens=0, completion_tokens=0) for _ in items]
+        usage = [new_usage() for _ in items]
         for (i, chunk), c in zip(jobs, answers, strict=True):
             assert c is not None
-            u = usage[i]
-            u["calls"] += 0 if c.from_cache else 1
-            u["prompt_tokens"] += c.prompt_tokens
-            u["completion_tokens"] += c.completion_tokens
+            tally(usage[i], c)
             preds[i] += self._read(c, chunk, notes[i])
         return [
             classifier_score(item, self.name, p, n, **u)

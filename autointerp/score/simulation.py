@@ -21,7 +21,15 @@ from autointerp.clients.base import Chat, Completion, GenParams, LLMClient
 from autointerp.config import _Strict
 from autointerp.explain import template
 from autointerp.score import metrics
-from autointerp.score.base import LatentItem, LatentScore, Prediction, failed, prediction
+from autointerp.score.base import (
+    LatentItem,
+    LatentScore,
+    Prediction,
+    failed,
+    new_usage,
+    prediction,
+    tally,
+)
 from autointerp.score.classifier import _is_local
 from autointerp.types import Example
 
@@ -116,11 +124,9 @@ class SimulationScorer:
         )
         answers = await self.client.complete(chats, params) if chats else []
         preds: list[list[Prediction]] = [[] for _ in items]
-        usage = [dict(calls=0, prompt_tokens=0, completion_tokens=0) for _ in items]
+        usage = [new_usage() for _ in items]
         for (i, e, label), c in zip(jobs, answers, strict=True):
-            usage[i]["calls"] += 0 if c.from_cache else 1
-            usage[i]["prompt_tokens"] += c.prompt_tokens
-            usage[i]["completion_tokens"] += c.completion_tokens
+            tally(usage[i], c)
             preds[i].append(self._read(c, e, label))
         return [self._latent(it, p, u) for it, p, u in zip(items, preds, usage, strict=True)]
 
