@@ -27,3 +27,7 @@ class CacheError(AutointerpError):
 
 class ClientError(AutointerpError):
     """An LLM backend cannot serve any request (unknown backend or model, server down)."""
+
+
+class RunError(AutointerpError):
+    """A run folder is missing, incomplete, made by another config, or cannot be compared."""

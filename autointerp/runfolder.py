@@ -1,0 +1,99 @@
+"""A run folder, read-only: what each stage wrote, for reports, exports and comparisons.
+
+Layout (every stage appends one JSON line per latent):
+    RUN/run_config.yaml                      the resolved config of `autointerp run` (no secrets)
+    RUN/cache/cache.json, shards/, stats/    sparse activations (`autointerp.cache`)
+    RUN/sample/<coder>.jsonl                 SampledLatent records; sample_config.json
+    RUN/explanations/<coder>.jsonl           Explanation records
+    RUN/scores/<scorer>/<coder>.jsonl        LatentScore records
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import cached_property, lru_cache
+from pathlib import Path
+
+from autointerp.errors import RunError
+from autointerp.types import Example, ExampleRef, Explanation, SampledLatent
+
+
+class RunFolder:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        if not (self.root / "cache" / "cache.json").exists():
+            raise RunError(f"{self.root} is not a run folder (no cache/cache.json)")
+
+    @property
+    def name(self) -> str:
+        return self.root.resolve().name
+
+    @cached_property
+    def cache(self):
+        from autointerp.cache import ActivationCache
+
+        return ActivationCache(self.root / "cache")
+
+    @property
+    def manifest(self) -> dict:
+        return self.cache.manifest
+
+    @property
+    def subject_model(self) -> str:
+        return self.manifest["config"]["subject"]["model"]
+
+    @property
+    def coders(self) -> dict[str, dict]:
+        """Coder name -> its cache metadata (kind, hookpoint, n_latents, ...)."""
+        return self.cache.coders
+
+    def coder(self, name: str) -> dict:
+        if name not in self.coders:
+            raise RunError(f"no coder {name!r} in {self.root} (has: {', '.join(self.coders)})")
+        return self.coders[name]
+
+    @cached_property
+    def example_len(self) -> int:
+        path = self.root / "sample" / "sample_config.json"
+        if not path.exists():
+            raise RunError(f"{self.root} has no samples (no sample/sample_config.json)")
+        return json.loads(path.read_text())["example_len"]
+
+    def samples(self, coder: str) -> dict[int, SampledLatent]:
+        from autointerp.sample import read_records
+
+        return {r.id.latent: r for r in read_records(self.root / "sample" / f"{coder}.jsonl")}
+
+    def explanations(self, coder: str) -> dict[int, Explanation]:
+        from autointerp.explain import read_explanations
+
+        return read_explanations(self.root / "explanations" / f"{coder}.jsonl")
+
+    def scorers(self) -> list[str]:
+        folder = self.root / "scores"
+        return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.exists() else []
+
+    def scores(self, scorer: str, coder: str) -> dict:
+        """Latent -> LatentScore of one scorer and coder (empty when that file does not exist)."""
+        from autointerp.score import read_scores
+
+        return read_scores(self.root / "scores" / scorer / f"{coder}.jsonl")
+
+    @cached_property
+    def _tokens(self):
+        return self.cache.tokens()
+
+    @cached_property
+    def decode(self) -> Callable[[int], str]:
+        from autointerp.config import SubjectConfig
+        from autointerp.subject import load_tokenizer
+
+        tok = load_tokenizer(SubjectConfig(**self.manifest["config"]["subject"]))
+        return lru_cache(maxsize=None)(lambda t: tok.decode([t]))
+
+    def render(self, ref: ExampleRef) -> Example:
+        """An example's token strings and activations."""
+        from autointerp.sample import render
+
+        return render(ref, self._tokens, self.decode, self.example_len)
