@@ -359,41 +359,95 @@ def train_sae_cmd(
         _fail(e)
 
 
+def _run_config(config: Path | None, overrides: dict):
+    from autointerp.pipeline import RunConfig
+
+    cfg = load_yaml(config, RunConfig) if config else RunConfig()
+    data = cfg.model_dump()
+    for key, value in overrides.items():
+        if value is not None:
+            *path, last = key.split(".")
+            target = data
+            for p in path:
+                target = target[p]
+            target[last] = value
+    return validate(data, RunConfig, source=str(config or "the embedded default"))
+
+
 @app.command()
 def run(
     config: ConfigArg = None,
     out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/default"),
     tokens: TokensOpt = None,
     max_latents: Annotated[
-        int, typer.Option(help="Sample and explain the first N latents of each coder.")
-    ] = 20,
+        int | None,
+        typer.Option(help="Explain and score the first N latents of each coder (default 12)."),
+    ] = None,
+    latents: LatentsOpt = None,
+    hookpoint: Annotated[
+        list[str] | None, typer.Option(help="Only the coders at this hookpoint (repeatable).")
+    ] = None,
+    coder: Annotated[
+        list[str] | None, typer.Option("--coder", help="Only this coder (repeatable).")
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(help="Redo what a changed config affects (old results are moved aside)."),
+    ] = False,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            help="Run on Ray: `local` starts one here; or HOST:PORT, ray://HOST:PORT, auto."
+        ),
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Ray workers (each with its own clients).")] = 2,
+    worker_gpus: Annotated[float, typer.Option(help="GPUs per Ray worker.")] = 0.0,
+    report: Annotated[bool, typer.Option(help="Write the HTML report at the end.")] = True,
 ) -> None:
-    """Run the job on the embedded default or a cache config: cache -> sample -> explain -> score."""
-    from autointerp.cache import build_cache
-    from autointerp.explain import ExplainStageConfig
-    from autointerp.sample import SampleConfig
-    from autointerp.score import ScoreStageConfig
+    """The whole job: cache -> sample -> explain + score -> report, resuming what OUT holds."""
+    from autointerp.pipeline import run_job
 
     try:
-        root = build_cache(_cache_config(config, tokens), out / "cache")
-        _print_info(root)
-        latents = f"0-{max_latents - 1}"
-        _sample_stage(root, out / "sample", SampleConfig(), None, latents)
-        _explain_stage(
-            root, out / "sample", out / "explanations", ExplainStageConfig(), None, latents
+        cfg = _run_config(
+            config,
+            {
+                "corpus.n_tokens": tokens,
+                "max_latents": max_latents,
+                "latents": latents,
+                "hookpoints": hookpoint,
+                "only_coders": coder,
+                "report": None if report else False,
+            },
         )
-        _score_stage(
-            root,
-            out / "sample",
-            out / "explanations",
-            out / "scores",
-            ScoreStageConfig(),
-            None,
-            latents,
+        summary = run_job(
+            cfg, out, force=force, ray=ray, workers=workers, gpus_per_worker=worker_gpus
         )
+        _print_run(summary)
+        if cfg.report:
+            _report([out], out / "report", None)
         typer.echo(f"run folder: {out.resolve()}")
     except AutointerpError as e:
         _fail(e)
+
+
+def _print_run(s: dict) -> None:
+    for name, c in s["coders"].items():
+        typer.echo(
+            f"{name}: {c['n_latents']} latents, {c['n_skipped']} skipped, {c['n_explained']} explained, "
+            f"{c['n_scored']} scored by every scorer, {c['n_failed']} with a failure"
+        )
+    for name, m in s["scorers"].items():
+        mean = "n/a" if m["mean"] is None else f"{m['mean']:.3f}"
+        typer.echo(f"{name}: mean {m['metric']} {mean}")
+    typer.echo(f"LLM calls {s['llm_calls']:,}, tokens {s['llm_tokens']:,}, {s['wall_s']:.0f} s")
+
+
+def _report(runs: list[Path], out: Path, coders: list[str] | None) -> None:
+    from autointerp.report import build_report, summary_text
+
+    index = build_report(runs, out, coders)
+    typer.echo(summary_text(runs, coders))
+    typer.echo(f"report: {index.resolve()}")
 
 
 if __name__ == "__main__":

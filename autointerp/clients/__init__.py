@@ -50,9 +50,12 @@ def _vllm(cfg: ClientConfig) -> LLMClient:
 BACKENDS = {"transformers": _transformers, "openai": _openai, "vllm": _vllm}
 
 
-def make_client(cfg: ClientConfig, response_cache: str | Path | None = None) -> LLMClient:
-    """Build the configured client, wrapped in the on-disk response cache when a path is given."""
-    client = BACKENDS[cfg.backend](cfg)
+def make_client(
+    cfg: ClientConfig, response_cache: str | Path | None = None, inner: LLMClient | None = None
+) -> LLMClient:
+    """Build the configured client (or reuse `inner`, one already built from the same config),
+    wrapped in the on-disk response cache when a path is given."""
+    client = inner if inner is not None else BACKENDS[cfg.backend](cfg)
     if response_cache is not None and cfg.response_cache:
         return CachedClient(client, ResponseCache(response_cache), cfg.backend)
     return client

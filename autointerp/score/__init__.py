@@ -253,20 +253,12 @@ async def _score_all(ctx, coder, records, explanations, paths, todo, progress) -
             disable=not progress,
         ) as bar:
             for s in range(0, len(union), step):
-                chunk = union[s : s + step]
-                jobs = []
-                for name, scorer in built.items():
-                    ids = [i for i in chunk if i in wanted[name]]
-                    if ids:
-                        jobs.append(_score_chunk(ctx, name, scorer, ids, records, explanations))
-                for name, results in await asyncio.gather(*jobs):
-                    for r in results:
-                        files[name].write(r.model_dump_json() + "\n")
-                        stats["failed"] += r.status == "failed"
-                        for k in ("calls", "prompt_tokens", "completion_tokens"):
-                            stats[k] += getattr(r, k)
-                    files[name].flush()
-                    bar.update(len(results))
+                results = await score_latents(
+                    ctx, built, union[s : s + step], records, explanations, wanted
+                )
+                for name, scores in results.items():
+                    write_scores(files[name], scores, stats)
+                    bar.update(len(scores))
                 bar.set_postfix(
                     failed=stats["failed"],
                     tokens=stats["prompt_tokens"] + stats["completion_tokens"],
@@ -274,6 +266,34 @@ async def _score_all(ctx, coder, records, explanations, paths, todo, progress) -
     finally:
         for f in files.values():
             f.close()
+
+
+async def score_latents(
+    ctx: ScoreContext,
+    scorers: dict[str, Scorer],
+    ids: Sequence[int],
+    records: dict[int, SampledLatent],
+    explanations: dict[int, Explanation],
+    wanted: dict[str, set[int]] | None = None,
+) -> dict[str, list[LatentScore]]:
+    """Score a group of latents with every scorer at once (`wanted`: the latents each scorer still
+    needs; default all). Returns each scorer's scores in the order of `ids`."""
+    jobs = [
+        _score_chunk(ctx, name, scorer, todo, records, explanations)
+        for name, scorer in scorers.items()
+        if (todo := [i for i in ids if wanted is None or i in wanted.get(name, ())])
+    ]
+    return dict(await asyncio.gather(*jobs))
+
+
+def write_scores(f, scores: Sequence[LatentScore], stats: dict[str, int]) -> None:
+    """Append scores to an open results file (one flush) and add their LLM work to `stats`."""
+    for r in scores:
+        f.write(r.model_dump_json() + "\n")
+        stats["failed"] += r.status == "failed"
+        for k in ("calls", "prompt_tokens", "completion_tokens"):
+            stats[k] += getattr(r, k)
+    f.flush()
 
 
 async def _score_chunk(ctx, name, scorer, ids, records, explanations):

@@ -1,0 +1,116 @@
+"""Scale-out with Ray: the chunks of `autointerp run` go to workers, each with its own LLM clients.
+
+Usage: `autointerp run CONFIG.yaml --ray local --workers 2` (starts a Ray on this machine) or
+`--ray HOST:6379` / `--ray ray://HOST:10001` / `--ray auto` (an existing cluster).
+
+Each worker is a Ray actor holding a `pipeline.Worker`: it reads the cache and samples from the run
+folder (a path every node must see: a shared file system) and returns each finished chunk to the
+driver. Only the driver writes results, one chunk at a time, so a run killed anywhere resumes as
+a local one does: nothing finished is lost and nothing is written twice. Each worker keeps its own
+response cache (RUN/explanations/llm_cache.w<i>.sqlite), since SQLite files must not be shared
+across machines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlparse
+
+from autointerp.errors import RunError
+
+log = logging.getLogger(__name__)
+
+
+class _Actor:
+    def __init__(self, out: str, cfg, tag: str):
+        from autointerp.pipeline import Worker
+
+        logging.basicConfig(level=logging.WARNING)
+        self.loop = asyncio.new_event_loop()
+        self.worker = Worker(Path(out), cfg, tag)
+
+    def process(self, chunk):
+        return self.loop.run_until_complete(self.worker.process(chunk))
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise RunError(
+            "--ray needs Ray: pip install 'autointerp[ray]' (or `ray[default]`)"
+        ) from None
+    return ray
+
+
+def check_address(address: str, timeout: float = 5.0) -> None:
+    """Fail fast, naming the address, when nothing listens there (ray.init would wait minutes)."""
+    if address in ("auto", "local"):
+        return
+    url = urlparse(address if "://" in address else f"tcp://{address}")
+    if not url.hostname or not url.port:
+        raise RunError(f"Ray address {address!r} is not HOST:PORT, ray://HOST:PORT, auto or local")
+    try:
+        socket.create_connection((url.hostname, url.port), timeout=timeout).close()
+    except OSError as e:
+        raise RunError(f"Ray address {address} does not answer ({e})") from None
+
+
+def connect(address: str, workers: int) -> bool:
+    """Connect to (or, for `local`, start) Ray; True when this call started it."""
+    ray = _import_ray()
+    check_address(address)
+    if ray.is_initialized():
+        return False
+    kw = dict(include_dashboard=False, logging_level=logging.WARNING)
+    try:
+        if address == "local":
+            ray.init(num_cpus=workers, **kw)
+        else:
+            ray.init(address=address, **kw)
+    except Exception as e:  # ray raises ConnectionError, RuntimeError, ValueError, ...
+        raise RunError(f"could not connect to Ray at {address}: {e}") from None
+    return True
+
+
+def run_ray(
+    address: str,
+    workers: int,
+    out: Path,
+    cfg,
+    chunks: list,
+    sink: Callable,
+    gpus_per_worker: float = 0.0,
+) -> None:
+    """Process `chunks` on `workers` Ray actors; `sink` (the driver's writer) gets each result."""
+    ray = _import_ray()
+    started = connect(address, workers)
+    try:
+        actor = ray.remote(num_cpus=1, num_gpus=gpus_per_worker)(_Actor)
+        pool = [actor.remote(str(out.resolve()), cfg, f"w{i}") for i in range(workers)]
+        todo = list(reversed(chunks))
+        pending: dict = {}
+
+        def submit(a) -> None:
+            if todo:
+                pending[a.process.remote(todo.pop())] = a
+
+        for a in pool:
+            for _ in range(cfg.chunks_in_flight):
+                submit(a)
+        while pending:
+            (ref,), _ = ray.wait(list(pending), num_returns=1)
+            a = pending.pop(ref)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayError as e:
+                raise RunError(f"a Ray worker failed: {e}") from None
+            sink(result)
+            submit(a)
+    finally:
+        if started:
+            ray.shutdown()

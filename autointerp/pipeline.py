@@ -1,0 +1,502 @@
+"""`autointerp run`: the whole job in one run folder: cache -> sample -> explain + score -> report.
+
+Usage: `autointerp run [CONFIG.yaml] [--out RUN] [--max-latents N | --latents 0-99] [--hookpoint H]
+[--ray ADDRESS]`; Python: `run_job(RunConfig(...), Path("runs/x"))`.
+
+- One YAML file (`RunConfig`) holds every stage's options; without a file, the embedded default.
+- The resolved config (no secrets) is saved as RUN/run_config.yaml. A later run into the same folder
+  whose config would change finished results is refused, naming the keys; `force` moves the outputs
+  of the affected stages aside into RUN/superseded-<time>/ (nothing is deleted) and redoes them.
+  Selection (latents, coders, scorers) and speed settings (batch sizes, concurrency) may change freely.
+- Latents flow through explain and score in chunks: while one chunk is scored, the next is explained.
+  A chunk's explanations, then its scores, are appended as soon as it is done, so a killed run resumes
+  at the first unfinished chunk and writes nothing twice. Chunks are fixed slices of the selected
+  latents, so a resumed run sends the same batches to the LLM as an uninterrupted one.
+- One progress bar: latents done, failures, LLM tokens, ETA.
+- With Ray, chunks go to workers (Ray actors, each with its own clients); the driver alone writes
+  the run folder, so the resume guarantees are the same (`autointerp.distributed`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+from pydantic import Field
+from tqdm.auto import tqdm
+
+from autointerp.cache import ActivationCache, build_cache
+from autointerp.config import CacheConfig, ClientConfig
+from autointerp.errors import ConfigError, RunError
+from autointerp.explain import ExplainConfig, Explainer, read_explanations
+from autointerp.jsonl import cut_torn_line
+from autointerp.sample import SampleConfig, parse_latents, read_records, sample_coder, write_config
+from autointerp.score import (
+    MAIN_METRIC,
+    SCORERS,
+    ScoreConfig,
+    ScoreContext,
+    ScoreStageConfig,
+    read_scores,
+    score_latents,
+    write_scores,
+)
+from autointerp.types import Explanation, SampledLatent
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LATENTS = 12
+CONFIG_FILE = "run_config.yaml"
+STAGES = {"cache": "cache", "sample": "sample", "explain": "explanations", "score": "scores"}
+
+
+class RunConfig(CacheConfig):
+    """Every stage's options (`autointerp run CONFIG.yaml`). The cache's keys (subject, corpus,
+    coders, batch_size, shard_tokens) sit at the top level, so a cache config is a run config."""
+
+    sample: SampleConfig = SampleConfig()
+    explain: ExplainConfig = ExplainConfig()
+    score: ScoreConfig = ScoreConfig()
+    client: ClientConfig = ClientConfig()
+    """The explainer's LLM, and the scorers' unless `score_client` is set."""
+    score_client: ClientConfig | None = None
+    """The scorers' LLM (None: the same as `client`)."""
+    latents: str | None = None
+    """Latents of each coder to explain and score, e.g. `0-99` or `3,17,42` (None: `max_latents`)."""
+    max_latents: int | None = Field(DEFAULT_LATENTS, ge=1)
+    """Without `latents`: the first N latent indices of each coder (None: every latent)."""
+    hookpoints: list[str] | None = None
+    """Explain and score only the coders at these hookpoints (every coder is cached)."""
+    only_coders: list[str] | None = None
+    """Explain and score only these coders, by name."""
+    chunk_latents: int = Field(8, ge=1)
+    """Latents explained and scored together; a chunk is the unit of resume."""
+    chunks_in_flight: int = Field(2, ge=1)
+    """Chunks under way at once per worker (one being explained while another is scored)."""
+    report: bool = True
+    """Write the HTML report at the end."""
+
+    def resolved(self) -> RunConfig:
+        """The config as it runs: the scorers' client filled in."""
+        return self.model_copy(update={"score_client": self.score_client or self.client})
+
+    def cache_config(self) -> CacheConfig:
+        return CacheConfig.model_validate(self.model_dump(include=set(CacheConfig.model_fields)))
+
+    def score_stage(self) -> ScoreStageConfig:
+        return ScoreStageConfig(score=self.score, client=self.score_client or self.client)
+
+
+# Keys that may differ between runs into one folder: what to run and how fast, not what results mean.
+_FREE = {
+    "latents",
+    "max_latents",
+    "hookpoints",
+    "only_coders",
+    "chunk_latents",
+    "chunks_in_flight",
+    "report",
+    "batch_size",
+    "score.scorers",
+    "score.latents_per_call",
+    "explain.latents_per_call",
+}
+_FREE_CLIENT = {
+    "max_concurrency",
+    "timeout",
+    "max_retries",
+    "batch_size",
+    "response_cache",
+    "api_key",
+    "api_key_env",
+    "max_model_len",
+    "enforce_eager",
+    "kv_cache_memory_bytes",
+}
+
+
+def config_dict(cfg: RunConfig) -> dict:
+    """The resolved config as plain data, without secrets."""
+    secret = {"api_key": True}
+    return cfg.resolved().model_dump(
+        mode="json", exclude={"client": secret, "score_client": secret}
+    )
+
+
+def _flat(d, prefix: str = "") -> dict[str, object]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, object] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else k))
+    return out
+
+
+def _free(key: str) -> bool:
+    head, _, rest = key.partition(".")
+    return key in _FREE or (head in ("client", "score_client") and rest in _FREE_CLIENT)
+
+
+def _stage_of(key: str) -> str:
+    head = key.split(".")[0]
+    return {"sample": "sample", "explain": "explain", "client": "explain"}.get(
+        head, "score" if head in ("score", "score_client") else "cache"
+    )
+
+
+def config_differences(old: dict, new: dict) -> list[tuple[str, object, object]]:
+    a, b = _flat(old), _flat(new)
+    keys = [k for k in dict.fromkeys([*a, *b]) if not _free(k) and a.get(k) != b.get(k)]
+    return [(k, a.get(k), b.get(k)) for k in keys]
+
+
+def prepare_folder(cfg: RunConfig, out: Path, force: bool = False) -> None:
+    """Refuse a run folder made by a config that gives other results (or, with `force`, move the
+    outputs that config made aside); then save this run's resolved config."""
+    path = out / CONFIG_FILE
+    new = config_dict(cfg)
+    if path.exists():
+        diffs = config_differences(yaml.safe_load(path.read_text()) or {}, new)
+        if diffs and not force:
+            lines = "\n".join(f"  {k}: folder has {a!r}, this run has {b!r}" for k, a, b in diffs)
+            raise RunError(
+                f"{out} holds a run made with a different config:\n{lines}\n"
+                "Use another --out, or --force to move the affected results aside and redo them."
+            )
+        if diffs:
+            _supersede(out, {_stage_of(k) for k, _, _ in diffs})
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(new, sort_keys=False))
+    tmp.replace(path)
+
+
+def _supersede(out: Path, changed: set[str]) -> None:
+    order = list(STAGES)
+    first = min(order.index(s) for s in changed)
+    aside = out / time.strftime("superseded-%Y%m%d-%H%M%S")
+    for stage in [*order[first:], "report"]:
+        folder = out / STAGES.get(stage, stage)
+        if folder.exists():
+            aside.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(folder), str(aside / folder.name))
+            if (out / CONFIG_FILE).exists() and not (aside / CONFIG_FILE).exists():
+                shutil.copy(out / CONFIG_FILE, aside / CONFIG_FILE)
+    log.warning("moved the results this config changes into %s", aside)
+
+
+def select_coders(cache: ActivationCache, cfg: RunConfig) -> list[str]:
+    names = list(cache.coders)
+    if cfg.hookpoints:
+        known = {m["hookpoint"] for m in cache.coders.values()}
+        unknown = [h for h in cfg.hookpoints if h not in known]
+        if unknown:
+            raise ConfigError(
+                f"no coder at hookpoint(s) {unknown} (the cache has: {', '.join(sorted(known))})"
+            )
+        names = [n for n in names if cache.coders[n]["hookpoint"] in cfg.hookpoints]
+    if cfg.only_coders:
+        unknown = [c for c in cfg.only_coders if c not in cache.coders]
+        if unknown:
+            raise ConfigError(f"no coder(s) {unknown} (the cache has: {', '.join(cache.coders)})")
+        names = [n for n in names if n in cfg.only_coders]
+    return names
+
+
+def latent_ids(cfg: RunConfig, n_latents: int) -> list[int]:
+    if cfg.latents:
+        return parse_latents(cfg.latents, n_latents)
+    return list(range(min(n_latents, cfg.max_latents or n_latents)))
+
+
+def sample_stage(cache: ActivationCache, cfg: RunConfig, out: Path, coders: list[str]) -> None:
+    folder = out / "sample"
+    write_config(folder, cfg.sample)
+    embeddings = None
+    if cfg.sample.similar_by == "embedding":
+        from autointerp.embed import block_embeddings
+        from autointerp.subject import load_tokenizer
+
+        tok = load_tokenizer(cfg.subject)
+        embeddings = block_embeddings(cache, tok.batch_decode, cfg.sample.example_len, folder)
+    for name in coders:
+        ids = latent_ids(cfg, cache.coders[name]["n_latents"])
+        sample_coder(cache, name, cfg.sample, folder, ids, embeddings=embeddings)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Latents of one coder to explain (those without an explanation) and score (per scorer)."""
+
+    coder: str
+    records: dict[int, SampledLatent]
+    explanations: dict[int, Explanation]
+    wanted: dict[str, set[int]]
+
+    @property
+    def to_explain(self) -> list[int]:
+        return [i for i in self.records if i not in self.explanations]
+
+
+@dataclass
+class ChunkResult:
+    coder: str
+    latents: list[int]
+    explanations: list[Explanation]
+    scores: dict[str, list]
+
+
+def plan(out: Path, cfg: RunConfig, coders: list[str], cache: ActivationCache) -> list[Chunk]:
+    """The chunks still to do, in latent order; torn last lines are cut first."""
+    chunks = []
+    for coder in coders:
+        wanted = set(latent_ids(cfg, cache.coders[coder]["n_latents"]))
+        records = {
+            r.id.latent: r
+            for r in read_records(out / "sample" / f"{coder}.jsonl")
+            if r.status == "ok" and r.id.latent in wanted
+        }
+        expl_path = out / "explanations" / f"{coder}.jsonl"
+        cut_torn_line(expl_path)
+        explained = read_explanations(expl_path)
+        done = {}
+        for name in cfg.score.scorers:
+            path = out / "scores" / name / f"{coder}.jsonl"
+            cut_torn_line(path)
+            done[name] = set(read_scores(path))
+        ids = sorted(records)
+        for k in range(0, len(ids), cfg.chunk_latents):
+            part = ids[k : k + cfg.chunk_latents]
+            todo = {name: {i for i in part if i not in done[name]} for name in done}
+            if any(i not in explained for i in part) or any(todo.values()):
+                chunks.append(
+                    Chunk(
+                        coder,
+                        {i: records[i] for i in part},
+                        {i: explained[i] for i in part if i in explained},
+                        todo,
+                    )
+                )
+    return chunks
+
+
+class Worker:
+    """Explains and scores chunks with its own clients: one per process, or per Ray actor."""
+
+    def __init__(self, out: Path, cfg: RunConfig, tag: str = ""):
+        from autointerp.clients import BACKENDS, make_client
+
+        self.cfg = cfg
+        cache = ActivationCache(out / "cache")
+        suffix = f".{tag}" if tag else ""
+        stage = cfg.score_stage()
+        self.ctx = ScoreContext(cache, stage, cfg.sample.example_len, self._score_client)
+        client = None
+        inner = None
+        if cfg.explain.explainer != "token-stats":
+            inner = BACKENDS[cfg.client.backend](cfg.client)
+            client = make_client(
+                cfg.client, out / "explanations" / f"llm_cache{suffix}.sqlite", inner
+            )
+        same = inner is not None and _same_model(cfg.client, stage.client)
+        self._shared = inner if same else None
+        self._score_cache = out / "scores" / f"llm_cache{suffix}.sqlite"
+        self.explainer = Explainer(
+            cache, cfg.explain, client, self.ctx.decode, cfg.sample.example_len
+        )
+        self._scorers: dict[tuple[str, str], object] = {}
+
+    def _score_client(self):
+        from autointerp.clients import make_client
+
+        stage = self.cfg.score_stage()
+        return make_client(stage.client, self._score_cache, self._shared)
+
+    def scorers(self, coder: str) -> dict[str, object]:
+        for name in self.cfg.score.scorers:
+            if (coder, name) not in self._scorers:
+                self._scorers[coder, name] = SCORERS[name](self.ctx, coder)
+        return {n: self._scorers[coder, n] for n in self.cfg.score.scorers}
+
+    async def process(self, chunk: Chunk) -> ChunkResult:
+        todo = chunk.to_explain
+        new = await self.explainer.explain([chunk.records[i] for i in todo]) if todo else []
+        explanations = {**chunk.explanations, **{e.latent.latent: e for e in new}}
+        scores = await score_latents(
+            self.ctx,
+            self.scorers(chunk.coder),
+            list(chunk.records),
+            chunk.records,
+            explanations,
+            chunk.wanted,
+        )
+        return ChunkResult(chunk.coder, list(chunk.records), new, scores)
+
+
+def _same_model(a: ClientConfig, b: ClientConfig) -> bool:
+    keys = ("backend", "model", "base_url", "dtype")
+    return all(getattr(a, k) == getattr(b, k) for k in keys)
+
+
+@dataclass
+class Progress:
+    """The run's one progress bar, and the running totals it shows."""
+
+    total: int
+    done: int = 0
+    explained: int = 0
+    failed: int = 0
+    tokens: int = 0
+    calls: int = 0
+    bar: tqdm | None = field(default=None, repr=False)
+
+    def start(self, enabled: bool) -> None:
+        self.bar = tqdm(total=self.total, desc="explain+score", unit="latent", disable=not enabled)
+
+    def add(self, r: ChunkResult) -> None:
+        for e in r.explanations:
+            self.explained += e.text is not None
+            self.failed += e.text is None
+            self.tokens += e.prompt_tokens + e.completion_tokens
+        for scores in r.scores.values():
+            for s in scores:
+                self.failed += s.status == "failed"
+                self.tokens += s.prompt_tokens + s.completion_tokens
+                self.calls += s.calls
+        if self.bar is not None:
+            self.bar.update(len(r.latents))
+            self.bar.set_postfix(explained=self.explained, failed=self.failed, tokens=self.tokens)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class Writer:
+    """Appends finished chunks to the run folder: explanations first, then scores."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.stats = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "failed": 0}
+
+    def write(self, r: ChunkResult) -> None:
+        if r.explanations:
+            path = self.out / "explanations" / f"{r.coder}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a") as f:
+                f.writelines(e.model_dump_json() + "\n" for e in r.explanations)
+        for name, scores in r.scores.items():
+            path = self.out / "scores" / name / f"{r.coder}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a") as f:
+                write_scores(f, scores, self.stats)
+
+
+async def run_local(worker: Worker, chunks: list[Chunk], sink, in_flight: int) -> None:
+    """Process chunks with up to `in_flight` under way; `sink` gets each result as it finishes."""
+    queue: asyncio.Queue[Chunk] = asyncio.Queue()
+    for c in chunks:
+        queue.put_nowait(c)
+
+    async def lane() -> None:
+        while not queue.empty():
+            sink(await worker.process(queue.get_nowait()))
+
+    await asyncio.gather(*(lane() for _ in range(in_flight)))
+
+
+def run_job(
+    cfg: RunConfig,
+    out: Path,
+    force: bool = False,
+    ray: str | None = None,
+    workers: int = 2,
+    progress: bool = True,
+    gpus_per_worker: float = 0.0,
+) -> dict:
+    """Run every stage into `out`, resuming what it holds; returns the summary (also saved as
+    RUN/summary.json)."""
+    t0 = time.time()
+    if ray:
+        from autointerp.distributed import check_address
+
+        check_address(ray)  # before any work: a wrong address fails in seconds
+    prepare_folder(cfg, out, force)
+    cache = ActivationCache(build_cache(cfg.cache_config(), out / "cache", progress))
+    coders = select_coders(cache, cfg)
+    sample_stage(cache, cfg, out, coders)
+    chunks = plan(out, cfg, coders, cache)
+    bar = Progress(total=sum(len(c.records) for c in chunks))
+    writer = Writer(out)
+
+    def sink(r: ChunkResult) -> None:
+        writer.write(r)
+        bar.add(r)
+
+    if chunks:
+        bar.start(progress)
+        try:
+            if ray:
+                from autointerp.distributed import run_ray
+
+                run_ray(ray, workers, out, cfg, chunks, sink, gpus_per_worker)
+            else:
+                asyncio.run(run_local(Worker(out, cfg), chunks, sink, cfg.chunks_in_flight))
+        finally:
+            bar.close()
+    summary = summarize_run(out, cfg, coders, cache)
+    summary.update(wall_s=round(time.time() - t0, 1), llm_calls=bar.calls, llm_tokens=bar.tokens)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def summarize_run(out: Path, cfg: RunConfig, coders: list[str], cache: ActivationCache) -> dict:
+    """Counts and each scorer's mean main metric over the selected latents of every coder."""
+    per_coder, values = {}, {name: [] for name in cfg.score.scorers}
+    totals = dict(n_latents=0, n_skipped=0, n_explained=0, n_scored=0, n_failed=0)
+    for coder in coders:
+        c = _coder_summary(out, cfg, coder, cache, values)
+        per_coder[coder] = c
+        for k in totals:
+            totals[k] += c[k]
+    means = {
+        name: {"metric": MAIN_METRIC[name], "mean": float(np.mean(v)) if v else None}
+        for name, v in values.items()
+    }
+    return {**totals, "scorers": means, "coders": per_coder}
+
+
+def _coder_summary(out, cfg, coder, cache, values) -> dict:
+    wanted = set(latent_ids(cfg, cache.coders[coder]["n_latents"]))
+    records = [r for r in read_records(out / "sample" / f"{coder}.jsonl") if r.id.latent in wanted]
+    ok = {r.id.latent for r in records if r.status == "ok"}
+    expl = {
+        i: e
+        for i, e in read_explanations(out / "explanations" / f"{coder}.jsonl").items()
+        if i in ok
+    }
+    failed = {i for i, e in expl.items() if e.text is None}
+    scored = set(ok) - failed
+    for name in cfg.score.scorers:
+        scores = read_scores(out / "scores" / name / f"{coder}.jsonl")
+        good = {i for i, s in scores.items() if i in ok and s.status == "ok"}
+        failed |= {i for i, s in scores.items() if i in ok and s.status == "failed"}
+        scored &= good
+        metric = MAIN_METRIC[name]
+        values[name] += [
+            scores[i].metrics[metric] for i in good if scores[i].metrics.get(metric) is not None
+        ]
+    return dict(
+        n_latents=len(records),
+        n_skipped=len(records) - len(ok),
+        n_explained=len(expl) - len({i for i, e in expl.items() if e.text is None}),
+        n_scored=len(scored),
+        n_failed=len(failed),
+    )
