@@ -450,5 +450,37 @@ def _report(runs: list[Path], out: Path, coders: list[str] | None) -> None:
     typer.echo(f"report: {index.resolve()}")
 
 
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder.")],
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: RUN/export).")] = None,
+    examples: Annotated[int, typer.Option(help="Top examples per latent.")] = 10,
+    neuronpedia_model: Annotated[
+        str | None, typer.Option(help="Neuronpedia model id (default: the subject model's name).")
+    ] = None,
+    neuronpedia_source: Annotated[
+        list[str] | None,
+        typer.Option(help="CODER=SOURCE_ID, Neuronpedia's id of a coder (repeatable)."),
+    ] = None,
+    license: Annotated[str, typer.Option(help="License named in the dataset card.")] = "other",
+) -> None:
+    """Write the explanation dataset: Parquet + JSONL (load with `datasets`), a dataset card, and
+    Neuronpedia JSON."""
+    from autointerp.export import export_run
+
+    try:
+        sources = {}
+        for item in neuronpedia_source or []:
+            coder_name, sep, source = item.partition("=")
+            if not sep or not coder_name or not source:
+                raise ConfigError(f"--neuronpedia-source takes CODER=SOURCE_ID, not {item!r}")
+            sources[coder_name] = source
+        paths = export_run(run_dir, out, examples, neuronpedia_model, sources or None, license)
+        for kind, path in paths.items():
+            typer.echo(f"{kind}: {path}")
+    except AutointerpError as e:
+        _fail(e)
+
+
 if __name__ == "__main__":
     sys.exit(app())

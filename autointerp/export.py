@@ -1,0 +1,547 @@
+"""Explanation datasets: a finished run folder -> a Hugging Face dataset and a Neuronpedia upload.
+
+Usage: `autointerp export RUN [--out RUN/export]`; Python: `export_run(RUN, out)`, which returns the
+paths it wrote:
+    OUT/explanations.parquet   one row per sampled latent of every coder (columns below)
+    OUT/explanations.jsonl     the same rows and columns, one JSON object a line
+    OUT/neuronpedia.json       the explanations in Neuronpedia's Explanation shape
+    OUT/README.md              a dataset card: `datasets.load_dataset("OUT")` loads the parquet file
+
+Columns: model, hookpoint, coder, coder_kind, latent; status (`explained`, `explanation_failed`,
+`skipped` by the sample stage, or `not_explained` when the explain stage never reached the latent);
+explanation (null unless explained), explanation_error, skip_reason, explainer_model,
+explainer_prompt; density, max_activation, n_activating_windows; per scorer found in RUN/scores:
+`<scorer>` (its main metric, `autointerp.score.MAIN_METRIC`; null when the score failed or was not
+run), `<scorer>.status` (ok | failed | not_scored), `<scorer>.error` and `<scorer>.<metric>` for every
+metric it reported; top_examples, the `n_examples` strongest train examples (strongest first) as
+{text, tokens, activations}.
+
+Scores are flat scalar columns rather than one struct column per scorer: every loader (`datasets`'
+parquet and json builders, pandas, the Hub viewer) types them the same way, they filter and sort
+directly (`ds.filter(lambda r: r["detection"] > 0.8)`), and the name `<scorer>.<metric>` is what
+`Dataset.flatten()` would give a struct anyway. Each metric column has one type (int64 when every value
+is an integer, else float64); NaN and infinite values become null, since JSON has no NaN.
+
+Neuronpedia: `neuronpedia.json` is a JSON array of records with the field names of Neuronpedia's
+`Explanation` table (modelId, layer = the source/SAE id, index as a string, description, typeName,
+explanationModelName, notes), the shape that `GET /api/explanation/export` returns and that its
+importer reads from `<model>/<source>/explanations/*.jsonl` (hijohnnylin/neuronpedia:
+apps/webapp/prisma/schema.prisma `model Explanation`, apps/webapp/app/api/admin/import/route.ts,
+apps/webapp/app/api/explanation/export/route.ts; the same fields in
+utils/neuronpedia-utils/neuronpedia_utils/db_models/explanation.py). `id` and `authorId` are assigned
+by the Neuronpedia instance that imports them, so they are left out. typeName is `autointerp-<explainer>`
+and notes hold the prompt id and every main score. Failed explanations are left out (counted in the log
+and the card). The source id cannot be known from the run: pass `neuronpedia_sources` (coder -> id);
+the default is `<layer>-<site>-<kind>` from the hookpoint and coder kind (`layers.15`, sparsify ->
+`15-res-sparsify`; site is res, mlp or att), with the coder name instead of the kind when two coders
+would share an id. modelId defaults to the subject model's name, lowercased and slugged.
+
+Each file is written to a hidden temporary name and renamed, so an interrupted export never leaves a
+half file under a final name; the card is removed first and written last, so a folder with a card holds
+one complete export. An OUT that holds another export is simply overwritten (other files in it are left
+alone); OUT may not be the run folder itself nor lie inside its cache, sample, explanations or scores
+folders.
+
+Method: Paulo et al. 2024, "Automatically Interpreting Millions of Features in Large Language Models"
+(arXiv:2410.13928).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+from collections import Counter
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from autointerp.errors import RunError
+from autointerp.runfolder import RunFolder
+from autointerp.score import MAIN_METRIC
+from autointerp.score.base import LatentScore
+from autointerp.types import Explanation, SampledLatent
+
+log = logging.getLogger(__name__)
+
+STAGE_FOLDERS = ("cache", "sample", "explanations", "scores")
+STATUSES = ("explained", "explanation_failed", "skipped", "not_explained")
+EXAMPLE = pa.struct(
+    [
+        ("text", pa.string()),
+        ("tokens", pa.list_(pa.string())),
+        ("activations", pa.list_(pa.float64())),
+    ]
+)
+BASE_SCHEMA = [
+    ("model", pa.string()),
+    ("hookpoint", pa.string()),
+    ("coder", pa.string()),
+    ("coder_kind", pa.string()),
+    ("latent", pa.int64()),
+    ("status", pa.string()),
+    ("explanation", pa.string()),
+    ("explanation_error", pa.string()),
+    ("skip_reason", pa.string()),
+    ("explainer_model", pa.string()),
+    ("explainer_prompt", pa.string()),
+    ("density", pa.float64()),
+    ("max_activation", pa.float64()),
+    ("n_activating_windows", pa.int64()),
+]
+COLUMN_DOCS = {
+    "model": "subject model (as named in the run config)",
+    "hookpoint": "module of the subject model whose activations the coder reads",
+    "coder": "sparse coder name",
+    "coder_kind": "coder format (sparsify, saelens, neurons, ...)",
+    "latent": "latent index within the coder",
+    "status": "explained, explanation_failed, skipped (by the sample stage) or not_explained",
+    "explanation": "the explanation; null unless status is explained",
+    "explanation_error": "why the explanation failed (null otherwise)",
+    "skip_reason": "why the sample stage skipped the latent (null otherwise)",
+    "explainer_model": "LLM (or `token-stats`) that wrote the explanation",
+    "explainer_prompt": "explainer name, options and a hash of its prompt templates",
+    "density": "fraction of cached tokens on which the latent is active",
+    "max_activation": "largest activation seen in the cache",
+    "n_activating_windows": "number of example windows in which the latent is active",
+    "top_examples": "strongest train examples, strongest first: {text, tokens, activations}",
+}
+CITATION = """@article{paulo2024automatically,
+  title={Automatically Interpreting Millions of Features in Large Language Models},
+  author={Paulo, Gon{\\c{c}}alo and Mallen, Alex and Juang, Caden and Belrose, Nora},
+  journal={arXiv preprint arXiv:2410.13928},
+  year={2024}
+}"""
+
+
+def export_run(
+    run: str | Path,
+    out: str | Path | None = None,
+    n_examples: int = 10,
+    neuronpedia_model_id: str | None = None,
+    neuronpedia_sources: Mapping[str, str] | None = None,
+    license: str = "other",
+) -> dict[str, Path]:
+    """Export a run folder's explanations, scores and top examples into `out` (default RUN/export).
+
+    Returns {"parquet", "jsonl", "neuronpedia", "card"} -> path. Raises RunError when `run` is not a
+    run folder, has no samples or no explanations, or `out` would land inside the run's stage folders.
+    """
+    if n_examples < 0:
+        raise RunError(f"n_examples must be >= 0, got {n_examples}")
+    folder = RunFolder(run)
+    target = _out_folder(folder.root, out)
+    rows = list_rows(folder, n_examples)
+    scorers = folder.scorers()
+    model_id = neuronpedia_model_id or slug(folder.subject_model)
+    sources = _sources(folder.coders, neuronpedia_sources or {})
+    records, left_out = neuronpedia_records(rows, scorers, model_id, sources)
+    log.info("neuronpedia.json: %d explanations, %d failed ones left out", len(records), left_out)
+    card = dataset_card(folder, rows, scorers, model_id, sources, len(records), left_out, license)
+    table = pa.Table.from_pylist(rows, schema=_schema(rows, scorers))
+    return _write_all(target, table, records, card)
+
+
+def _write_all(target: Path, table: pa.Table, records: list[dict], card: str) -> dict[str, Path]:
+    """The four files, each atomically; the card goes first and comes back last."""
+    target.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "parquet": target / "explanations.parquet",
+        "jsonl": target / "explanations.jsonl",
+        "neuronpedia": target / "neuronpedia.json",
+        "card": target / "README.md",
+    }
+    paths["card"].unlink(missing_ok=True)
+    _atomic(paths["parquet"], lambda p: pq.write_table(table, p))
+    _atomic(paths["jsonl"], lambda p: _write_jsonl(table.to_pylist(), p))
+    _atomic(paths["neuronpedia"], lambda p: p.write_text(json.dumps(records, indent=1) + "\n"))
+    _atomic(paths["card"], lambda p: p.write_text(card))
+    return paths
+
+
+def _out_folder(root: Path, out: str | Path | None) -> Path:
+    target = (Path(out) if out is not None else root / "export").resolve()
+    base = root.resolve()
+    if target == base:
+        raise RunError(f"refusing to export into the run folder itself ({base}); use RUN/export")
+    for name in STAGE_FOLDERS:
+        if target.is_relative_to((base / name).resolve()):
+            raise RunError(
+                f"refusing to export into {target}: it is inside the run's {name}/ folder"
+            )
+    return target
+
+
+# ---- rows ----------------------------------------------------------------------------------------
+
+
+def list_rows(run: RunFolder, n_examples: int = 10) -> list[dict]:
+    """One row per sampled latent of every coder (the columns of the module docstring)."""
+    if not any((run.root / "sample" / f"{c}.jsonl").exists() for c in run.coders):
+        raise RunError(f"{run.root} has no samples (no sample/<coder>.jsonl); run the sample stage")
+    explanations = {c: run.explanations(c) for c in run.coders}
+    if not any(explanations.values()):
+        raise RunError(f"{run.root} has no explanations (explanations/ is empty or missing)")
+    scores = {s: {c: run.scores(s, c) for c in run.coders} for s in run.scorers()}
+    rows = []
+    for coder, meta in run.coders.items():
+        for latent, record in sorted(run.samples(coder).items()):
+            row = _base_row(run.subject_model, coder, meta, record)
+            row |= _explanation_fields(record, explanations[coder].get(latent))
+            for scorer, by_coder in scores.items():
+                row |= _score_fields(scorer, by_coder[coder].get(latent))
+            row["top_examples"] = _top_examples(run, record, n_examples)
+            rows.append(row)
+    return rows
+
+
+def _base_row(model: str, coder: str, meta: dict, record: SampledLatent) -> dict:
+    return {
+        "model": model,
+        "hookpoint": meta.get("hookpoint"),
+        "coder": coder,
+        "coder_kind": meta.get("kind"),
+        "latent": record.id.latent,
+        "density": _finite(record.density),
+        "max_activation": _finite(record.max_activation),
+        "n_activating_windows": record.n_activating_windows,
+    }
+
+
+def _explanation_fields(record: SampledLatent, e: Explanation | None) -> dict:
+    if record.status == "skipped":
+        status = "skipped"
+    elif e is None:
+        status = "not_explained"
+    else:
+        status = "explained" if e.text is not None else "explanation_failed"
+    failed = status == "explanation_failed"
+    return {
+        "status": status,
+        "explanation": e.text if e is not None and status == "explained" else None,
+        "explanation_error": (e.error or "no explanation") if failed and e else None,
+        "skip_reason": record.reason if status == "skipped" else None,
+        "explainer_model": e.model if e is not None else None,
+        "explainer_prompt": e.prompt if e is not None else None,
+    }
+
+
+def _score_fields(scorer: str, s: LatentScore | None) -> dict:
+    if s is None:
+        return {scorer: None, f"{scorer}.status": "not_scored", f"{scorer}.error": None}
+    main = s.metrics.get(MAIN_METRIC.get(scorer, "")) if s.status == "ok" else None
+    fields = {scorer: _finite(main), f"{scorer}.status": s.status, f"{scorer}.error": s.error}
+    fields |= {f"{scorer}.{k}": _finite(v) for k, v in s.metrics.items()}
+    return fields
+
+
+def _top_examples(run: RunFolder, record: SampledLatent, n: int) -> list[dict]:
+    refs = sorted(record.train, key=lambda r: (-max((v for _, v in r.acts), default=0.0), r.seq))
+    out = []
+    for ref in refs[:n]:
+        ex = run.render(ref)
+        acts = [_finite(a) or 0.0 for a in ex.activations]
+        out.append({"text": "".join(ex.tokens), "tokens": ex.tokens, "activations": acts})
+    return out
+
+
+def _finite(v):
+    """None for NaN and infinities (JSON has no NaN); other values unchanged."""
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def _schema(rows: list[dict], scorers: list[str]) -> pa.Schema:
+    fields = list(BASE_SCHEMA)
+    for scorer in scorers:
+        fields += [(scorer, pa.float64()), (f"{scorer}.status", pa.string())]
+        fields.append((f"{scorer}.error", pa.string()))
+        fields += _metric_fields(rows, scorer)
+    return pa.schema([*fields, ("top_examples", pa.list_(EXAMPLE))])
+
+
+def _metric_fields(rows: list[dict], scorer: str) -> list[tuple[str, pa.DataType]]:
+    """`<scorer>.<metric>` columns, the main metric first: int64 if every value is an int."""
+    prefix, fixed = f"{scorer}.", {f"{scorer}.status", f"{scorer}.error"}
+    values: dict[str, list] = {}
+    for row in rows:
+        for k, v in row.items():
+            if k.startswith(prefix) and k not in fixed and v is not None:
+                values.setdefault(k, []).append(v)
+    main = prefix + MAIN_METRIC.get(scorer, "")
+    names = sorted(values, key=lambda k: (k != main, k))
+    return [(k, _metric_type(values[k])) for k in names]
+
+
+def _metric_type(values: list) -> pa.DataType:
+    ints = all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+    return pa.int64() if ints else pa.float64()
+
+
+# ---- files ---------------------------------------------------------------------------------------
+
+
+def _atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """Write through a hidden temporary file in the same folder, then rename it into place."""
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_jsonl(rows: list[dict], path: Path) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
+
+
+# ---- Neuronpedia ---------------------------------------------------------------------------------
+
+
+def slug(name: str) -> str:
+    """A Neuronpedia-style id: the last path part, lowercased, runs of other characters -> '-'."""
+    base = re.sub(r"\.gguf$", "", name.rstrip("/").split("/")[-1], flags=re.IGNORECASE)
+    return re.sub(r"[^a-z0-9_]+", "-", base.lower()).strip("-") or "model"
+
+
+def default_sources(coders: Mapping[str, dict]) -> dict[str, str]:
+    """Coder -> `<layer>-<site>-<kind>` (the coder name instead of the kind where two would clash)."""
+    ids = {c: _source_id(m.get("hookpoint") or c, m.get("kind") or c) for c, m in coders.items()}
+    counts = Counter(ids.values())
+    return {
+        c: (sid if counts[sid] == 1 else _source_id(coders[c].get("hookpoint") or c, c))
+        for c, sid in ids.items()
+    }
+
+
+def _sources(coders: Mapping[str, dict], given: Mapping[str, str]) -> dict[str, str]:
+    unknown = set(given) - set(coders)
+    if unknown:
+        raise RunError(f"neuronpedia_sources names unknown coder(s) {sorted(unknown)}")
+    return {**default_sources(coders), **given}
+
+
+def _source_id(hookpoint: str, tag: str) -> str:
+    module = hookpoint.partition(":")[0]
+    layer = re.search(r"\d+", module)
+    site = "mlp" if "mlp" in module else "att" if "attn" in module else "res"
+    return f"{layer.group() if layer else slug(module)}-{site}-{slug(tag)}"
+
+
+def neuronpedia_records(
+    rows: list[dict], scorers: list[str], model_id: str, sources: Mapping[str, str]
+) -> tuple[list[dict], int]:
+    """Neuronpedia Explanation records of the explained latents, and how many failed ones were left
+    out (failed or empty explanations)."""
+    records, left_out = [], 0
+    for row in rows:
+        if row["status"] == "explanation_failed" or (
+            row["status"] == "explained" and not (row["explanation"] or "").strip()
+        ):
+            left_out += 1
+        elif row["status"] == "explained":
+            records.append(_neuronpedia_record(row, scorers, model_id, sources[row["coder"]]))
+    return records, left_out
+
+
+def _neuronpedia_record(row: dict, scorers: list[str], model_id: str, source: str) -> dict:
+    scored = [f"{s} {MAIN_METRIC.get(s, '?')}={row[s]:.3f}" for s in scorers if row[s] is not None]
+    notes = f"autointerp prompt {row['explainer_prompt']}"
+    return {
+        "modelId": model_id,
+        "layer": source,
+        "index": str(row["latent"]),
+        "description": row["explanation"].strip(),
+        "typeName": f"autointerp-{row['explainer_prompt'].split('@')[0]}",
+        "explanationModelName": row["explainer_model"],
+        "notes": notes + (f"; scores: {', '.join(scored)}" if scored else ""),
+    }
+
+
+# ---- dataset card --------------------------------------------------------------------------------
+
+
+def dataset_card(
+    run: RunFolder,
+    rows: list[dict],
+    scorers: list[str],
+    model_id: str,
+    sources: Mapping[str, str],
+    n_neuronpedia: int,
+    left_out: int,
+    license: str = "other",
+) -> str:
+    """README.md with YAML front matter (configs, license, pretty_name, tags) and a description."""
+    coders = ", ".join(run.coders)
+    meta = {
+        "license": license,
+        "pretty_name": f"autointerp explanations: {run.subject_model} ({coders})",
+        "tags": ["interpretability", "sparse-autoencoder", "autointerp", "explanations"],
+        "size_categories": [_size_category(len(rows))],
+        "configs": [
+            {
+                "config_name": "default",
+                "data_files": [{"split": "train", "path": "explanations.parquet"}],
+            }
+        ],
+    }
+    parts = [
+        "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n",
+        f"# {meta['pretty_name']}\n",
+        _intro(run, rows),
+        _run_section(run, rows),
+        _scores_section(rows, scorers),
+        _loading_section(),
+        _columns_section(scorers),
+        _neuronpedia_section(model_id, sources, n_neuronpedia, left_out),
+        "## Citation\n\nThe method follows Paulo et al. 2024, *Automatically Interpreting Millions of "
+        f"Features in Large Language Models*:\n\n```bibtex\n{CITATION}\n```\n",
+    ]
+    return "\n".join(parts)
+
+
+def _size_category(n: int) -> str:
+    for limit, name in [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K")]:
+        if n < limit:
+            return name
+    return "100K<n<1M" if n < 1_000_000 else "n>1M"
+
+
+def _intro(run: RunFolder, rows: list[dict]) -> str:
+    counts = Counter(r["status"] for r in rows)
+    return (
+        f"Natural-language explanations of {len(rows)} latents of {len(run.coders)} sparse coder(s) "
+        f"of `{run.subject_model}`, written by an explainer from each latent's activating examples "
+        "and scored by how well they predict held-out activations, with the `autointerp` pipeline "
+        f"(cache -> sample -> explain -> score). {counts['explained']} explained, "
+        f"{counts['explanation_failed']} failed, {counts['skipped']} skipped by the sample stage"
+        + (f", {counts['not_explained']} not explained" if counts["not_explained"] else "")
+        + ".\n"
+    )
+
+
+def _run_section(run: RunFolder, rows: list[dict]) -> str:
+    cfg = run.manifest.get("config", {})
+    corpus = cfg.get("corpus", {})
+    lines = [
+        "## The run\n",
+        f"- Subject model: `{run.subject_model}`",
+        f"- Corpus: `{corpus.get('source')}` (split `{corpus.get('split')}`), "
+        f"{run.manifest.get('n_tokens', corpus.get('n_tokens'))} tokens in windows of "
+        f"{run.manifest.get('ctx_len', corpus.get('ctx_len'))}",
+        f"- Sampling: {_sampling(run)}; {_sample_sizes(run)}",
+        f"- Explainers: {_explainers(rows)}",
+        "",
+        "| coder | kind | hookpoint | latents in coder | sampled | "
+        + " | ".join(STATUSES).replace("_", " ")
+        + " |",
+        "|---|---|---|---|---|" + "---|" * len(STATUSES),
+    ]
+    for coder, meta in run.coders.items():
+        mine = Counter(r["status"] for r in rows if r["coder"] == coder)
+        cells = [coder, meta.get("kind"), meta.get("hookpoint"), meta.get("n_latents")]
+        cells += [sum(mine.values()), *(mine[s] for s in STATUSES)]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _sampling(run: RunFolder) -> str:
+    path = run.root / "sample" / "sample_config.json"
+    if not path.exists():
+        return "no sample/sample_config.json"
+    c = json.loads(path.read_text())
+    keys = ["n_train", "train_strategy", "n_quantiles", "n_test", "n_random_negatives"]
+    keys += ["n_similar_negatives", "example_len", "min_examples"]
+    return ", ".join(f"{k} {c[k]}" for k in keys if k in c)
+
+
+def _sample_sizes(run: RunFolder) -> str:
+    ok = [r for c in run.coders for r in run.samples(c).values() if r.status == "ok"]
+    if not ok:
+        return "no latent was sampled"
+    train = sum(len(r.train) for r in ok) / len(ok)
+    test = sum(len(r.test) for r in ok) / len(ok)
+    return f"on average {train:.1f} train and {test:.1f} test examples per sampled latent"
+
+
+def _explainers(rows: list[dict]) -> str:
+    used = Counter(
+        (r["explainer_model"], r["explainer_prompt"]) for r in rows if r["explainer_model"]
+    )
+    return (
+        "; ".join(f"`{m}` with prompt `{p}` ({n} latents)" for (m, p), n in used.items()) or "none"
+    )
+
+
+def _scores_section(rows: list[dict], scorers: list[str]) -> str:
+    if not scorers:
+        return "## Scores\n\nNo scorer was run.\n"
+    coders = list(dict.fromkeys(r["coder"] for r in rows))
+    lines = [
+        "## Scores\n",
+        "Mean of each scorer's main metric over the latents it scored (latents scored / failed in parentheses).\n",
+        "| scorer | main metric | " + " | ".join(coders) + " | all |",
+        "|---|---|" + "---|" * (len(coders) + 1),
+    ]
+    for s in scorers:
+        cells = [_mean_cell(rows, s, c) for c in coders] + [_mean_cell(rows, s, None)]
+        lines.append(f"| {s} | {MAIN_METRIC.get(s, '?')} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _mean_cell(rows: list[dict], scorer: str, coder: str | None) -> str:
+    mine = [r for r in rows if coder is None or r["coder"] == coder]
+    values = [r[scorer] for r in mine if r[scorer] is not None]
+    failed = sum(r[f"{scorer}.status"] == "failed" for r in mine)
+    mean = f"{sum(values) / len(values):.3f}" if values else "-"
+    return f"{mean} ({len(values)} / {failed})"
+
+
+def _loading_section() -> str:
+    return """## Loading
+
+```python
+from datasets import load_dataset
+
+ds = load_dataset("path/to/this/folder", split="train")  # or its Hub repo id
+ds = load_dataset("parquet", data_files="explanations.parquet", split="train")
+ds = load_dataset("json", data_files="explanations.jsonl", split="train")  # the same rows
+explained = ds.filter(lambda r: r["status"] == "explained")
+```
+
+In the JSON file a column that is null in every row (say `explanation_error` when nothing failed)
+loads with type `null`; the parquet file keeps every column's type.
+"""
+
+
+def _columns_section(scorers: list[str]) -> str:
+    lines = ["## Columns\n", "| column | meaning |", "|---|---|"]
+    docs = list(COLUMN_DOCS.items())
+    for s in scorers:
+        docs += [
+            (
+                s,
+                f"main metric of the {s} scorer ({MAIN_METRIC.get(s, '?')}); null if failed or not run",
+            ),
+            (f"{s}.status", "ok, failed or not_scored"),
+            (f"{s}.error", "why the score failed"),
+            (f"{s}.<metric>", f"every metric the {s} scorer reported"),
+        ]
+    lines += [f"| `{k}` | {v} |" for k, v in docs]
+    return "\n".join(lines) + "\n"
+
+
+def _neuronpedia_section(model_id: str, sources: Mapping[str, str], n: int, left_out: int) -> str:
+    mapping = ", ".join(f"`{c}` -> `{s}`" for c, s in sources.items())
+    return (
+        "## Neuronpedia\n\n"
+        f"`neuronpedia.json` holds {n} explanations as Neuronpedia Explanation records (modelId "
+        f"`{model_id}`; sources {mapping}); {left_out} failed explanation(s) were left out. Check "
+        "that the model and source ids match the ones on Neuronpedia before uploading.\n"
+    )

@@ -1,0 +1,200 @@
+"""`autointerp run`: resume after a kill, the run folder's config check, selection, Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from autointerp.cli import app
+
+# The coders and corpus of the `small_run` fixture, so that its cache can be reused.
+BASE = """
+corpus: {n_tokens: 16384}
+coders:
+  - {hookpoint: layers.15}
+  - {hookpoint: layers.15, format: neurons, k: 32, name: neurons.15}
+chunk_latents: 2
+report: false
+"""
+NO_LLM = BASE + """
+explain: {explainer: token-stats}
+score: {scorers: [embedding]}
+max_latents: 6
+"""
+
+
+def _folder(tmp_path: Path, small_run: Path, text: str, name: str = "run") -> tuple[Path, Path]:
+    out = tmp_path / name
+    shutil.copytree(small_run / "cache", out / "cache")
+    cfg = tmp_path / f"{name}.yaml"
+    cfg.write_text(text)
+    return cfg, out
+
+
+def _cli(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def _results(out: Path) -> dict[str, dict]:
+    """Every results file of a run, keyed by latent (order of lines may differ between runs)."""
+    files = sorted((out / "explanations").glob("*.jsonl")) + sorted(
+        (out / "scores").glob("*/*.jsonl")
+    )
+    found = {}
+    for f in files:
+        rows = _lines(f)
+        by = {json.dumps(r["latent"], sort_keys=True): r for r in rows}
+        assert len(by) == len(rows), f"{f} holds a latent twice"
+        found[str(f.relative_to(out))] = by
+    return found
+
+
+def test_run_resumes_and_refuses_another_config(tmp_path, small_run):
+    cfg, out = _folder(tmp_path, small_run, NO_LLM)
+    r = _cli("run", cfg, "--out", out)
+    assert r.exit_code == 0, r.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_latents"] == 12 and summary["scorers"]["embedding"]["mean"] is not None
+    assert summary["n_scored"] + summary["n_failed"] + summary["n_skipped"] >= 12
+    saved = yaml.safe_load((out / "run_config.yaml").read_text())
+    assert saved["score_client"]["model"] == "smollm2" and "api_key" not in saved["client"]
+    first = _results(out)
+    assert set(first) == {
+        "explanations/layers.15.jsonl",
+        "explanations/neurons.15.jsonl",
+        "scores/embedding/layers.15.jsonl",
+        "scores/embedding/neurons.15.jsonl",
+    }
+    # Again with more latents: only the new ones are done, nothing is written twice.
+    r = _cli("run", cfg, "--out", out, "--max-latents", "8")
+    assert r.exit_code == 0, r.output
+    again = _results(out)
+    for name, rows in first.items():
+        assert all(again[name][k] == v for k, v in rows.items())
+    assert json.loads((out / "summary.json").read_text())["n_latents"] == 16
+    # A config that changes results is refused, naming the key; --force moves the old results aside.
+    cfg.write_text(NO_LLM.replace("max_latents: 6", "max_latents: 6\nsample: {n_train: 20}"))
+    r = _cli("run", cfg, "--out", out)
+    assert r.exit_code == 1 and "sample.n_train: folder has 40, this run has 20" in r.output
+    assert _results(out) == again  # nothing touched
+    r = _cli("run", cfg, "--out", out, "--force")
+    assert r.exit_code == 0, r.output
+    (aside,) = out.glob("superseded-*")
+    assert sorted(p.name for p in aside.iterdir()) == [
+        "explanations",
+        "run_config.yaml",
+        "sample",
+        "scores",
+    ]
+    assert (out / "cache" / "cache.json").exists()  # the cache did not change: kept
+    assert yaml.safe_load((out / "run_config.yaml").read_text())["sample"]["n_train"] == 20
+
+
+def test_run_selection_and_bad_input(tmp_path, small_run):
+    cfg, out = _folder(tmp_path, small_run, NO_LLM)
+    r = _cli("run", cfg, "--out", out, "--hookpoint", "layers.99")
+    assert r.exit_code == 1 and "no coder at hookpoint(s) ['layers.99']" in r.output
+    assert "layers.15" in r.output
+    r = _cli("run", cfg, "--out", out, "--coder", "neurons.15", "--latents", "3,5")
+    assert r.exit_code == 0, r.output
+    assert [e["latent"]["latent"] for e in _lines(out / "explanations" / "neurons.15.jsonl")] in (
+        [3, 5],
+        [3],
+        [5],
+        [],
+    )  # a latent that fires too rarely is skipped, with the reason, in the sample file
+    assert not (out / "explanations" / "layers.15.jsonl").exists()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BASE + "explain: {explainr: x}\nmax_latents: lots\n")
+    r = _cli("run", bad, "--out", tmp_path / "o")
+    assert r.exit_code == 1
+    assert "explain.explainr: Extra inputs are not permitted" in r.output
+    assert "max_latents: Input should be a valid integer" in r.output
+    t0 = time.time()
+    r = _cli("run", cfg, "--out", tmp_path / "o2", "--ray", "127.0.0.1:9")
+    assert r.exit_code == 1 and "Ray address 127.0.0.1:9 does not answer" in r.output
+    assert time.time() - t0 < 30 and not (tmp_path / "o2").exists()
+
+
+def test_run_on_local_ray_equals_a_local_run(tmp_path, small_run):
+    pytest.importorskip("ray")
+    cfg, local = _folder(tmp_path, small_run, NO_LLM, "local")
+    _, distributed = _folder(tmp_path, small_run, NO_LLM, "ray")
+    assert _cli("run", cfg, "--out", local).exit_code == 0
+    r = _cli("run", cfg, "--out", distributed, "--ray", "local", "--workers", "2")
+    assert r.exit_code == 0, r.output
+    a, b = _results(local), _results(distributed)
+    assert a.keys() == b.keys() and all(len(v) > 0 for v in a.values())
+    for name in a:
+        for key, row in a[name].items():
+            if "metrics" in row:
+                assert b[name][key]["metrics"] == pytest.approx(row["metrics"], abs=1e-6)
+            else:
+                assert b[name][key]["text"] == row["text"]
+    assert list(distributed.glob("explanations/llm_cache.w*.sqlite")) == []  # no LLM: no cache
+
+
+LLM = BASE + """
+client: {dtype: float32}
+sample: {n_train: 10, n_test: 10, n_random_negatives: 5, n_similar_negatives: 5}
+score:
+  scorers: [detection, embedding]
+  detection: {examples_per_prompt: 1}
+only_coders: [layers.15]
+max_latents: 6
+"""
+
+
+def _run_cmd(cfg: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "autointerp.cli", "run", str(cfg), "--out", str(out)]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, small_run):
+    """The real local model; the run is killed (SIGKILL) mid-stage, then run again."""
+    cfg, whole = _folder(tmp_path, small_run, LLM, "whole")
+    _, killed = _folder(tmp_path, small_run, LLM, "killed")
+    done = subprocess.run(_run_cmd(cfg, whole), capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr
+    proc = subprocess.Popen(_run_cmd(cfg, killed), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    expl = killed / "explanations" / "layers.15.jsonl"
+    deadline = time.time() + 900
+    while not (expl.exists() and expl.stat().st_size) and proc.poll() is None:
+        assert time.time() < deadline
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = _results(killed)
+    total = len(_results(whole)["explanations/layers.15.jsonl"])
+    n_done = len(partial.get("scores/detection/layers.15.jsonl", {}))
+    assert n_done < total, "the run finished before it was killed"
+    again = subprocess.run(_run_cmd(cfg, killed), capture_output=True, text=True, timeout=1200)
+    assert again.returncode == 0, again.stderr
+    a, b = _results(whole), _results(killed)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name].keys() == b[name].keys()
+        for key, row in a[name].items():
+            other = b[name][key]
+            if "metrics" in row:
+                assert other["status"] == row["status"]
+                assert other["metrics"] == pytest.approx(row["metrics"], abs=1e-3)
+            else:
+                assert other["text"] == row["text"]
+    # what was finished before the kill is untouched
+    for name, rows in partial.items():
+        assert all(b[name][k] == v for k, v in rows.items())
