@@ -26,6 +26,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import yaml
@@ -71,7 +72,9 @@ class RunConfig(CacheConfig):
     latents: str | None = None
     """Latents of each coder to explain and score, e.g. `0-99` or `3,17,42` (None: `max_latents`)."""
     max_latents: int | None = Field(DEFAULT_LATENTS, ge=1)
-    """Without `latents`: the first N latent indices of each coder (None: every latent)."""
+    """Without `latents`: N latents of each coder (None: every latent)."""
+    pick: Literal["first", "random"] = "first"
+    """Which `max_latents`: the first N indices, or N at random (seeded by `sample.seed`)."""
     hookpoints: list[str] | None = None
     """Explain and score only the coders at these hookpoints (every coder is cached)."""
     only_coders: list[str] | None = None
@@ -98,6 +101,7 @@ class RunConfig(CacheConfig):
 _FREE = {
     "latents",
     "max_latents",
+    "pick",
     "hookpoints",
     "only_coders",
     "chunk_latents",
@@ -213,7 +217,12 @@ def select_coders(cache: ActivationCache, cfg: RunConfig) -> list[str]:
 def latent_ids(cfg: RunConfig, n_latents: int) -> list[int]:
     if cfg.latents:
         return parse_latents(cfg.latents, n_latents)
-    return list(range(min(n_latents, cfg.max_latents or n_latents)))
+    n = min(n_latents, cfg.max_latents or n_latents)
+    if cfg.pick == "random":
+        return sorted(
+            np.random.default_rng(cfg.sample.seed).choice(n_latents, n, replace=False).tolist()
+        )
+    return list(range(n))
 
 
 def sample_stage(cache: ActivationCache, cfg: RunConfig, out: Path, coders: list[str]) -> None:

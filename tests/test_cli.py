@@ -14,7 +14,7 @@ runner = CliRunner()
 
 def test_run_embedded_default_end_to_end(tmp_path):
     """`autointerp run` with the real packaged model, coder and corpus: cache, sample, explain,
-    score."""
+    score, report."""
     out = tmp_path / "run"
     cmd = [
         sys.executable,
@@ -53,16 +53,22 @@ def test_run_embedded_default_end_to_end(tmp_path):
             json.loads(x)
             for x in (out / "scores" / scorer / "layers.15.jsonl").read_text().splitlines()
         ]
-        assert [s["latent"]["latent"] for s in scores] == [e["latent"]["latent"] for e in explained]
+        assert sorted(s["latent"]["latent"] for s in scores) == sorted(
+            e["latent"]["latent"] for e in explained
+        )
         for s in scores:  # a failed explanation is a failed score, never a zero
             assert (s["status"] == "failed") == (s["explanation"] is None) or s["error"]
             if s["status"] == "ok":
                 assert 0 <= s["metrics"]["auroc" if scorer == "embedding" else "accuracy"] <= 1
-        assert f"layers.15 {scorer}: " in done.stdout
+        assert f"{scorer}: mean " in done.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_latents"] == 3 and summary["llm_calls"] > 0
+    index = out / "report" / "index.html"
+    assert f"report: {index.resolve()}" in done.stdout and index.exists()
     # A second run reuses everything: no LLM call, nothing written twice.
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr
-    assert "LLM calls 0" in again.stdout and "scoring LLM calls 0," in again.stdout
+    assert "LLM calls 0, tokens 0" in again.stdout
     assert len((out / "explanations" / "layers.15.jsonl").read_text().splitlines()) == len(
         explained
     )
