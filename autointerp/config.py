@@ -128,6 +128,9 @@ class ClientConfig(_Strict):
     """Model name: a local model spec for `transformers`, the server's model id for `openai`."""
     base_url: str | None = None
     """Server URL for `openai`, e.g. http://127.0.0.1:8000/v1 (None: OpenAI's API)."""
+    base_urls: list[str] | None = None
+    """Several servers of the same model (`openai`): Ray worker i talks to base_urls[i % n]; a run
+    without Ray uses the first."""
     api_key: SecretStr | None = None
     """API key; prefer `api_key_env`. Never written to any file or log."""
     api_key_env: str = "OPENAI_API_KEY"

@@ -26,12 +26,12 @@ log = logging.getLogger(__name__)
 
 
 class _Actor:
-    def __init__(self, out: str, cfg, tag: str):
+    def __init__(self, out: str, cfg, index: int):
         from autointerp.pipeline import Worker
 
         logging.basicConfig(level=logging.WARNING)
         self.loop = asyncio.new_event_loop()
-        self.worker = Worker(Path(out), cfg, tag)
+        self.worker = Worker(Path(out), cfg, f"w{index}", index)
 
     def process(self, chunk):
         return self.loop.run_until_complete(self.worker.process(chunk))
@@ -91,7 +91,7 @@ def run_ray(
     started = connect(address, workers)
     try:
         actor = ray.remote(num_cpus=1, num_gpus=gpus_per_worker)(_Actor)
-        pool = [actor.remote(str(out.resolve()), cfg, f"w{i}") for i in range(workers)]
+        pool = [actor.remote(str(out.resolve()), cfg, i) for i in range(workers)]
         todo = list(reversed(chunks))
         pending: dict = {}
 

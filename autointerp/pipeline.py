@@ -113,6 +113,8 @@ _FREE = {
     "explain.latents_per_call",
 }
 _FREE_CLIENT = {
+    "base_url",
+    "base_urls",
     "max_concurrency",
     "timeout",
     "max_retries",
@@ -299,9 +301,15 @@ def plan(out: Path, cfg: RunConfig, coders: list[str], cache: ActivationCache) -
 class Worker:
     """Explains and scores chunks with its own clients: one per process, or per Ray actor."""
 
-    def __init__(self, out: Path, cfg: RunConfig, tag: str = ""):
+    def __init__(self, out: Path, cfg: RunConfig, tag: str = "", index: int = 0):
         from autointerp.clients import BACKENDS, make_client
 
+        cfg = cfg.model_copy(
+            update={
+                "client": _server(cfg.client, index),
+                "score_client": _server(cfg.score_client, index),
+            }
+        )
         self.cfg = cfg
         cache = ActivationCache(out / "cache")
         suffix = f".{tag}" if tag else ""
@@ -347,6 +355,13 @@ class Worker:
             chunk.wanted,
         )
         return ChunkResult(chunk.coder, list(chunk.records), new, scores)
+
+
+def _server(cfg: ClientConfig | None, index: int) -> ClientConfig | None:
+    """The client config of worker `index`: its own server when several are given."""
+    if cfg is None or not cfg.base_urls:
+        return cfg
+    return cfg.model_copy(update={"base_url": cfg.base_urls[index % len(cfg.base_urls)]})
 
 
 def _same_model(a: ClientConfig, b: ClientConfig) -> bool:

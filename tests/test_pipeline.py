@@ -198,3 +198,27 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, small_run):
     # what was finished before the kill is untouched
     for name, rows in partial.items():
         assert all(b[name][k] == v for k, v in rows.items())
+
+
+def test_config_check_ignores_selection_and_speed_but_not_results():
+    from autointerp.config import ClientConfig
+    from autointerp.pipeline import RunConfig, _server, config_dict, config_differences
+
+    base = config_dict(RunConfig())
+    servers = ClientConfig(backend="openai", base_urls=["http://a:1/v1", "http://b:2/v1"])
+    faster = RunConfig(max_latents=50, pick="random", chunk_latents=4, client=servers)
+    assert [k for k, _, _ in config_differences(base, config_dict(faster))] == [
+        "client.backend",
+        "score_client.backend",
+    ]
+    other = RunConfig(client=ClientConfig(model="other"), score={"detection": {"n_wrong": 3}})
+    assert [k for k, _, _ in config_differences(base, config_dict(other))] == [
+        "score.detection.n_wrong",
+        "client.model",
+        "score_client.model",
+    ]
+    assert [_server(servers, i).base_url for i in range(3)] == [
+        "http://a:1/v1",
+        "http://b:2/v1",
+        "http://a:1/v1",
+    ]
