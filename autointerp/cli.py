@@ -106,24 +106,19 @@ def _sample_stage(
     cache_dir: Path, out: Path, cfg, coders: list[str] | None, latents: str | None
 ) -> None:
     from autointerp.cache import ActivationCache
-    from autointerp.sample import parse_latents, read_records, sample_coder, write_config
+    from autointerp.pipeline import sample_stage
+    from autointerp.sample import parse_latents, read_records
 
     cache = ActivationCache(cache_dir)
-    write_config(out, cfg)
-    embeddings = None
-    if cfg.similar_by == "embedding":
-        from autointerp.config import SubjectConfig
-        from autointerp.embed import block_embeddings
-        from autointerp.subject import load_tokenizer
-
-        tok = load_tokenizer(SubjectConfig(**cache.manifest["config"]["subject"]))
-        embeddings = block_embeddings(cache, tok.batch_decode, cfg.example_len, out)
-    for name in coders or list(cache.coders):
+    for name in coders or []:
         if name not in cache.coders:
             raise ConfigError(f"no coder {name!r} in {cache_dir} (has: {', '.join(cache.coders)})")
-        ids = parse_latents(latents, cache.coders[name]["n_latents"])
-        path = sample_coder(cache, name, cfg, out, ids, embeddings=embeddings)
-        wanted = set(ids)
+    ids = {
+        name: parse_latents(latents, cache.coders[name]["n_latents"])
+        for name in coders or list(cache.coders)
+    }
+    for name, path in sample_stage(cache, cfg, out, ids).items():
+        wanted = set(ids[name])
         records = [r for r in read_records(path) if r.id.latent in wanted]
         skipped = sum(r.status == "skipped" for r in records)
         typer.echo(f"{name}: {len(records) - skipped} latents sampled, {skipped} skipped -> {path}")

@@ -227,19 +227,22 @@ def latent_ids(cfg: RunConfig, n_latents: int) -> list[int]:
     return list(range(n))
 
 
-def sample_stage(cache: ActivationCache, cfg: RunConfig, out: Path, coders: list[str]) -> None:
-    folder = out / "sample"
-    write_config(folder, cfg.sample)
+def sample_stage(
+    cache: ActivationCache, cfg: SampleConfig, folder: Path, ids: dict[str, list[int] | None]
+) -> dict[str, Path]:
+    """Sample the given latents of each coder (None: all) into `folder`; resumes."""
+    write_config(folder, cfg)
     embeddings = None
-    if cfg.sample.similar_by == "embedding":
+    if cfg.similar_by == "embedding":
         from autointerp.embed import block_embeddings
         from autointerp.subject import load_tokenizer
 
-        tok = load_tokenizer(cfg.subject)
-        embeddings = block_embeddings(cache, tok.batch_decode, cfg.sample.example_len, folder)
-    for name in coders:
-        ids = latent_ids(cfg, cache.coders[name]["n_latents"])
-        sample_coder(cache, name, cfg.sample, folder, ids, embeddings=embeddings)
+        tok = load_tokenizer(CacheConfig.model_validate(cache.manifest["config"]).subject)
+        embeddings = block_embeddings(cache, tok.batch_decode, cfg.example_len, folder)
+    return {
+        name: sample_coder(cache, name, cfg, folder, latents, embeddings=embeddings)
+        for name, latents in ids.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -455,7 +458,8 @@ def run_job(
     prepare_folder(cfg, out, force)
     cache = ActivationCache(build_cache(cfg.cache_config(), out / "cache", progress))
     coders = select_coders(cache, cfg)
-    sample_stage(cache, cfg, out, coders)
+    ids = {name: latent_ids(cfg, cache.coders[name]["n_latents"]) for name in coders}
+    sample_stage(cache, cfg.sample, out / "sample", ids)
     chunks = plan(out, cfg, coders, cache)
     bar = Progress(total=sum(len(c.records) for c in chunks))
     writer = Writer(out)
