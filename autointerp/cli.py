@@ -4,6 +4,7 @@ autointerp run [CONFIG.yaml] [--out DIR]      the whole job (embedded default wi
 autointerp cache [CONFIG.yaml] --out DIR      cache sparse activations
 autointerp info DIR                           summarize a cache
 autointerp sample DIR / explain DIR / score DIR   the later stages, one at a time
+autointerp report RUN... / similarity RUN A B / export RUN   reports, comparisons, datasets
 autointerp train-sae --out DIR                train a TopK SAE (sparsify layout)
 """
 
@@ -438,11 +439,55 @@ def _print_run(s: dict) -> None:
 
 
 def _report(runs: list[Path], out: Path, coders: list[str] | None) -> None:
-    from autointerp.report import build_report, summary_text
+    from autointerp.report import build_report
 
     index = build_report(runs, out, coders)
-    typer.echo(summary_text(runs, coders))
+    typer.echo((index.parent / "summary.txt").read_text().rstrip())
     typer.echo(f"report: {index.resolve()}")
+
+
+@app.command()
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="Run folder(s); several are compared.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Report folder (default: RUN/report, or ./report).")
+    ] = None,
+    coder: Annotated[
+        list[str] | None,
+        typer.Option("--coder", help="Only this coder, NAME or RUN/NAME (repeatable)."),
+    ] = None,
+) -> None:
+    """Tables, plots and an HTML report of one or more runs, with the coders compared."""
+    try:
+        target = out or (runs[0] / "report" if len(runs) == 1 else Path("report"))
+        _report(runs, target, coder)
+    except AutointerpError as e:
+        _fail(e)
+
+
+@app.command()
+def similarity(
+    run_a: Annotated[Path, typer.Argument(help="Run folder of the first coder.")],
+    coder_a: Annotated[str, typer.Argument(help="First coder.")],
+    coder_b: Annotated[str, typer.Argument(help="Second coder.")],
+    run_b: Annotated[
+        Path | None, typer.Option(help="Run folder of the second coder (default: the first).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: RUN_A/report/similarity).")
+    ] = None,
+) -> None:
+    """How alike two coders' latents are: explanations embedded, latents matched one to one
+    (Hungarian matching), and the distribution of matched similarities against a random matching."""
+    from autointerp.similarity import coder_similarity
+
+    try:
+        target = out or run_a / "report" / f"similarity-{coder_a}-vs-{coder_b}"
+        r = coder_similarity(run_a, coder_a, run_b or run_a, coder_b, target)
+        typer.echo(json.dumps({k: v for k, v in r.items() if k != "top"}, indent=2))
+        typer.echo(f"written to {target}")
+    except AutointerpError as e:
+        _fail(e)
 
 
 @app.command()
