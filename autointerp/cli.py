@@ -377,7 +377,10 @@ def run(
     tokens: TokensOpt = None,
     max_latents: Annotated[
         int | None,
-        typer.Option(help="Explain and score the first N latents of each coder (default 12)."),
+        typer.Option(
+            help="Explain and score N latents of each coder (default 12): the first N, or N at "
+            "random with `pick: random` in the config. Replaces the config's `latents`."
+        ),
     ] = None,
     latents: LatentsOpt = None,
     hookpoint: Annotated[
@@ -415,6 +418,8 @@ def run(
                 "report": None if report else False,
             },
         )
+        if max_latents is not None and latents is None and cfg.latents:
+            cfg = cfg.model_copy(update={"latents": None})
         summary = run_job(
             cfg, out, force=force, ray=ray, workers=workers, gpus_per_worker=worker_gpus
         )
