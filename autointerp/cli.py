@@ -402,6 +402,9 @@ def run(
     workers: Annotated[int, typer.Option(help="Ray workers (each with its own clients).")] = 2,
     worker_gpus: Annotated[float, typer.Option(help="GPUs per Ray worker.")] = 0.0,
     report: Annotated[bool, typer.Option(help="Write the HTML report at the end.")] = True,
+    retry_failed: Annotated[
+        bool, typer.Option(help="Explain and score again the latents that failed before.")
+    ] = False,
 ) -> None:
     """The whole job: cache -> sample -> explain + score -> report, resuming what OUT holds."""
     from autointerp.pipeline import run_job
@@ -421,7 +424,13 @@ def run(
         if max_latents is not None and latents is None and cfg.latents:
             cfg = cfg.model_copy(update={"latents": None})
         summary = run_job(
-            cfg, out, force=force, ray=ray, workers=workers, gpus_per_worker=worker_gpus
+            cfg,
+            out,
+            force=force,
+            ray=ray,
+            workers=workers,
+            gpus_per_worker=worker_gpus,
+            retry_failed=retry_failed,
         )
         _print_run(summary)
         if cfg.report:

@@ -267,8 +267,12 @@ class ChunkResult:
     scores: dict[str, list]
 
 
-def plan(out: Path, cfg: RunConfig, coders: list[str], cache: ActivationCache) -> list[Chunk]:
-    """The chunks still to do, in latent order; torn last lines are cut first."""
+def plan(
+    out: Path, cfg: RunConfig, coders: list[str], cache: ActivationCache, retry: bool = False
+) -> list[Chunk]:
+    """The chunks still to do, in latent order; torn last lines are cut first. With `retry`, failed
+    explanations and scores count as not done (their new lines are appended; readers keep a
+    latent's last line)."""
     chunks = []
     for coder in coders:
         wanted = set(latent_ids(cfg, cache.coders[coder]["n_latents"]))
@@ -279,12 +283,15 @@ def plan(out: Path, cfg: RunConfig, coders: list[str], cache: ActivationCache) -
         }
         expl_path = out / "explanations" / f"{coder}.jsonl"
         cut_torn_line(expl_path)
-        explained = read_explanations(expl_path)
+        explained = {
+            i: e for i, e in read_explanations(expl_path).items() if not (retry and e.text is None)
+        }
         done = {}
         for name in cfg.score.scorers:
             path = out / "scores" / name / f"{coder}.jsonl"
             cut_torn_line(path)
-            done[name] = set(read_scores(path))
+            scores = read_scores(path)
+            done[name] = {i for i, x in scores.items() if not (retry and x.status == "failed")}
         ids = sorted(records)
         for k in range(0, len(ids), cfg.chunk_latents):
             part = ids[k : k + cfg.chunk_latents]
@@ -447,6 +454,7 @@ def run_job(
     workers: int = 2,
     progress: bool = True,
     gpus_per_worker: float = 0.0,
+    retry_failed: bool = False,
 ) -> dict:
     """Run every stage into `out`, resuming what it holds; returns the summary (also saved as
     RUN/summary.json)."""
@@ -460,7 +468,7 @@ def run_job(
     coders = select_coders(cache, cfg)
     ids = {name: latent_ids(cfg, cache.coders[name]["n_latents"]) for name in coders}
     sample_stage(cache, cfg.sample, out / "sample", ids)
-    chunks = plan(out, cfg, coders, cache)
+    chunks = plan(out, cfg, coders, cache, retry_failed)
     bar = Progress(total=sum(len(c.records) for c in chunks))
     writer = Writer(out)
 

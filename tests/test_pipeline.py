@@ -222,3 +222,31 @@ def test_config_check_ignores_selection_and_speed_but_not_results():
         "http://b:2/v1",
         "http://a:1/v1",
     ]
+
+
+def test_retry_failed_redoes_only_the_failures(tmp_path, small_run):
+    cfg, out = _folder(tmp_path, small_run, NO_LLM.replace("max_latents: 6", "max_latents: 4"))
+    assert _cli("run", cfg, "--out", out, "--coder", "layers.15").exit_code == 0
+    expl = out / "explanations" / "layers.15.jsonl"
+    score = out / "scores" / "embedding" / "layers.15.jsonl"
+    rows, scores = _lines(expl), _lines(score)
+    victim = rows[1]["latent"]["latent"]
+    # as a server that went down would leave them: a failed explanation and its failed score
+    rows[1] = {**rows[1], "text": None, "error": "server down"}
+    scores = [
+        {**s, "status": "failed", "error": "the explanation failed", "metrics": {}}
+        if s["latent"]["latent"] == victim
+        else s
+        for s in scores
+    ]
+    expl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    score.write_text("".join(json.dumps(s) + "\n" for s in scores))
+    r = _cli("run", cfg, "--out", out, "--coder", "layers.15")
+    assert r.exit_code == 0 and "1 with a failure" in r.output  # recorded, not retried by default
+    r = _cli("run", cfg, "--out", out, "--coder", "layers.15", "--retry-failed")
+    assert r.exit_code == 0 and "0 with a failure" in r.output, r.output
+    after = _lines(expl)
+    assert len(after) == len(rows) + 1 and after[:-1] == rows  # appended, nothing rewritten
+    assert after[-1]["latent"]["latent"] == victim and after[-1]["text"]
+    last = _lines(score)[-1]
+    assert last["latent"]["latent"] == victim and last["status"] == "ok"
