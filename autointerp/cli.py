@@ -432,6 +432,7 @@ def run(
             gpus_per_worker=worker_gpus,
             retry_failed=retry_failed,
         )
+        _print_info(out / "cache")
         _print_run(summary)
         if cfg.report:
             _report([out], out / "report", None)
