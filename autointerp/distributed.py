@@ -99,8 +99,8 @@ def run_ray(
             if todo:
                 pending[a.process.remote(todo.pop())] = a
 
-        for a in pool:
-            for _ in range(cfg.chunks_in_flight):
+        for _ in range(cfg.chunks_in_flight):  # round-robin: every worker starts at once
+            for a in pool:
                 submit(a)
         while pending:
             (ref,), _ = ray.wait(list(pending), num_returns=1)

@@ -265,6 +265,7 @@ class ChunkResult:
     latents: list[int]
     explanations: list[Explanation]
     scores: dict[str, list]
+    worker: str = "local"
 
 
 def plan(
@@ -323,6 +324,7 @@ class Worker:
         self.cfg = cfg
         cache = ActivationCache(out / "cache")
         suffix = f".{tag}" if tag else ""
+        self.tag = tag or "local"
         stage = cfg.score_stage()
         self.ctx = ScoreContext(cache, stage, cfg.sample.example_len, self._score_client)
         client = None
@@ -364,7 +366,7 @@ class Worker:
             explanations,
             chunk.wanted,
         )
-        return ChunkResult(chunk.coder, list(chunk.records), new, scores)
+        return ChunkResult(chunk.coder, list(chunk.records), new, scores, self.tag)
 
 
 def _server(cfg: ClientConfig | None, index: int) -> ClientConfig | None:
@@ -384,7 +386,8 @@ class Progress:
     """The run's one progress bar, and the running totals it shows."""
 
     total: int
-    done: int = 0
+    by_worker: dict[str, int] = field(default_factory=dict)
+    """Chunks each worker finished."""
     explained: int = 0
     failed: int = 0
     tokens: int = 0
@@ -395,6 +398,7 @@ class Progress:
         self.bar = tqdm(total=self.total, desc="explain+score", unit="latent", disable=not enabled)
 
     def add(self, r: ChunkResult) -> None:
+        self.by_worker[r.worker] = self.by_worker.get(r.worker, 0) + 1
         for e in r.explanations:
             self.explained += e.text is not None
             self.failed += e.text is None
@@ -488,7 +492,12 @@ def run_job(
         finally:
             bar.close()
     summary = summarize_run(out, cfg, coders, cache)
-    summary.update(wall_s=round(time.time() - t0, 1), llm_calls=bar.calls, llm_tokens=bar.tokens)
+    summary.update(
+        wall_s=round(time.time() - t0, 1),
+        llm_calls=bar.calls,
+        llm_tokens=bar.tokens,
+        chunks_by_worker=bar.by_worker,
+    )
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 

@@ -26,11 +26,14 @@ coders:
 chunk_latents: 2
 report: false
 """
-NO_LLM = BASE + """
+NO_LLM = (
+    BASE
+    + """
 explain: {explainer: token-stats}
 score: {scorers: [embedding]}
 max_latents: 6
 """
+)
 
 
 def _folder(tmp_path: Path, small_run: Path, text: str, name: str = "run") -> tuple[Path, Path]:
@@ -146,9 +149,13 @@ def test_run_on_local_ray_equals_a_local_run(tmp_path, small_run):
             else:
                 assert b[name][key]["text"] == row["text"]
     assert list(distributed.glob("explanations/llm_cache.w*.sqlite")) == []  # no LLM: no cache
+    work = json.loads((distributed / "summary.json").read_text())["chunks_by_worker"]
+    assert sorted(work) == ["w0", "w1"] and min(work.values()) >= 2  # both workers did work
 
 
-LLM = BASE + """
+LLM = (
+    BASE
+    + """
 client: {dtype: float32}
 sample: {n_train: 10, n_test: 10, n_random_negatives: 5, n_similar_negatives: 5}
 score:
@@ -157,6 +164,7 @@ score:
 only_coders: [layers.15]
 max_latents: 6
 """
+)
 
 
 def _run_cmd(cfg: Path, out: Path) -> list[str]:
@@ -170,7 +178,9 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, small_run):
     _, killed = _folder(tmp_path, small_run, LLM, "killed")
     done = subprocess.run(_run_cmd(cfg, whole), capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr
-    proc = subprocess.Popen(_run_cmd(cfg, killed), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        _run_cmd(cfg, killed), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     expl = killed / "explanations" / "layers.15.jsonl"
     deadline = time.time() + 900
     while not (expl.exists() and expl.stat().st_size) and proc.poll() is None:
