@@ -266,6 +266,9 @@ class ChunkResult:
     explanations: list[Explanation]
     scores: dict[str, list]
     worker: str = "local"
+    explain_calls: int = 0
+    """LLM calls of the explainer (answers from the response cache are not calls)."""
+    explain_tokens: int = 0
 
 
 def plan(
@@ -356,6 +359,8 @@ class Worker:
 
     async def process(self, chunk: Chunk) -> ChunkResult:
         todo = chunk.to_explain
+        u = self.explainer.usage
+        before = (u.calls, u.prompt_tokens + u.completion_tokens)
         new = await self.explainer.explain([chunk.records[i] for i in todo]) if todo else []
         explanations = {**chunk.explanations, **{e.latent.latent: e for e in new}}
         scores = await score_latents(
@@ -366,7 +371,8 @@ class Worker:
             explanations,
             chunk.wanted,
         )
-        return ChunkResult(chunk.coder, list(chunk.records), new, scores, self.tag)
+        calls, tokens = u.calls - before[0], u.prompt_tokens + u.completion_tokens - before[1]
+        return ChunkResult(chunk.coder, list(chunk.records), new, scores, self.tag, calls, tokens)
 
 
 def _server(cfg: ClientConfig | None, index: int) -> ClientConfig | None:
@@ -399,10 +405,11 @@ class Progress:
 
     def add(self, r: ChunkResult) -> None:
         self.by_worker[r.worker] = self.by_worker.get(r.worker, 0) + 1
+        self.calls += r.explain_calls
+        self.tokens += r.explain_tokens
         for e in r.explanations:
             self.explained += e.text is not None
             self.failed += e.text is None
-            self.tokens += e.prompt_tokens + e.completion_tokens
         for scores in r.scores.values():
             for s in scores:
                 self.failed += s.status == "failed"
