@@ -85,15 +85,43 @@ class RunFolder:
         return self.cache.tokens()
 
     @cached_property
-    def decode(self) -> Callable[[int], str]:
+    def tokenizer(self):
         from autointerp.config import SubjectConfig
         from autointerp.subject import load_tokenizer
 
-        tok = load_tokenizer(SubjectConfig(**self.manifest["config"]["subject"]))
+        return load_tokenizer(SubjectConfig(**self.manifest["config"]["subject"]))
+
+    @cached_property
+    def decode(self) -> Callable[[int], str]:
+        tok = self.tokenizer
         return lru_cache(maxsize=None)(lambda t: tok.decode([t]))
 
     def render(self, ref: ExampleRef) -> Example:
-        """An example's token strings and activations."""
+        """An example's token strings and activations, for people to read: a character split across
+        tokens is shown whole on the token that completes it (not as U+FFFD halves)."""
         from autointerp.sample import render
 
-        return render(ref, self._tokens, self.decode, self.example_len)
+        ex = render(ref, self._tokens, self.decode, self.example_len)
+        if not any(REPLACEMENT in t for t in ex.tokens):
+            return ex
+        ids = self._tokens[ref.seq, ref.start : ref.start + len(ex.tokens)].tolist()
+        return ex.model_copy(update={"tokens": display_pieces(self.tokenizer, ids)})
+
+
+REPLACEMENT = "\ufffd"
+
+
+def display_pieces(tokenizer, ids: list[int]) -> list[str]:
+    """One string per token whose concatenation is the decoded text: a token that ends inside a
+    multi-byte character gets "" and the token that completes it the whole character."""
+    pieces, shown = [], ""
+    for k in range(1, len(ids) + 1):
+        text = tokenizer.decode(ids[:k])
+        if text.endswith(REPLACEMENT) and k < len(ids):
+            pieces.append("")
+            continue
+        if not text.startswith(shown):  # decoding is not prefix-stable: keep token by token
+            return [tokenizer.decode([i]) for i in ids]
+        pieces.append(text[len(shown) :])
+        shown = text
+    return pieces

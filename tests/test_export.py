@@ -37,7 +37,12 @@ def exported(small_run, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def ds(exported):
-    return datasets.load_dataset("parquet", data_files=str(exported["parquet"]), split="train")
+    return datasets.load_dataset(
+        "parquet",
+        data_files=str(exported["parquet"]),
+        split="train",
+        cache_dir=str(exported["parquet"].parent / ".hf"),
+    )
 
 
 def _copy_run(small_run: Path, root: Path, explanations: bool = True) -> Path:
@@ -50,10 +55,15 @@ def _copy_run(small_run: Path, root: Path, explanations: bool = True) -> Path:
     return run
 
 
-def test_parquet_jsonl_and_folder_load_the_same_rows(small_run, exported, ds):
+def test_parquet_jsonl_and_folder_load_the_same_rows(small_run, exported, ds, tmp_path):
+    # a cache of this test's own: `datasets` may reuse an older build of a folder of the same name
     run = RunFolder(small_run)
-    rows = datasets.load_dataset("json", data_files=str(exported["jsonl"]), split="train")
-    folder = datasets.load_dataset(str(exported["card"].parent), split="train")
+    rows = datasets.load_dataset(
+        "json", data_files=str(exported["jsonl"]), split="train", cache_dir=str(tmp_path)
+    )
+    folder = datasets.load_dataset(
+        str(exported["card"].parent), split="train", cache_dir=str(tmp_path)
+    )
     assert len(ds) == len(rows) == len(folder) == sum(len(run.samples(c)) for c in run.coders)
     for coder in run.coders:
         assert ds["coder"].count(coder) == len(run.samples(coder))
