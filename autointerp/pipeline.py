@@ -424,24 +424,18 @@ class Progress:
             self.bar.close()
 
 
-class Writer:
-    """Appends finished chunks to the run folder: explanations first, then scores."""
-
-    def __init__(self, out: Path):
-        self.out = out
-        self.stats = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "failed": 0}
-
-    def write(self, r: ChunkResult) -> None:
-        if r.explanations:
-            path = self.out / "explanations" / f"{r.coder}.jsonl"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "a") as f:
-                f.writelines(e.model_dump_json() + "\n" for e in r.explanations)
-        for name, scores in r.scores.items():
-            path = self.out / "scores" / name / f"{r.coder}.jsonl"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "a") as f:
-                write_scores(f, scores, self.stats)
+def write_chunk(out: Path, r: ChunkResult) -> None:
+    """Append a finished chunk to the run folder: explanations first, then scores."""
+    if r.explanations:
+        path = out / "explanations" / f"{r.coder}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.writelines(e.model_dump_json() + "\n" for e in r.explanations)
+    for name, scores in r.scores.items():
+        path = out / "scores" / name / f"{r.coder}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            write_scores(f, scores)
 
 
 async def run_local(worker: Worker, chunks: list[Chunk], sink, in_flight: int) -> None:
@@ -481,10 +475,9 @@ def run_job(
     sample_stage(cache, cfg.sample, out / "sample", ids)
     chunks = plan(out, cfg, coders, cache, retry_failed)
     bar = Progress(total=sum(len(c.records) for c in chunks))
-    writer = Writer(out)
 
     def sink(r: ChunkResult) -> None:
-        writer.write(r)
+        write_chunk(out, r)
         bar.add(r)
 
     if chunks:
@@ -535,7 +528,8 @@ def _coder_summary(out, cfg, coder, cache, values) -> dict:
         if i in ok
     }
     failed = {i for i, e in expl.items() if e.text is None}
-    scored = set(ok) - failed
+    n_explained = len(expl) - len(failed)
+    scored = ok - failed
     for name in cfg.score.scorers:
         scores = read_scores(out / "scores" / name / f"{coder}.jsonl")
         good = {i for i, s in scores.items() if i in ok and s.status == "ok"}
@@ -548,7 +542,7 @@ def _coder_summary(out, cfg, coder, cache, values) -> dict:
     return dict(
         n_latents=len(records),
         n_skipped=len(records) - len(ok),
-        n_explained=len(expl) - len({i for i, e in expl.items() if e.text is None}),
+        n_explained=n_explained,
         n_scored=len(scored),
         n_failed=len(failed),
     )

@@ -286,13 +286,14 @@ async def score_latents(
     return dict(await asyncio.gather(*jobs))
 
 
-def write_scores(f, scores: Sequence[LatentScore], stats: dict[str, int]) -> None:
-    """Append scores to an open results file (one flush) and add their LLM work to `stats`."""
+def write_scores(f, scores: Sequence[LatentScore], stats: dict[str, int] | None = None) -> None:
+    """Append scores to an open results file (one flush); add their LLM work to `stats` if given."""
     for r in scores:
         f.write(r.model_dump_json() + "\n")
-        stats["failed"] += r.status == "failed"
-        for k in ("calls", "prompt_tokens", "completion_tokens"):
-            stats[k] += getattr(r, k)
+        if stats is not None:
+            stats["failed"] += r.status == "failed"
+            for k in ("calls", "prompt_tokens", "completion_tokens"):
+                stats[k] += getattr(r, k)
     f.flush()
 
 
