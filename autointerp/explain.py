@@ -32,12 +32,25 @@ from tqdm.auto import tqdm
 from autointerp.cache import ActivationCache
 from autointerp.clients.base import Chat, GenParams, LLMClient, Usage
 from autointerp.config import ClientConfig, _Strict
+from autointerp.errors import AutointerpError
 from autointerp.jsonl import cut_torn_line, read_jsonl
 from autointerp.sample import read_records, render
 from autointerp.types import Example, Explanation, SampledLatent
 
 log = logging.getLogger(__name__)
-PROMPTS = Path(__file__).resolve().parent / "prompts"
+
+
+def _prompts_dir() -> Path:
+    """The prompt templates: `autointerp/prompts` in an installed wheel, `prompts/` at the top of a
+    source checkout (an editable install)."""
+    here = Path(__file__).resolve().parent
+    for folder in (here / "prompts", here.parent / "prompts"):
+        if (folder / "explain").is_dir():
+            return folder
+    return here / "prompts"
+
+
+PROMPTS = _prompts_dir()
 _LINE = re.compile(r"\[EXPLANATION\]\s*:\s*(.*)", re.IGNORECASE)
 
 
@@ -66,7 +79,12 @@ class ExplainStageConfig(_Strict):
 
 
 def template(name: str) -> str:
-    return (PROMPTS / name).read_text()
+    path = PROMPTS / name
+    if not path.is_file():
+        raise AutointerpError(
+            f"prompt template {name} is missing from {PROMPTS}: the installation is incomplete"
+        )
+    return path.read_text()
 
 
 def mark(example: Example, threshold: float = 0.0) -> str:
