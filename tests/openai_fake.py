@@ -1,4 +1,5 @@
-"""A small OpenAI-compatible HTTP server of the tests' own, that fails on purpose (429, 500, slow)."""
+"""A small OpenAI-compatible HTTP server of the tests' own, on 127.0.0.1, that fails on purpose
+(429, 500, slow) and records what it was sent and when."""
 
 from __future__ import annotations
 
@@ -10,12 +11,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class FakeOpenAI:
     """Serves /v1/models and /v1/chat/completions; `script` lists what the next requests get:
-    an int status code (429, 500, ...), ("slow", seconds) or "ok"; when it runs out, "ok"."""
+    an int status code (429, 500, ...; sent with `error_headers`, by default a 10 ms
+    `retry-after-ms` so that the SDK's retries are quick), (status, {header: value}),
+    ("slow", seconds) or "ok"; when it runs out, "ok". `times` holds each request's arrival."""
 
     def __init__(self, models=("fake-model",), logprobs=True):
         self.script: list = []
         self.requests: list[dict] = []
         self.headers: list[dict] = []
+        self.times: list[float] = []
+        self.error_headers = {"retry-after-ms": "10"}
         self.models = list(models)
         self.logprobs = logprobs
         self.lock = threading.Lock()
@@ -25,9 +30,11 @@ class FakeOpenAI:
             def log_message(self, *args):
                 pass
 
-            def _send(self, status, body):
+            def _send(self, status, body, headers=None):
                 data = json.dumps(body).encode()
                 self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -42,15 +49,19 @@ class FakeOpenAI:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with fake.lock:
+                    fake.times.append(time.monotonic())
                     fake.requests.append(body)
                     fake.headers.append({k.lower(): v for k, v in self.headers.items()})
                     action = fake.script.pop(0) if fake.script else "ok"
-                if isinstance(action, tuple):
+                headers = fake.error_headers
+                if isinstance(action, tuple) and action[0] == "slow":
                     time.sleep(action[1])
                     action = "ok"
+                elif isinstance(action, tuple):
+                    action, headers = action
                 if isinstance(action, int):
                     return self._send(
-                        action, {"error": {"message": f"scripted {action}", "type": "x"}}
+                        action, {"error": {"message": f"scripted {action}", "type": "x"}}, headers
                     )
                 self._send(200, fake.answer(body))
 

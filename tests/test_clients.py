@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import socket
+import sqlite3
 
 import pytest
 from openai_fake import FakeOpenAI
@@ -10,7 +11,7 @@ from pydantic import SecretStr
 
 from autointerp.clients import make_client
 from autointerp.clients.base import Completion, GenParams
-from autointerp.clients.cache import CachedClient, ResponseCache
+from autointerp.clients.cache import CachedClient, ResponseCache, bypass_cache, request_key
 from autointerp.clients.remote import OpenAIClient
 from autointerp.config import ClientConfig, validate
 from autointerp.errors import ClientError, ConfigError
@@ -26,7 +27,7 @@ def fake():
 
 
 def _client(fake, **kw):
-    kw = {"backoff": 0.01, "max_retries": 4, **kw}
+    kw = {"max_retries": 4, **kw}
     return OpenAIClient("fake-model", base_url=fake.url, **kw)
 
 
@@ -46,6 +47,22 @@ def test_retries_429_and_500_with_backoff(fake):
     fake.script = [429, 500, 503]
     [c] = _run(_client(fake), [CHAT])
     assert c.ok and len(fake.requests) == 4
+
+
+def test_a_429_is_retried_after_the_servers_retry_after(fake):
+    """The SDK's own retries wait as long as the server's Retry-After asks (1 s here), then the
+    request goes through; the hand-made loop of old retried at its own pace."""
+    fake.script = [(429, {"Retry-After": "1"})]
+    [c] = _run(_client(fake, max_retries=2), [CHAT])
+    assert c.ok and c.text == "echo: Say something."
+    assert len(fake.requests) == 2  # one 429, then the answer
+    assert fake.times[1] - fake.times[0] >= 0.95  # waited what the server asked
+
+
+def test_the_sdk_does_the_retrying(fake):
+    client = _client(fake, max_retries=3)
+    _run(client, [CHAT])
+    assert client._client.max_retries == 3
 
 
 def test_gives_up_after_max_retries_as_a_recorded_failure(fake):
@@ -76,18 +93,21 @@ def test_client_errors_that_stop_everything(fake):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    down = OpenAIClient("m", base_url=f"http://127.0.0.1:{port}/v1", backoff=0.01)
+    down = OpenAIClient("m", base_url=f"http://127.0.0.1:{port}/v1")
     with pytest.raises(
         ClientError, match=f"no OpenAI-compatible server answers at http://127.0.0.1:{port}/v1"
     ):
         asyncio.run(down.complete([CHAT], GenParams()))
 
 
-def test_missing_logprobs_is_a_failure():
+def test_missing_logprobs_still_answers():
+    """A server that ignores `logprobs`: the answer counts, with no logprobs (the scorers then note
+    that AUROC is unavailable); it is not a failed request."""
     server = FakeOpenAI(logprobs=False)
     try:
-        [c] = _run(_client(server), [CHAT], logprobs=True)
-        assert not c.ok and "no logprobs" in c.error
+        [c] = _run(_client(server), [CHAT], logprobs=True, top_logprobs=2)
+        assert c.ok and c.error is None and c.text == "echo: Say something."
+        assert c.logprobs is None and server.requests[0]["logprobs"] is True
     finally:
         server.close()
 
@@ -141,3 +161,101 @@ def test_response_cache_serves_repeats_and_retries_failures(tmp_path):
     assert second[0].from_cache and not second[1].from_cache
     _run(client, chats, max_tokens=5)  # other parameters: another request
     assert inner.calls == 5
+
+
+def test_cache_key_covers_the_server_the_model_and_every_generation_parameter():
+    base = request_key("openai", "m", CHAT, GenParams(), "http://a/v1")
+    assert base == request_key("openai", "m", CHAT, GenParams(), "http://a/v1")
+    others = {
+        "server": request_key("openai", "m", CHAT, GenParams(), "http://b/v1"),
+        "no server": request_key("openai", "m", CHAT, GenParams()),
+        "backend": request_key("vllm", "m", CHAT, GenParams(), "http://a/v1"),
+        "model": request_key("openai", "m2", CHAT, GenParams(), "http://a/v1"),
+        "chat": request_key("openai", "m", [{"role": "user", "content": "x"}], GenParams()),
+    }
+    changed = {"max_tokens": 7, "temperature": 0.5, "logprobs": True, "top_logprobs": 3}
+    changed["stop"] = ("]",)
+    assert set(changed) == set(GenParams.model_fields)  # a new parameter needs a line here
+    for name, value in changed.items():
+        others[name] = request_key("openai", "m", CHAT, GenParams(**{name: value}), "http://a/v1")
+    assert len({base, *others.values()}) == len(others) + 1, others
+
+
+def test_answers_of_another_server_are_not_replayed(tmp_path):
+    inner = Counting()
+    cache = ResponseCache(tmp_path / "r.sqlite")
+    _run(CachedClient(inner, cache, "openai", "http://a/v1"), [CHAT])
+    _run(CachedClient(inner, cache, "openai", "http://a/v1"), [CHAT])
+    assert inner.calls == 1
+    [c] = _run(CachedClient(inner, cache, "openai", "http://b/v1"), [CHAT])
+    assert inner.calls == 2 and not c.from_cache
+
+
+def test_make_client_keys_the_cache_by_base_url(fake, tmp_path):
+    other = FakeOpenAI()
+    try:
+        for server in (fake, fake, other):
+            cfg = ClientConfig(backend="openai", model="fake-model", base_url=server.url)
+            _run(make_client(cfg, tmp_path / "r.sqlite"), [CHAT])
+        assert len(fake.requests) == 1 and len(other.requests) == 1
+    finally:
+        other.close()
+
+
+def test_bypass_cache_asks_again_and_keeps_the_fresh_answer(tmp_path):
+    inner = Counting()
+    client = CachedClient(inner, ResponseCache(tmp_path / "r.sqlite"), "test")
+    _run(client, [CHAT])
+    with bypass_cache():
+        [c] = _run(client, [CHAT])
+    assert inner.calls == 2 and not c.from_cache
+    [again] = _run(client, [CHAT])  # outside the block the cache serves again
+    assert inner.calls == 2 and again.from_cache
+
+
+def test_a_full_disk_loses_no_answer_and_warns_once(tmp_path, caplog):
+    """sqlite reports a full disk on write: the fresh answers are still returned, one warning names
+    the cache file and the free space, and the cache is not written again in this run."""
+    path = tmp_path / "r.sqlite"
+    cache = ResponseCache(path)
+
+    class FullDisk:
+        def __init__(self, db):
+            self.db, self.writes = db, 0
+
+        def execute(self, sql, *args):
+            if sql.startswith("INSERT"):
+                self.writes += 1
+                raise sqlite3.OperationalError("database or disk is full")
+            return self.db.execute(sql, *args)
+
+        def commit(self):
+            self.db.commit()
+
+        def rollback(self):
+            self.db.rollback()
+
+    full = FullDisk(cache._db)
+    cache._db = full
+    inner = Counting()
+    client = CachedClient(inner, cache, "test")
+    chats = [[{"role": "user", "content": c}] for c in "abc"]
+    with caplog.at_level(logging.WARNING, logger="autointerp"):
+        first = _run(client, chats)
+        second = _run(client, chats)
+    assert [c.text for c in first + second] == ["ok"] * 6  # every answer returned and used
+    assert inner.calls == 6 and full.writes == 1  # asked again; no second write attempt
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    msg = warnings[0].getMessage()
+    assert str(path) in msg and "disk is full" in msg and "free" in msg
+
+
+def test_a_cache_that_cannot_be_opened_is_skipped_with_a_warning(tmp_path, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("")  # the cache's folder would be inside a file
+    with caplog.at_level(logging.WARNING, logger="autointerp"):
+        cache = ResponseCache(blocker / "r.sqlite")
+        [c] = _run(CachedClient(Counting(), cache, "test"), [CHAT])
+    assert c.text == "ok" and len(cache) == 0
+    assert str(blocker / "r.sqlite") in caplog.text

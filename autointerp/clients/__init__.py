@@ -9,10 +9,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from autointerp.clients.base import Chat, Completion, GenParams, LLMClient, TokenLogprob, Usage
-from autointerp.clients.cache import CachedClient, ResponseCache
+from autointerp.clients.cache import CachedClient, ResponseCache, bypass_cache
 from autointerp.config import ClientConfig
 
-__all__ = ["Chat", "Completion", "GenParams", "LLMClient", "TokenLogprob", "Usage", "make_client"]
+__all__ = [
+    "Chat",
+    "Completion",
+    "GenParams",
+    "LLMClient",
+    "TokenLogprob",
+    "Usage",
+    "bypass_cache",
+    "make_client",
+]
 
 
 def _transformers(cfg: ClientConfig) -> LLMClient:
@@ -57,5 +66,6 @@ def make_client(
     wrapped in the on-disk response cache when a path is given."""
     client = inner if inner is not None else BACKENDS[cfg.backend](cfg)
     if response_cache is not None and cfg.response_cache:
-        return CachedClient(client, ResponseCache(response_cache), cfg.backend)
+        server = cfg.base_url if cfg.backend == "openai" else f"dtype={cfg.dtype}"
+        return CachedClient(client, ResponseCache(response_cache), cfg.backend, server)
     return client

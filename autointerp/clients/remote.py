@@ -1,8 +1,11 @@
 """`openai` backend: any OpenAI-compatible server (vLLM, llama.cpp, OpenAI, OpenRouter).
 
-Many requests in flight at once (`max_concurrency`), retries with exponential backoff and jitter on
-429, 5xx, timeouts and dropped connections, logprobs, and token counts including the prompt tokens the
-server served from its prefix cache. The API key comes from a `SecretStr` or from the environment
+Many requests in flight at once (`max_concurrency`), retries on 408, 409, 429, 5xx, timeouts and
+dropped connections by the OpenAI SDK itself (exponential backoff with jitter, honouring the server's
+`Retry-After`), logprobs, and token counts including the prompt tokens the server served from its
+prefix cache. A server that returns no logprobs although they were asked for (some servers ignore the
+parameter) still answers: the completion has `logprobs=None` and the scorers note that AUROC could not
+be computed. The API key comes from a `SecretStr` or from the environment
 variable named by `api_key_env`, read when the client is built; it is never logged or written.
 """
 
@@ -11,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 from collections.abc import Sequence
 
 from pydantic import SecretStr
@@ -20,7 +22,8 @@ from autointerp.clients.base import Chat, Completion, GenParams, TokenLogprob
 from autointerp.errors import ClientError
 
 log = logging.getLogger(__name__)
-_RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+_CHECK_RETRIES = 2
+"""Retries of the start-up check (a server that is down fails in about 1.5 s, not after every retry)."""
 
 
 class OpenAIClient:
@@ -33,8 +36,6 @@ class OpenAIClient:
         max_concurrency: int = 32,
         timeout: float = 120.0,
         max_retries: int = 6,
-        backoff: float = 1.0,
-        max_backoff: float = 60.0,
     ):
         import openai
 
@@ -42,11 +43,11 @@ class OpenAIClient:
         self.model = model
         self._openai = openai
         self._make = lambda: openai.AsyncOpenAI(
-            base_url=base_url, api_key=key, timeout=timeout, max_retries=0
+            base_url=base_url, api_key=key, timeout=timeout, max_retries=max_retries
         )
         self._max_concurrency = max_concurrency
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.max_retries, self.backoff, self.max_backoff = max_retries, backoff, max_backoff
+        self.max_retries = max_retries
         self.base_url = base_url
         self._checked = False
 
@@ -68,30 +69,18 @@ class OpenAIClient:
     async def check(self) -> None:
         """Fail early, with the URL, if no server answers or it does not serve the model."""
         where = self.base_url or "the OpenAI API"
-        for attempt in range(3):
-            try:
-                models = [m.id async for m in self._client.models.list()]
-                break
-            except (self._openai.APIConnectionError, self._openai.APITimeoutError) as e:
-                if attempt == 2:
-                    raise ClientError(
-                        f"no OpenAI-compatible server answers at {where}: {e}"
-                    ) from None
-                await asyncio.sleep(self.backoff * 2**attempt)
-            except self._openai.APIStatusError:
-                models = []  # some servers do not list models; requests will tell
-                break
+        try:
+            client = self._client.with_options(max_retries=_CHECK_RETRIES)
+            models = [m.id async for m in client.models.list()]
+        except (self._openai.APIConnectionError, self._openai.APITimeoutError) as e:
+            raise ClientError(f"no OpenAI-compatible server answers at {where}: {e}") from None
+        except self._openai.APIStatusError:
+            models = []  # some servers do not list models; requests will tell
         if models and self.model not in models:
             raise ClientError(
                 f"{where} does not serve model {self.model!r} (it serves: {', '.join(models[:20])})"
             )
         self._checked = True
-
-    def _retryable(self, e: Exception) -> bool:
-        o = self._openai
-        if isinstance(e, o.APITimeoutError | o.APIConnectionError):
-            return True
-        return isinstance(e, o.APIStatusError) and e.status_code in _RETRY_STATUS
 
     async def _one(self, chat: Chat, params: GenParams) -> Completion:
         kwargs: dict = dict(
@@ -108,26 +97,16 @@ class OpenAIClient:
             kwargs["extra_body"] = {"continue_final_message": True, "add_generation_prompt": False}
         if params.logprobs:
             kwargs.update(logprobs=True, top_logprobs=params.top_logprobs or None)
-        for attempt in range(self.max_retries + 1):
-            try:
-                async with self._limit:
-                    response = await self._client.chat.completions.create(**kwargs)
-                return self._parse(response, params)
-            except Exception as e:
-                if isinstance(e, self._openai.NotFoundError | self._openai.AuthenticationError):
-                    raise ClientError(
-                        f"{self.base_url or 'the OpenAI API'} refused model {self.model!r}: {e}"
-                    ) from None
-                if not self._retryable(e) or attempt == self.max_retries:
-                    return Completion(text=None, error=f"{type(e).__name__}: {e}"[:500])
-                delay = min(self.max_backoff, self.backoff * 2**attempt) * (
-                    0.5 + random.random() / 2
-                )
-                log.debug(
-                    "retrying after %s (attempt %d, %.1f s)", type(e).__name__, attempt + 1, delay
-                )
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
+        try:  # the SDK retries what is worth retrying (max_retries), honouring Retry-After
+            async with self._limit:
+                response = await self._client.chat.completions.create(**kwargs)
+            return self._parse(response, params)
+        except (self._openai.NotFoundError, self._openai.AuthenticationError) as e:
+            raise ClientError(
+                f"{self.base_url or 'the OpenAI API'} refused model {self.model!r}: {e}"
+            ) from None
+        except Exception as e:  # after the SDK's retries: a recorded failure, never an answer
+            return Completion(text=None, error=f"{type(e).__name__}: {e}"[:500])
 
     @staticmethod
     def _parse(response, params: GenParams) -> Completion:
@@ -137,21 +116,15 @@ class OpenAIClient:
         logprobs = None
         if params.logprobs:
             content = getattr(choice.logprobs, "content", None) if choice.logprobs else None
-            if content is None:
-                return Completion(
-                    text=choice.message.content,
-                    prompt_tokens=usage.prompt_tokens if usage else 0,
-                    completion_tokens=usage.completion_tokens if usage else 0,
-                    error="the server returned no logprobs although they were requested",
-                )
-            logprobs = [
-                TokenLogprob(
-                    token=t.token,
-                    logprob=t.logprob,
-                    top=[(x.token, x.logprob) for x in (t.top_logprobs or [])],
-                )
-                for t in content
-            ]
+            if content:  # none although asked for: the answer counts, logprobs stay None
+                logprobs = [
+                    TokenLogprob(
+                        token=t.token,
+                        logprob=t.logprob,
+                        top=[(x.token, x.logprob) for x in (t.top_logprobs or [])],
+                    )
+                    for t in content
+                ]
         return Completion(
             text=choice.message.content or "",
             logprobs=logprobs,
