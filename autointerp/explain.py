@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import re
 from collections import Counter
@@ -159,15 +160,34 @@ def build_prompt(
     return chat
 
 
-def prompt_id(cfg: ExplainConfig) -> str:
+def template_id(label: str, names: Sequence[str], options: dict) -> str:
+    """`label@hash`: the hash covers the contents of the named template files and every option
+    that shapes the prompt or the answer, so two results share an id only if made the same way."""
+    blob = json.dumps(
+        {"templates": {n: template(n) for n in names}, "options": options},
+        sort_keys=True,
+        default=str,
+    )
+    return f"{label}@{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def prompt_id(cfg: ExplainConfig, prefill: bool | None = None) -> str:
+    """The explanation's prompt: explainer, `+values`, `+cot`, and a hash of every template used
+    and every option that shaped the prompt or the answer (all but `latents_per_call`); `prefill` is
+    the one in effect (the config's may be None: decided by the backend)."""
+    label = f"{cfg.explainer}{'+values' if cfg.activations else ''}{'+cot' if cfg.cot else ''}"
+    if cfg.explainer == "token-stats":
+        return template_id(label, [], {})
     names = [
         "explain/default.system.txt",
         f"explain/{'contrastive' if cfg.explainer == 'contrastive' else 'default'}.user.txt",
     ]
-    digest = hashlib.sha256("".join(template(n) for n in names).encode()).hexdigest()[:10]
-    return (
-        f"{cfg.explainer}{'+values' if cfg.activations else ''}{'+cot' if cfg.cot else ''}@{digest}"
-    )
+    names += ["explain/values_rule.txt"] if cfg.activations else []
+    names += ["explain/cot_rule.txt"] if cfg.cot else []
+    options = cfg.model_dump(mode="json", exclude={"latents_per_call"})
+    if prefill is not None:
+        options["prefill"] = prefill
+    return template_id(label, names, options)
 
 
 def parse_explanation(raw: str) -> str | None:
@@ -218,12 +238,12 @@ class Explainer:
         )
         self.tokens = cache.tokens()
         self.usage = Usage()
-        self.prompt = prompt_id(cfg)
         auto = (
             client is not None
             and type(getattr(client, "inner", client)).__name__ == "TransformersClient"
         )
         self.prefill = (cfg.prefill if cfg.prefill is not None else auto) and not cfg.cot
+        self.prompt = prompt_id(cfg, self.prefill)
 
     def examples(self, record: SampledLatent) -> tuple[list[Example], list[Example]]:
         def r(refs):

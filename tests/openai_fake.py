@@ -21,6 +21,8 @@ class FakeOpenAI:
         self.headers: list[dict] = []
         self.times: list[float] = []
         self.error_headers = {"retry-after-ms": "10"}
+        self.reply = None
+        """A function of the request body giving the answer's text (None: echo the last message)."""
         self.models = list(models)
         self.logprobs = logprobs
         self.lock = threading.Lock()
@@ -70,7 +72,7 @@ class FakeOpenAI:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def answer(self, body: dict) -> dict:
-        text = "echo: " + body["messages"][-1]["content"][:20]
+        text = self.reply(body) if self.reply else "echo: " + body["messages"][-1]["content"][:20]
         choice = {
             "index": 0,
             "finish_reason": "stop",

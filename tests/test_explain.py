@@ -15,6 +15,7 @@ from autointerp.explain import (
     explain_coder,
     mark,
     parse_explanation,
+    prompt_id,
     read_explanations,
     token_stats_explanation,
 )
@@ -85,6 +86,43 @@ def test_golden_prompt_with_values_cot_and_negatives():
         "role": "assistant",
         "content": "[EXPLANATION]:",
     }
+
+
+def test_prompt_id_covers_every_option_and_template(monkeypatch, tmp_path):
+    """Any option that shapes the prompt or the answer changes the id; batching does not."""
+    import shutil
+
+    import autointerp.explain as explain
+
+    base = ExplainConfig()
+    ids = {"base": prompt_id(base)}
+    changes = {
+        "explainer": "contrastive",
+        "activations": True,
+        "cot": True,
+        "mark_threshold": 0.5,
+        "max_tokens": 100,
+        "prefill": True,
+    }
+    assert set(changes) | {"latents_per_call"} == set(ExplainConfig.model_fields)
+    for name, value in changes.items():
+        ids[name] = prompt_id(base.model_copy(update={name: value}))
+    assert len(set(ids.values())) == len(ids), ids
+    assert prompt_id(base, prefill=True) == ids["prefill"]  # the prefill in effect counts
+    assert prompt_id(base.model_copy(update={"latents_per_call": 2})) == ids["base"]
+    assert prompt_id(ExplainConfig()) == ids["base"]  # stable
+    assert ids["activations"].startswith("default+values@")
+    with_rules = ExplainConfig(activations=True, cot=True)
+    before = {"base": ids["base"], "rules": prompt_id(with_rules)}
+    for name in ("default.system.txt", "default.user.txt", "values_rule.txt", "cot_rule.txt"):
+        copy = tmp_path / name / "prompts"
+        shutil.copytree(explain.PROMPTS, copy)
+        (copy / "explain" / name).write_text((copy / "explain" / name).read_text() + "\nMore.")
+        monkeypatch.setattr(explain, "PROMPTS", copy)
+        assert prompt_id(with_rules) != before["rules"], name
+        if name.startswith("default"):
+            assert prompt_id(base) != before["base"], name
+        monkeypatch.undo()
 
 
 def test_marking_threshold():

@@ -26,7 +26,12 @@ from autointerp.score.classifier import (
     parse_answer,
 )
 from autointerp.score.metrics import auroc, classification, pearson
-from autointerp.score.simulation import expected_values, parse_values
+from autointerp.score.simulation import (
+    SimulationConfig,
+    SimulationScorer,
+    expected_values,
+    parse_values,
+)
 from autointerp.subject import load_tokenizer
 from autointerp.types import Example, Explanation, LatentId, SampledLatent
 
@@ -198,6 +203,81 @@ def test_bad_answers_are_recorded_failures_never_wrong_answers():
     )
     assert nolp.status == "ok" and nolp.metrics["balanced_accuracy"] == 1.0
     assert nolp.metrics["auroc"] is None and "logprobs" in nolp.notes[0]
+
+
+def _truthful_reply(truth: dict[str, bool], prefill: bool = False):
+    """The answer text a truthful scorer gives to a detection/fuzzing request body."""
+
+    def reply(body: dict) -> str:
+        user = next(m["content"] for m in body["messages"] if m["role"] == "user")
+        texts = re.findall(r"^Example \d+: (.*)$", user, re.M)
+        digits = ",".join(
+            "1" if truth[t.replace("<<", "").replace(">>", "")] else "0" for t in texts
+        )
+        return digits + "]" if prefill else f"[{digits}]"
+
+    return reply
+
+
+@pytest.mark.parametrize("name", ["detection", "fuzzing"])
+@pytest.mark.parametrize("per_prompt", [5, 1])
+def test_a_server_without_logprobs_still_scores(name, per_prompt):
+    """An OpenAI-compatible server (a real HTTP server of the tests) that ignores `logprobs`: the
+    answers count (balanced accuracy), AUROC is None and the score notes why; one example per
+    prompt with a prefilled `[` (read from logprobs when there are some) falls back to the text."""
+    from openai_fake import FakeOpenAI
+
+    from autointerp.clients.remote import OpenAIClient
+
+    it = item(NUMBERS, PROSE)
+    server = FakeOpenAI(logprobs=False)
+    server.reply = _truthful_reply(_truth(it), prefill=per_prompt == 1)
+    try:
+        client = OpenAIClient("fake-model", base_url=server.url)
+        cfg = ClassifierConfig(examples_per_prompt=per_prompt, prefill=per_prompt == 1, n_wrong=0)
+        [s] = asyncio.run(ClassifierScorer(name, client, cfg).score([it]))
+    finally:
+        server.close()
+    assert all(r["logprobs"] is True for r in server.requests)  # asked for, not given
+    assert s.status == "ok", s.error
+    assert s.metrics["balanced_accuracy"] == 1.0 and s.metrics["n_failed"] == 0
+    assert s.metrics["auroc"] is None and any("logprobs" in n for n in s.notes)
+    assert all(p.probability is None and p.prediction is not None for p in s.predictions)
+
+
+def test_scores_record_their_prompt():
+    it = item(NUMBERS, PROSE)
+    scorers = {
+        (n, k): ClassifierScorer(n, Scripted(_truth(it)), ClassifierConfig(examples_per_prompt=k))
+        for n in ("detection", "fuzzing")
+        for k in (4, 5)
+    }
+    ids = {key: sc.prompt_id for key, sc in scorers.items()}
+    assert len(set(ids.values())) == 4  # scorer and options both count
+    assert all(v.startswith(f"{key[0]}@") for key, v in ids.items())
+    for key, sc in scorers.items():
+        [s] = asyncio.run(sc.score([it]))
+        assert s.prompt == ids[key]
+    again = ClassifierScorer("detection", Scripted({}), ClassifierConfig(examples_per_prompt=5))
+    assert again.prompt_id == ids["detection", 5]  # stable
+    sim = SimulationScorer(Scripted({}), SimulationConfig())
+    assert sim.prompt_id.startswith("simulation@")
+    assert sim.prompt_id != SimulationScorer(Scripted({}), SimulationConfig(n_negative=2)).prompt_id
+
+
+def test_a_scorers_prompt_id_follows_its_template(monkeypatch, tmp_path):
+    import shutil
+
+    import autointerp.explain as explain
+
+    before = ClassifierScorer("detection", Scripted({}), ClassifierConfig()).prompt_id
+    copy = tmp_path / "prompts"
+    shutil.copytree(explain.PROMPTS, copy)
+    (copy / "score" / "detection.user.txt").write_text(
+        (copy / "score" / "detection.user.txt").read_text() + "\nBe careful."
+    )
+    monkeypatch.setattr(explain, "PROMPTS", copy)
+    assert ClassifierScorer("detection", Scripted({}), ClassifierConfig()).prompt_id != before
 
 
 def test_answer_probabilities_from_top_logprobs():

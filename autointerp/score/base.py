@@ -63,6 +63,9 @@ class LatentScore(_Record):
     per_group: dict[str, dict[str, float | int | None]] = {}
     """Per activation quantile (`q0` weakest .. `q9` strongest) and per kind of negative."""
     notes: list[str] = []
+    prompt: str | None = None
+    """The scorer's prompt, `name@hash` of its templates and options (LLM scorers; None for the
+    others), as an explanation's `prompt`."""
     predictions: list[Prediction] = []
     calls: int = 0
     prompt_tokens: int = 0
@@ -96,11 +99,22 @@ def failed(latent: LatentId, scorer: str, error: str, **kw) -> LatentScore:
 
 
 def classifier_score(
-    item: LatentItem, scorer: str, preds: list[Prediction], notes: list[str], **usage
+    item: LatentItem,
+    scorer: str,
+    preds: list[Prediction],
+    notes: list[str],
+    prompt: str | None = None,
+    **usage,
 ) -> LatentScore:
     """A classifier's latent score; failed when no example got an answer."""
     answered = [p for p in preds if p.error is None]
-    common = {"explanation": item.text, "predictions": preds, "notes": notes, **usage}
+    common = {
+        "explanation": item.text,
+        "predictions": preds,
+        "notes": notes,
+        "prompt": prompt,
+        **usage,
+    }
     if not answered:
         errors = sorted({p.error for p in preds if p.error})
         return failed(

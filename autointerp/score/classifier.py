@@ -28,7 +28,7 @@ from pydantic import Field
 
 from autointerp.clients.base import Chat, Completion, GenParams, LLMClient
 from autointerp.config import _Strict
-from autointerp.explain import mark, template
+from autointerp.explain import mark, template, template_id
 from autointerp.score.base import (
     LatentItem,
     LatentScore,
@@ -41,6 +41,7 @@ from autointerp.score.base import (
 from autointerp.types import Example
 
 _LIST = re.compile(r"\[([^\[\]]*)\]?")
+NO_LOGPROBS = "logprobs were asked for but missing from the answer (the server returned none)"
 _TRUE = {"1", "true", "yes"}
 _FALSE = {"0", "false", "no"}
 
@@ -51,8 +52,8 @@ class ClassifierConfig(_Strict):
     models do not keep a list of answers in order). With one example per prompt and logprobs, the
     answer is read from the logprobs of the first answer token (P(1) vs P(0)) without generating more."""
     logprobs: bool = True
-    """Ask for token logprobs and read P(yes) from them (AUROC); ignored answers stay valid when a
-    server does not return them."""
+    """Ask for token logprobs and read P(yes) from them (AUROC). A server that returns none still
+    scores: the answers count (balanced accuracy), AUROC is None and the score's notes say why."""
     prefill: bool | None = None
     """Start the answer with `[` (small models follow the format only then). None: on for the local
     `transformers` backend."""
@@ -118,6 +119,11 @@ class ClassifierScorer:
         self.user = template(f"score/{name}.user.txt").strip()
         self.prefill = cfg.prefill if cfg.prefill is not None else _is_local(client)
         self.per_prompt = cfg.examples_per_prompt or (1 if _is_local(client) else 5)
+        options = {**cfg.model_dump(mode="json"), "prefill": self.prefill}
+        options["examples_per_prompt"] = self.per_prompt
+        self.prompt_id = template_id(
+            name, [f"score/{name}.system.txt", f"score/{name}.user.txt"], options
+        )
 
     def samples(self, item: LatentItem) -> list[tuple[Example, Prediction]]:
         """The examples to judge, shown as the scorer sees them, with their (empty) predictions,
@@ -194,7 +200,7 @@ class ClassifierScorer:
             tally(usage[i], c)
             preds[i] += self._read(c, chunk, notes[i])
         return [
-            classifier_score(item, self.name, p, n, **u)
+            classifier_score(item, self.name, p, n, self.prompt_id, **u)
             for item, p, n, u in zip(items, preds, notes, usage, strict=True)
         ]
 
@@ -204,7 +210,7 @@ class ClassifierScorer:
         n = len(chunk)
         if not c.ok:
             return [p.model_copy(update={"error": f"request failed: {c.error}"}) for _, p in chunk]
-        if self.single(n):
+        if self.single(n) and c.logprobs:
             return [self._read_single(c, chunk[0][1])]
         text = ("[" if self.prefill else "") + (c.text or "")
         try:
@@ -213,7 +219,7 @@ class ClassifierScorer:
             return [p.model_copy(update={"error": str(e)}) for _, p in chunk]
         probs = answer_probabilities(c, n) if self.cfg.logprobs else None
         if self.cfg.logprobs and probs is None:
-            note = "logprobs were asked for but missing from the answer: AUROC not computed"
+            note = f"{NO_LOGPROBS}: AUROC not computed"
             if note not in notes:
                 notes.append(note)
         return [
@@ -224,9 +230,7 @@ class ClassifierScorer:
         ]
 
     def _read_single(self, c: Completion, p: Prediction) -> Prediction:
-        first = c.logprobs[0] if c.logprobs else None
-        if first is None:
-            return p.model_copy(update={"error": "logprobs were asked for but missing"})
+        first = c.logprobs[0]  # type: ignore[index]
         top = [(tok.strip(" ,[]"), math.exp(lp)) for tok, lp in first.top] or [
             (first.token.strip(" ,[]"), 1.0)
         ]

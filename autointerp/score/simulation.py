@@ -19,7 +19,7 @@ from pydantic import Field
 
 from autointerp.clients.base import Chat, Completion, GenParams, LLMClient
 from autointerp.config import _Strict
-from autointerp.explain import template
+from autointerp.explain import template, template_id
 from autointerp.score import metrics
 from autointerp.score.base import (
     LatentItem,
@@ -94,6 +94,11 @@ class SimulationScorer:
         self.system = template("score/simulation.system.txt").strip()
         self.user = template("score/simulation.user.txt").strip()
         self.prefill = cfg.prefill if cfg.prefill is not None else _is_local(client)
+        self.prompt_id = template_id(
+            self.name,
+            ["score/simulation.system.txt", "score/simulation.user.txt"],
+            {**cfg.model_dump(mode="json"), "prefill": self.prefill},
+        )
 
     def examples(self, item: LatentItem) -> list[tuple[Example, bool]]:
         step = max(1, len(item.test) // self.cfg.n_activating)
@@ -146,7 +151,7 @@ class SimulationScorer:
         ok = [
             (p, e) for p, (e, _) in zip(preds, self.examples(item), strict=True) if p.error is None
         ]
-        common = {"explanation": item.text, "predictions": preds, **usage}
+        common = {"explanation": item.text, "predictions": preds, "prompt": self.prompt_id, **usage}
         if not ok:
             errors = sorted({p.error for p in preds if p.error})
             return failed(item.record.id, self.name, "; ".join(errors), **common)
