@@ -54,9 +54,13 @@ class SubjectConfig(_Strict):
     """`smollm2` (the packaged SmolLM2-135M-Instruct), a model folder, a hub id, or a .gguf file."""
     gguf_file: str | None = None
     """GGUF file name inside `model` when `model` is a folder or hub id holding GGUF files."""
-    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
-    """Compute dtype (bf16 is 3-4x faster than fp32 on recent CPUs)."""
-    device: str = "cpu"
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    """Compute dtype. `auto`: bfloat16 where the device computes it natively (a CPU with avx512_bf16
+    or amx_bf16, a CUDA GPU of compute capability 8.0+), else float32 (bf16 runs several times slower
+    than fp32 on a CPU without it). Caches record the dtype `auto` chose."""
+    device: str = "auto"
+    """Torch device of the subject model: `auto` (the first CUDA GPU when present, else the CPU),
+    `cpu`, `cuda`, `cuda:1`, ..."""
 
 
 class CoderConfig(_Strict):
@@ -142,7 +146,12 @@ class ClientConfig(_Strict):
     max_retries: int = Field(6, ge=0)
     batch_size: int = Field(8, ge=1)
     """Chats generated together (`transformers`)."""
-    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    """Compute dtype (`transformers`, `vllm`). `auto`: for `transformers` as `subject.dtype` (bf16
+    where the device has it natively, else fp32); for `vllm`, vLLM's own choice from the model."""
+    device: str = "auto"
+    """Torch device of the `transformers` backend: `auto` (CUDA when present, else the CPU), `cpu`,
+    `cuda`, `cuda:1`, ..."""
     max_model_len: int = Field(4096, ge=256)
     """Context length the vLLM engine reserves (`vllm`)."""
     enforce_eager: bool = False

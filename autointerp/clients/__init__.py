@@ -27,7 +27,9 @@ __all__ = [
 def _transformers(cfg: ClientConfig) -> LLMClient:
     from autointerp.clients.local import TransformersClient
 
-    return TransformersClient(cfg.model, dtype=cfg.dtype, batch_size=cfg.batch_size)
+    return TransformersClient(
+        cfg.model, dtype=cfg.dtype, batch_size=cfg.batch_size, device=cfg.device
+    )
 
 
 def _openai(cfg: ClientConfig) -> LLMClient:

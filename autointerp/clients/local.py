@@ -1,7 +1,8 @@
 """`transformers` backend: a local chat model (the embedded SmolLM2-135M-Instruct by default).
 
 Batched greedy or sampled generation, token logprobs from the raw logits, prompt-length checks. It runs
-on the CPU; chats of similar length are batched together to waste little padding.
+on the CPU or a GPU (`device: auto` takes CUDA when present; `dtype: auto` is bf16 where the device has
+it natively, else fp32); chats of similar length are batched together to waste little padding.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ class TransformersClient(BlockingClient):
     def __init__(
         self,
         model: str = "smollm2",
-        dtype: str = "bfloat16",
+        dtype: str = "auto",
         batch_size: int = 8,
-        device: str = "cpu",
+        device: str = "auto",
     ):
         subject = load_subject(SubjectConfig(model=model, dtype=dtype, device=device))  # type: ignore[arg-type]
         self.model = model
         self.lm = subject.model
+        self.device = subject.device
         self.tok = subject.tokenizer
         self.tok.padding_side = "left"
         if self.tok.pad_token_id is None:
@@ -77,13 +79,14 @@ class TransformersClient(BlockingClient):
             shared = min(_common_prefix(rows), min(len(r) for r in rows) - 1)
             past = None
             if shared > 0:
-                prefix = torch.tensor([rows[0][:shared]])
+                prefix = torch.tensor([rows[0][:shared]], device=self.device)
                 past = self.lm(input_ids=prefix, use_cache=True).past_key_values
                 past.batch_repeat_interleave(len(rows))
             width = max(len(r) for r in rows) - shared
             suffix = torch.full((len(rows), width), pad)
             for j, r in enumerate(rows):
                 suffix[j, : len(r) - shared] = torch.tensor(r[shared:])
+            suffix = suffix.to(self.device)
             logits = self.lm(
                 input_ids=suffix, past_key_values=past, use_cache=past is not None
             ).logits
@@ -113,7 +116,7 @@ class TransformersClient(BlockingClient):
 
     @torch.inference_mode()
     def _generate(self, ids: list[list[int]], params: GenParams) -> list[Completion]:
-        enc = self.tok.pad({"input_ids": ids}, return_tensors="pt")
+        enc = self.tok.pad({"input_ids": ids}, return_tensors="pt").to(self.device)
         sampling = params.temperature > 0
         gen = self.lm.generate(
             **enc,
