@@ -38,10 +38,11 @@ import torch
 from tqdm.auto import tqdm
 
 from autointerp.coders import SparseCoder, load_coder
-from autointerp.config import CacheConfig
-from autointerp.corpus import corpus_fingerprint, iter_windows
-from autointerp.errors import CacheError, CoderError
-from autointerp.subject import Site, Subject, load_subject
+from autointerp.config import CacheConfig, CoderConfig
+from autointerp.corpus import TokenWindows, check_corpus, corpus_fingerprint
+from autointerp.errors import CacheError, CoderError, SubjectError
+from autointerp.locks import LOCK_FILE, folder_lock, model_lock
+from autointerp.subject import Site, Subject, load_subject, module_patterns
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -128,6 +129,7 @@ def _identity(m: dict) -> dict:
     out.update({f"coder {k!r}": v for k, v in (fp.get("coders") or {}).items()})
     out.update({f"coder {k!r} layout": v for k, v in (m.get("coders") or {}).items()})
     out.update(ctx_len=m.get("ctx_len"), shard_seqs=m.get("shard_seqs"))
+    out["dtype"] = ((m.get("config") or {}).get("subject") or {}).get("dtype")
     return out
 
 
@@ -146,6 +148,14 @@ def _disk_full(e: OSError, folder: Path) -> bool:
         return False
 
 
+_EMPTY_OK = {".gitkeep", LOCK_FILE, "shards", MANIFEST + ".tmp"}
+
+
+def _has_shards(root: Path) -> bool:
+    shards = root / "shards"
+    return shards.is_dir() and any(p.is_dir() and p.name.isdigit() for p in shards.iterdir())
+
+
 class _Manifest:
     """cache.json: what the cache was made from; refuses to mix with different inputs."""
 
@@ -156,6 +166,9 @@ class _Manifest:
     @classmethod
     def open_or_create(cls, root: Path, data: dict) -> _Manifest:
         path = root / MANIFEST
+        if path.exists() and not _has_shards(root):
+            log.info("%s holds no shard yet: starting it afresh", root)
+            path.unlink()  # a cache with no shard is not a cache (e.g. its corpus failed to read)
         if path.exists():
             old = json.loads(path.read_text())
             problems = [
@@ -170,7 +183,9 @@ class _Manifest:
             if old.get("complete") and old.get("config") == data["config"]:
                 return cls(root, old)  # finished with this very config: nothing to do
             data = {**old, "config": data["config"], "complete": False}
-        elif root.exists() and any(p.name != ".gitkeep" for p in root.iterdir()):
+        elif root.exists() and (
+            _has_shards(root) or any(p.name not in _EMPTY_OK for p in root.iterdir())
+        ):
             raise CacheError(
                 f"{root} is not empty and holds no {MANIFEST}; refusing to write a cache there"
             )
@@ -185,19 +200,109 @@ class _Manifest:
         os.replace(tmp, self.root / MANIFEST)
 
 
-def _load_coders(cfg: CacheConfig, subject: Subject) -> list[SparseCoder]:
+def _load_coders(
+    cfg: CacheConfig, subject: Subject, loaded: dict[int, SparseCoder] | None = None
+) -> list[SparseCoder]:
+    """The coders of `cfg`, checked against the subject; `loaded`: those already read, by index."""
     coders = []
-    for c in cfg.coders:
+    for i, c in enumerate(cfg.coders):
         site = Site.parse(c.hookpoint, c.transcoder)
-        width = subject.width(site)
-        coder = load_coder(c, width)
-        coder.check_width(subject.width(coder.site), subject.name)
+        with model_lock(subject.model):  # its hooks must not meet a scorer's (score/intervention)
+            width = subject.width(site)
+        coder = (loaded or {}).get(i) or load_coder(c, width)
+        with model_lock(subject.model):
+            coder.check_width(subject.width(coder.site), subject.name)
         coders.append(coder.to(subject.dtype, subject.device))
-    names = [c.name for c in coders]
+    _check_names(cfg.coders)
+    return coders
+
+
+def _check_names(coders: list[CoderConfig]) -> None:
+    names = [c.name or c.hookpoint for c in coders]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise CoderError(f"several coders are named {sorted(dup)}; give each a distinct `name`")
-    return coders
+
+
+def check_inputs(cfg: CacheConfig) -> dict[int, SparseCoder]:
+    """Check what can be checked without the subject's weights, so that bad input fails in
+    seconds: the corpus opens and yields a document, every coder's files load, the hookpoints exist
+    in the model's architecture (built from its config on the meta device) and, where the
+    architecture tells the width, fit the coders. Returns the loaded coders by index."""
+    check_corpus(cfg.corpus)
+    _check_names(cfg.coders)
+    loaded = {i: load_coder(c) for i, c in enumerate(cfg.coders) if c.format != "neurons"}
+    skeleton = _skeleton(cfg)
+    if skeleton is None:
+        return loaded
+    modules, hidden = skeleton
+    for i, c in enumerate(cfg.coders):
+        site = loaded[i].site if i in loaded else Site.parse(c.hookpoint, c.transcoder)
+        if site.module not in modules or not site.module:
+            raise SubjectError(
+                f"unknown hookpoint {site.module!r} for {cfg.subject.model}. Valid module names: "
+                + ", ".join(module_patterns(modules))
+            )
+        width = _known_width(site, modules, hidden)
+        if i in loaded and width is not None:
+            loaded[i].check_width(width, cfg.subject.model)
+    return loaded
+
+
+def _skeleton(cfg: CacheConfig) -> tuple[dict, int | None] | None:
+    """The base model's modules, built from its config without weights (meta device), and its
+    hidden size; None when the config cannot be read this way (the model load reports why)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from autointerp.subject import _converted_path, _gguf_location
+
+    try:
+        gguf = _gguf_location(cfg.subject)
+        if gguf is None:
+            config = AutoConfig.from_pretrained(cfg.subject.model)
+        elif (_converted_path(gguf[0] / gguf[1]) / "config.json").exists():
+            config = AutoConfig.from_pretrained(_converted_path(gguf[0] / gguf[1]))
+        else:
+            config = AutoConfig.from_pretrained(gguf[0], gguf_file=gguf[1])
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except Exception as e:  # noqa: BLE001 (any failure here is the model loader's to report)
+        log.debug("cannot check the hookpoints before loading %s: %s", cfg.subject.model, e)
+        return None
+    base = getattr(model, "base_model", model)
+    text = getattr(config, "get_text_config", lambda: config)()
+    return dict(base.named_modules()), getattr(text, "hidden_size", None)
+
+
+def _known_width(site: Site, modules: dict, hidden: int | None) -> int | None:
+    """A hookpoint's width where the architecture says it plainly: a linear layer's input or
+    output, or a decoder layer (the residual stream); None otherwise."""
+    mod = modules[site.module]
+    if isinstance(mod, torch.nn.Linear):
+        return mod.in_features if site.port == "input" else mod.out_features
+    parent, _, last = site.module.rpartition(".")
+    if last.isdigit() and isinstance(modules.get(parent), torch.nn.ModuleList):
+        if parent.rpartition(".")[2] in ("layers", "h", "blocks"):
+            return hidden
+    return None
+
+
+def _corpus_shortfall(corpus, windows: TokenWindows, cached: int) -> dict | None:
+    """When the corpus ran out before `n_tokens`: what was asked and what the corpus held."""
+    if corpus.n_tokens is None or not windows.exhausted:
+        return None
+    asked = corpus.n_tokens // corpus.ctx_len * corpus.ctx_len
+    if cached >= asked:
+        return None
+    log.warning(
+        "corpus %r holds only %s tokens (%s cached in %d-token windows); n_tokens asked for %s",
+        corpus.source,
+        f"{windows.corpus_tokens:,}",
+        f"{cached:,}",
+        corpus.ctx_len,
+        f"{asked:,}",
+    )
+    return {"asked": asked, "corpus_tokens": windows.corpus_tokens, "cached": cached}
 
 
 def _grouped(windows: Iterator[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
@@ -206,10 +311,16 @@ def _grouped(windows: Iterator[np.ndarray], size: int) -> Iterator[list[np.ndarr
 
 
 def build_cache(cfg: CacheConfig, out: str | Path, progress: bool = True) -> Path:
-    """Cache the sparse activations of every coder in `cfg` into `out`; resumes an interrupted cache."""
-    root = Path(out)
+    """Cache the sparse activations of every coder in `cfg` into `out`; resumes an interrupted cache.
+    One process at a time: another one writing `out` is refused, naming its PID."""
+    with folder_lock(out, "cache folder"):
+        return _build_cache(cfg, Path(out), progress)
+
+
+def _build_cache(cfg: CacheConfig, root: Path, progress: bool) -> Path:
+    loaded = check_inputs(cfg)  # seconds, before the subject's weights load
     subject = load_subject(cfg.subject)
-    coders = _load_coders(cfg, subject)
+    coders = _load_coders(cfg, subject, loaded)
     ctx = cfg.corpus.ctx_len
     shard_seqs = max(1, cfg.shard_tokens // ctx)
     manifest = _Manifest.open_or_create(
@@ -253,8 +364,8 @@ def build_cache(cfg: CacheConfig, out: str | Path, progress: bool = True) -> Pat
     writer = ThreadPoolExecutor(max_workers=1)
     inflight: Future | None = None
     try:
-        windows = iter_windows(cfg.corpus, subject.tokenizer)
-        for index, group in enumerate(_grouped(windows, shard_seqs)):
+        windows = TokenWindows(cfg.corpus, subject.tokenizer)
+        for index, group in enumerate(_grouped(iter(windows), shard_seqs)):
             first = index * shard_seqs
             n_seqs = first + len(group)
             if _shard_is_done(shards / _shard_name(index), group):
@@ -272,9 +383,13 @@ def build_cache(cfg: CacheConfig, out: str | Path, progress: bool = True) -> Pat
         writer.shutdown(wait=True)
         bar.close()
     _drop_stale_shards(shards, n_seqs, shard_seqs)
+    short = _corpus_shortfall(cfg.corpus, windows, n_seqs * ctx)
     try:
         summary = write_stats(root, coders, n_seqs * ctx)
         manifest.data.update(complete=True, n_seqs=n_seqs, n_tokens=n_seqs * ctx, summary=summary)
+        manifest.data.pop("corpus_shortfall", None)
+        if short:
+            manifest.data["corpus_shortfall"] = short
         manifest.save()
     except OSError as e:
         raise CacheError(
@@ -375,6 +490,29 @@ class ActivationCache:
         self.ctx_len: int = self.manifest["ctx_len"]
         self.shard_seqs: int = self.manifest["shard_seqs"]
         self._arrays: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        if require_complete:
+            self._check_files()
+
+    def _check_files(self) -> None:
+        """Every shard and statistics file a finished cache has is there (a few stat calls), so
+        that a damaged or half-copied cache fails before anything else loads."""
+        n_shards = -(-int(self.manifest.get("n_seqs", 0)) // self.shard_seqs)
+        names = [_shard_name(i) for i in range(n_shards)]
+        missing = [
+            f"shards/{n}/{part}"
+            for n in names
+            for part in ["tokens.npy", *(f"{c}/values.npy" for c in self.coders)]
+            if not (self.root / "shards" / n / part).exists()
+        ]
+        missing += [
+            f"stats/{c}.npz" for c in self.coders if not (self.root / "stats" / f"{c}.npz").exists()
+        ]
+        if missing:
+            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            raise CacheError(
+                f"the cache in {self.root} is damaged: {', '.join(missing[:3])}{more} missing "
+                "(deleted, or copied in part); copy it again, or build it anew in an empty folder"
+            )
 
     @property
     def coders(self) -> dict[str, dict]:

@@ -92,6 +92,12 @@ def _print_info(root: Path) -> None:
     c = ActivationCache(root)
     summary = c.manifest.get("summary", {})
     typer.echo(f"cache {root}: {c.n_tokens:,} tokens in {len(c.shard_names)} shards")
+    short = c.manifest.get("corpus_shortfall")
+    if short:
+        typer.echo(
+            f"  n_tokens asked for {short['asked']:,}, but the corpus holds only "
+            f"{short['corpus_tokens']:,} tokens"
+        )
     for name, meta in c.coders.items():
         s = summary.get(name, {})
         nnz = s.get("nonzeros", 0)
@@ -107,7 +113,7 @@ def _sample_stage(
     cache_dir: Path, out: Path, cfg, coders: list[str] | None, latents: str | None
 ) -> None:
     from autointerp.cache import ActivationCache
-    from autointerp.pipeline import sample_stage
+    from autointerp.pipeline import sample_stage, skip_reasons
     from autointerp.sample import parse_latents, read_records
 
     cache = ActivationCache(cache_dir)
@@ -123,6 +129,7 @@ def _sample_stage(
         records = [r for r in read_records(path) if r.id.latent in wanted]
         skipped = sum(r.status == "skipped" for r in records)
         typer.echo(f"{name}: {len(records) - skipped} latents sampled, {skipped} skipped -> {path}")
+        _print_skipped(skip_reasons(records))
 
 
 def _explain_stage(
@@ -434,11 +441,22 @@ def run(
         )
         _print_info(out / "cache")
         _print_run(summary)
-        if cfg.report:
+        if summary["n_latents"] and summary["n_skipped"] == summary["n_latents"]:
+            typer.echo(
+                f"every selected latent ({summary['n_latents']}) was skipped, so nothing was "
+                "explained or scored and there is no report; select other latents or lower "
+                "`sample.min_examples`"
+            )
+        elif cfg.report:
             _report([out], out / "report", None)
         typer.echo(f"run folder: {out.resolve()}")
     except AutointerpError as e:
         _fail(e)
+
+
+def _print_skipped(reasons: dict[str, int]) -> None:
+    for reason, n in sorted(reasons.items(), key=lambda x: -x[1]):
+        typer.echo(f"  skipped {n}: {reason}")
 
 
 def _print_run(s: dict) -> None:
@@ -447,6 +465,7 @@ def _print_run(s: dict) -> None:
             f"{name}: {c['n_latents']} latents, {c['n_skipped']} skipped, {c['n_explained']} explained, "
             f"{c['n_scored']} scored by every scorer, {c['n_failed']} with a failure"
         )
+        _print_skipped(c.get("skipped", {}))
     for name, m in s["scorers"].items():
         mean = "n/a" if m["mean"] is None else f"{m['mean']:.3f}"
         typer.echo(f"{name}: mean {m['metric']} {mean}")

@@ -140,38 +140,70 @@ def adds_bos(tokenizer) -> bool:
     return bos is not None and tokenizer("a").input_ids[:1] == [bos]
 
 
+def check_corpus(cfg: CorpusConfig) -> None:
+    """Open the source and read its first document: a missing, unreadable or empty source fails
+    here, in seconds, instead of after the subject model has loaded."""
+    if cfg.source.startswith("hf:") or cfg.source == "wiki":
+        first = next(iter_documents(cfg), None)
+    else:
+        first = next(
+            (d for f in local_files(cfg.source) for d in _file_documents(f, cfg.text_field)), None
+        )
+    if first is None:
+        raise CorpusError(f"corpus {cfg.source!r} holds no text")
+
+
+class TokenWindows:
+    """Token windows (int64 arrays of length ctx_len) of the concatenated documents. After a full
+    iteration, `exhausted` says whether the corpus ended before `n_tokens`, and `corpus_tokens`
+    how many tokens it held then (text and separators, BOS not counted)."""
+
+    def __init__(self, cfg: CorpusConfig, tokenizer):
+        self.cfg, self.tokenizer = cfg, tokenizer
+        self.exhausted = False
+        self.corpus_tokens = 0
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        cfg, tokenizer = self.cfg, self.tokenizer
+        bos = tokenizer.bos_token_id
+        use_bos = cfg.bos == "always" or (cfg.bos == "auto" and adds_bos(tokenizer))
+        if use_bos and bos is None:
+            raise CorpusError("corpus.bos is 'always' but the tokenizer has no BOS token")
+        sep = (
+            [tokenizer.eos_token_id]
+            if cfg.doc_separator == "eos" and tokenizer.eos_token_id is not None
+            else []
+        )
+        body = cfg.ctx_len - 1 if use_bos else cfg.ctx_len
+        limit = None if cfg.n_tokens is None else cfg.n_tokens // cfg.ctx_len
+        buf: list[int] = []
+        emitted = 0
+        self.exhausted, self.corpus_tokens = False, 0
+        docs = iter_documents(cfg)
+        while limit is None or emitted < limit:
+            batch = [d for _, d in zip(range(_TOKENIZE_DOCS), docs, strict=False)]
+            if not batch:
+                self.exhausted = True
+                break
+            for ids in tokenizer(batch, add_special_tokens=False).input_ids:
+                buf.extend(ids)
+                buf.extend(sep)
+                self.corpus_tokens += len(ids) + len(sep)
+            while len(buf) >= body and (limit is None or emitted < limit):
+                window = ([bos] if use_bos else []) + buf[:body]
+                del buf[:body]
+                emitted += 1
+                yield np.asarray(window, dtype=np.int64)
+        if emitted == 0:
+            raise CorpusError(
+                f"corpus {cfg.source!r} holds fewer than {body} tokens: "
+                f"not one window of ctx_len={cfg.ctx_len}"
+            )
+
+
 def iter_windows(cfg: CorpusConfig, tokenizer) -> Iterator[np.ndarray]:
     """Token windows (int64 arrays of length ctx_len) of the concatenated documents."""
-    bos = tokenizer.bos_token_id
-    use_bos = cfg.bos == "always" or (cfg.bos == "auto" and adds_bos(tokenizer))
-    if use_bos and bos is None:
-        raise CorpusError("corpus.bos is 'always' but the tokenizer has no BOS token")
-    sep = (
-        [tokenizer.eos_token_id]
-        if cfg.doc_separator == "eos" and tokenizer.eos_token_id is not None
-        else []
-    )
-    body = cfg.ctx_len - 1 if use_bos else cfg.ctx_len
-    limit = None if cfg.n_tokens is None else cfg.n_tokens // cfg.ctx_len
-    buf: list[int] = []
-    emitted = 0
-    docs = iter_documents(cfg)
-    while limit is None or emitted < limit:
-        batch = [d for _, d in zip(range(_TOKENIZE_DOCS), docs, strict=False)]
-        if not batch:
-            break
-        for ids in tokenizer(batch, add_special_tokens=False).input_ids:
-            buf.extend(ids)
-            buf.extend(sep)
-        while len(buf) >= body and (limit is None or emitted < limit):
-            window = ([bos] if use_bos else []) + buf[:body]
-            del buf[:body]
-            emitted += 1
-            yield np.asarray(window, dtype=np.int64)
-    if emitted == 0:
-        raise CorpusError(
-            f"corpus {cfg.source!r} holds fewer than {body} tokens: not one window of ctx_len={cfg.ctx_len}"
-        )
+    return iter(TokenWindows(cfg, tokenizer))
 
 
 def corpus_fingerprint(cfg: CorpusConfig, tokenizer) -> str:

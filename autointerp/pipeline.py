@@ -22,8 +22,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -38,6 +40,7 @@ from autointerp.config import CacheConfig, ClientConfig
 from autointerp.errors import ConfigError, RunError
 from autointerp.explain import ExplainConfig, Explainer, read_explanations
 from autointerp.jsonl import cut_torn_line
+from autointerp.locks import folder_lock
 from autointerp.sample import SampleConfig, parse_latents, read_records, sample_coder, write_config
 from autointerp.score import (
     MAIN_METRIC,
@@ -462,12 +465,17 @@ def run_job(
     retry_failed: bool = False,
 ) -> dict:
     """Run every stage into `out`, resuming what it holds; returns the summary (also saved as
-    RUN/summary.json)."""
-    t0 = time.time()
+    RUN/summary.json). One process at a time: another one on `out` is refused, naming its PID."""
     if ray:
         from autointerp.distributed import check_address
 
         check_address(ray)  # before any work: a wrong address fails in seconds
+    with folder_lock(out, "run folder"):
+        return _run_job(cfg, out, force, ray, workers, progress, gpus_per_worker, retry_failed)
+
+
+def _run_job(cfg, out, force, ray, workers, progress, gpus_per_worker, retry_failed) -> dict:
+    t0 = time.time()
     prepare_folder(cfg, out, force)
     cache = ActivationCache(build_cache(cfg.cache_config(), out / "cache", progress))
     coders = select_coders(cache, cfg)
@@ -506,16 +514,24 @@ def summarize_run(out: Path, cfg: RunConfig, coders: list[str], cache: Activatio
     """Counts and each scorer's mean main metric over the selected latents of every coder."""
     per_coder, values = {}, {name: [] for name in cfg.score.scorers}
     totals = dict(n_latents=0, n_skipped=0, n_explained=0, n_scored=0, n_failed=0)
+    skipped: Counter[str] = Counter()
     for coder in coders:
         c = _coder_summary(out, cfg, coder, cache, values)
         per_coder[coder] = c
+        skipped.update(c["skipped"])
         for k in totals:
             totals[k] += c[k]
     means = {
         name: {"metric": MAIN_METRIC[name], "mean": float(np.mean(v)) if v else None}
         for name, v in values.items()
     }
-    return {**totals, "scorers": means, "coders": per_coder}
+    return {**totals, "skipped": dict(skipped), "scorers": means, "coders": per_coder}
+
+
+def skip_reasons(records: list[SampledLatent]) -> dict[str, int]:
+    """How many latents were skipped for each reason (numbers in a reason shown as N)."""
+    reasons = [re.sub(r"\d[\d,.]*", "N", r.reason or "no reason given", count=1) for r in records]
+    return dict(Counter(r for r, x in zip(reasons, records, strict=True) if x.status != "ok"))
 
 
 def _coder_summary(out, cfg, coder, cache, values) -> dict:
@@ -542,6 +558,7 @@ def _coder_summary(out, cfg, coder, cache, values) -> dict:
     return dict(
         n_latents=len(records),
         n_skipped=len(records) - len(ok),
+        skipped=skip_reasons(records),
         n_explained=n_explained,
         n_scored=len(scored),
         n_failed=len(failed),

@@ -3,6 +3,7 @@
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,8 +18,8 @@ from conftest import write_sparsify
 import autointerp.cache as cache_mod
 from autointerp.cache import ActivationCache, build_cache
 from autointerp.coders import load_coder
-from autointerp.config import CacheConfig, CoderConfig, CorpusConfig
-from autointerp.errors import CacheError, CoderError, SubjectError
+from autointerp.config import CacheConfig, CoderConfig, CorpusConfig, SubjectConfig
+from autointerp.errors import CacheError, CoderError, CorpusError, SubjectError
 
 CTX = 64
 
@@ -226,3 +227,109 @@ def test_real_full_disk(reference, sae, small_disk):
     assert got.keys() == expected.keys()
     for k in expected:
         np.testing.assert_array_equal(got[k], expected[k], err_msg=k)
+
+
+def _no_weights(monkeypatch):
+    """The subject's weights must not load: any call fails the test."""
+
+    def refuse(cfg):
+        raise AssertionError(
+            "the subject model's weights were loaded before the inputs were checked"
+        )
+
+    monkeypatch.setattr(cache_mod, "load_subject", refuse)
+
+
+def test_bad_inputs_fail_before_the_model_loads(sae, tmp_path, monkeypatch):
+    _no_weights(monkeypatch)
+    cfg = _cfg(sae)
+    coders = cfg.coders
+    cases = [
+        (
+            {"coders": [CoderConfig(path=str(tmp_path / "none"), hookpoint="layers.15")]},
+            CoderError,
+            "coder path not found",
+        ),
+        (
+            {"coders": [CoderConfig(path=str(write_sparsify(tmp_path / "n", d_in=512)))]},
+            CoderError,
+            "width 512.*width 576",
+        ),
+        (
+            {"coders": [CoderConfig(path=str(sae), hookpoint="layers.40")]},
+            SubjectError,
+            "unknown hookpoint 'layers.40'.*layers.{0..29}",
+        ),
+        (
+            {"coders": [coders[1].model_copy(update={"hookpoint": "layers.4.mlpp:input"})]},
+            SubjectError,
+            "unknown hookpoint 'layers.4.mlpp'",
+        ),
+        ({"coders": [coders[0], coders[0]]}, CoderError, "several coders are named"),
+    ]
+    broken = write_sparsify(tmp_path / "broken")
+    (broken / "cfg.json").write_text("{not json")
+    cases.append(({"coders": [CoderConfig(path=str(broken))]}, CoderError, "not valid JSON"))
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("na\xefve ".encode("latin-1") * 100)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    for source, match in [
+        (latin1, "latin1.txt is not UTF-8"),
+        (tmp_path / "missing.txt", "corpus source not found"),
+        (empty, "holds no text"),
+    ]:
+        corpus = CorpusConfig(ctx_len=CTX, n_tokens=640, source=str(source))
+        cases.append(({"corpus": corpus}, CorpusError, match))
+    for i, (update, error, match) in enumerate(cases):
+        with pytest.raises(error, match=match):
+            build_cache(cfg.model_copy(update=update), tmp_path / f"out{i}", progress=False)
+
+
+def test_dtype_change_is_refused(reference, sae, tmp_path):
+    copy = tmp_path / "cache"
+    shutil.copytree(reference, copy)
+    before = (copy / "cache.json").read_text()
+    fp32 = _cfg(sae).model_copy(update={"subject": SubjectConfig(dtype="float32")})
+    with pytest.raises(CacheError, match="dtype: cache has 'bfloat16', this run has 'float32'"):
+        build_cache(fp32, copy, progress=False)
+    assert (copy / "cache.json").read_text() == before
+
+
+def test_short_corpus_is_reported(sae, tmp_path, caplog):
+    text = tmp_path / "short.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog. " * 40)
+    cfg = _cfg(sae, n_tokens=64 * 100, source=str(text))
+    with caplog.at_level("WARNING", logger="autointerp.cache"):
+        root = build_cache(cfg, tmp_path / "c", progress=False)
+    c = ActivationCache(root)
+    short = c.manifest["corpus_shortfall"]
+    assert short["asked"] == 6400 and short["cached"] == c.n_tokens < 6400
+    windows = c.n_tokens // CTX  # each holds BOS and CTX - 1 tokens of text
+    assert windows * (CTX - 1) <= short["corpus_tokens"] < (windows + 1) * (CTX - 1)
+    assert f"holds only {short['corpus_tokens']:,} tokens" in caplog.text
+    build_cache(_cfg(sae, n_tokens=64 * 3, source=str(text)), root, progress=False)
+    assert "corpus_shortfall" not in ActivationCache(root).manifest  # enough now: no note
+
+
+def test_failed_corpus_read_does_not_block_the_retry(sae, tmp_path):
+    docs = tmp_path / "docs.jsonl"
+    rows = [
+        json.dumps({"text": f"Document number {i} is about birds and trees."}) for i in range(300)
+    ]
+    docs.write_text("\n".join(rows[:200] + ["{broken"] + rows[200:]) + "\n")
+    cfg = _cfg(sae, n_tokens=64 * 20, source=str(docs))
+    out = tmp_path / "c"
+    with pytest.raises(CorpusError, match=r"docs.jsonl:201 is not valid JSON"):
+        build_cache(cfg, out, progress=False)
+    docs.write_text("\n".join(rows) + "\n")  # the user fixes the file and runs again
+    build_cache(cfg, out, progress=False)
+    assert ActivationCache(out).n_tokens == 64 * 20
+
+
+def test_damaged_cache_fails_at_once(reference, tmp_path):
+    copy = tmp_path / "cache"
+    shutil.copytree(reference, copy)
+    shutil.rmtree(copy / "shards" / "000001")
+    with pytest.raises(CacheError, match=r"damaged: shards/000001/tokens.npy, .* missing"):
+        ActivationCache(copy)

@@ -23,6 +23,7 @@ from pydantic import Field
 
 from autointerp.coders.base import SparseCoder
 from autointerp.config import _Strict
+from autointerp.locks import model_lock
 from autointerp.score.base import LatentItem, LatentScore, Prediction, continuous_score, failed
 from autointerp.score.surprisal import LossModel
 from autointerp.subject import Subject
@@ -119,7 +120,13 @@ class InterventionScorer:
         return texts, finite[0]
 
     async def score(self, items: Sequence[LatentItem]) -> list[LatentScore]:
-        return await asyncio.to_thread(lambda: [self._score(it) for it in items])
+        return await asyncio.to_thread(lambda: [self._locked_score(it) for it in items])
+
+    def _locked_score(self, item: LatentItem) -> LatentScore:
+        """One latent with the subject model to itself (`model_lock`): no other scorer's pass sees
+        the steering hook, and no other hook is on the model while this one continues prompts."""
+        with model_lock(self.subject.model):
+            return self._score(item)
 
     def _score(self, item: LatentItem) -> LatentScore:
         lid = item.record.id

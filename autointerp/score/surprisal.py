@@ -17,6 +17,7 @@ import torch
 from pydantic import Field
 
 from autointerp.config import EMBEDDED_MODEL, SubjectConfig, _Strict
+from autointerp.locks import model_lock
 from autointerp.score.base import LatentItem, LatentScore, continuous_score, prediction, text_of
 
 
@@ -51,9 +52,14 @@ class LossModel:
         t = self.tok(text, add_special_tokens=False).input_ids
         return p + t, len(p)
 
-    @torch.inference_mode()
     def losses(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
-        """Mean loss (nats per token) of each text after its prefix; NaN for an empty text."""
+        """Mean loss (nats per token) of each text after its prefix; NaN for an empty text. The
+        model runs nothing else meanwhile (`model_lock`: no other scorer's hook is on it)."""
+        with model_lock(self.lm):
+            return self._losses(pairs)
+
+    @torch.inference_mode()
+    def _losses(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         enc = [self._ids(p, t) for p, t in pairs]
         out = [float("nan")] * len(enc)
         order = sorted(range(len(enc)), key=lambda i: len(enc[i][0]))
