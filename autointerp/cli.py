@@ -32,13 +32,31 @@ TokensOpt = Annotated[
 ]
 
 
-def _setup_logging(verbose: bool) -> None:
+_LIBRARIES = (
+    "httpx",  # one INFO line per HTTP request
+    "httpx2",
+    "httpcore",
+    "openai",  # one INFO line per retry
+    "transformers",
+    "datasets",
+    "huggingface_hub",
+    "filelock",
+    "urllib3",
+)
+
+
+def _setup_logging(verbose: int) -> None:
+    """Default: autointerp's INFO lines and only the warnings of the libraries it uses (no line per
+    HTTP request). `-v`: autointerp's DEBUG lines and the libraries' INFO lines (each HTTP request,
+    each retry). `-vv`: everything at DEBUG."""
+    levels = [logging.WARNING, logging.INFO, logging.DEBUG]
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose >= 2 else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("transformers", "datasets", "huggingface_hub", "filelock", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("autointerp").setLevel(logging.DEBUG if verbose else logging.INFO)
+    for name in _LIBRARIES:
+        logging.getLogger(name).setLevel(levels[min(verbose, 2)])
 
 
 def _fail(e: AutointerpError) -> None:
@@ -56,7 +74,18 @@ def _cache_config(config: Path | None, tokens: int | None) -> CacheConfig:
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+def main(
+    verbose: Annotated[
+        int,
+        typer.Option(
+            "--verbose",
+            "-v",
+            count=True,
+            help="More log: -v adds autointerp's debug lines and one line per HTTP request, "
+            "-vv everything at debug level.",
+        ),
+    ] = 0,
+) -> None:
     """Explain and score the latents of sparse coders with LLMs."""
     _setup_logging(verbose)
 

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import re
 import socket
 import sqlite3
 
@@ -259,3 +260,91 @@ def test_a_cache_that_cannot_be_opened_is_skipped_with_a_warning(tmp_path, caplo
         [c] = _run(CachedClient(Counting(), cache, "test"), [CHAT])
     assert c.text == "ok" and len(cache) == 0
     assert str(blocker / "r.sqlite") in caplog.text
+
+
+def test_retry_failed_asks_the_llm_again(fake, tmp_path, small_run):
+    """An answer that arrived but had no explanation line is cached like any answer; a plain re-run
+    keeps the failure, `run --retry-failed` asks the server again (not the response cache)."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from autointerp.cli import app
+
+    out = tmp_path / "run"
+    shutil.copytree(small_run / "cache", out / "cache")
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        "corpus: {n_tokens: 16384}\n"
+        "coders:\n"
+        "  - {hookpoint: layers.15}\n"
+        "  - {hookpoint: layers.15, format: neurons, k: 32, name: neurons.15}\n"
+        "report: false\n"
+        "max_latents: 2\n"
+        f"client: {{backend: openai, model: fake-model, base_url: '{fake.url}'}}\n"
+        "score: {scorers: [embedding]}\n"
+    )
+    fake.reply = lambda body: "I am not sure."
+
+    def run(*extra):
+        args = ["run", str(cfg), "--out", str(out), "--coder", "layers.15", *extra]
+        done = CliRunner().invoke(app, args)
+        assert done.exit_code == 0, (done.output, done.exception)
+        path = out / "explanations" / "layers.15.jsonl"
+        last = {}
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            last[row["latent"]["latent"]] = row
+        return last
+
+    first = run()
+    assert len(first) == 2 and all(e["text"] is None for e in first.values())
+    assert len(fake.requests) == 2
+    fake.reply = lambda body: "[EXPLANATION]: the digits"
+    assert all(e["text"] is None for e in run().values()) and len(fake.requests) == 2
+    retried = run("--retry-failed")
+    assert len(fake.requests) == 4  # asked again, not replayed from the cache
+    assert [e["text"] for e in retried.values()] == ["the digits"] * 2
+
+
+PING = """
+import asyncio, logging, sys
+from autointerp.cli import app
+from autointerp.clients.base import GenParams
+from autointerp.clients.remote import OpenAIClient
+
+@app.command()
+def ping(url: str) -> None:
+    logging.getLogger("autointerp.ping").info("pinging")
+    logging.getLogger("autointerp.ping").debug("details")
+    client = OpenAIClient("fake-model", base_url=url)
+    asyncio.run(client.complete([[{"role": "user", "content": "hi"}]] * 3, GenParams()))
+
+app(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("flags", [[], ["-v"], ["-vv"]])
+def test_the_default_log_has_no_line_per_http_request(fake, flags):
+    """The CLI's log: autointerp's INFO lines by default, without httpx's line per request; `-v`
+    adds those lines and autointerp's DEBUG lines; `-vv` the libraries' DEBUG lines too."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", PING, *flags, "ping", fake.url],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    log = done.stderr
+    assert "INFO autointerp.ping: pinging" in log
+    assert len(fake.requests) == 3
+    if not flags:
+        assert "HTTP Request:" not in log and "details" not in log
+    else:
+        assert len(re.findall(r"INFO httpx\w*: HTTP Request: POST", log)) == 3
+        assert "DEBUG autointerp.ping: details" in log
+    assert ("DEBUG openai" in log) == (flags == ["-vv"])
