@@ -256,6 +256,9 @@ class Chunk:
     records: dict[int, SampledLatent]
     explanations: dict[int, Explanation]
     wanted: dict[str, set[int]]
+    refresh: bool = False
+    """`--retry-failed`: ask the LLM again instead of replaying answers from the response cache
+    (an answer that arrived but could not be parsed is cached like any other)."""
 
     @property
     def to_explain(self) -> list[int]:
@@ -310,6 +313,7 @@ def plan(
                         {i: records[i] for i in part},
                         {i: explained[i] for i in part if i in explained},
                         todo,
+                        retry,
                     )
                 )
     return chunks
@@ -361,6 +365,14 @@ class Worker:
         return {n: self._scorers[coder, n] for n in self.cfg.score.scorers}
 
     async def process(self, chunk: Chunk) -> ChunkResult:
+        if chunk.refresh:
+            from autointerp.clients import bypass_cache
+
+            with bypass_cache():
+                return await self._process(chunk)
+        return await self._process(chunk)
+
+    async def _process(self, chunk: Chunk) -> ChunkResult:
         todo = chunk.to_explain
         u = self.explainer.usage
         before = (u.calls, u.prompt_tokens + u.completion_tokens)
