@@ -164,13 +164,11 @@ def _sample_stage(
 def _explain_stage(
     cache_dir: Path, sample_dir: Path, out: Path, cfg, coders: list[str] | None, latents: str | None
 ) -> None:
-    from functools import lru_cache
-
     from autointerp.cache import ActivationCache
     from autointerp.clients import make_client
     from autointerp.config import SubjectConfig
     from autointerp.explain import Explainer, explain_coder, summarize
-    from autointerp.sample import parse_latents
+    from autointerp.sample import TokenDecoder, parse_latents
     from autointerp.subject import load_tokenizer
 
     cache = ActivationCache(cache_dir)
@@ -179,7 +177,7 @@ def _explain_stage(
         raise ConfigError(f"no samples in {sample_dir}; run `autointerp sample` first")
     example_len = json.loads(sample_file.read_text())["example_len"]
     tok = load_tokenizer(SubjectConfig(**cache.manifest["config"]["subject"]))
-    decode = lru_cache(maxsize=None)(lambda t: tok.decode([t]))
+    decode = TokenDecoder(tok)
     client = None
     if cfg.explain.explainer != "token-stats":
         client = make_client(cfg.client, out / "llm_cache.sqlite")

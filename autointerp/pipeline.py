@@ -160,10 +160,17 @@ def _stage_of(key: str) -> str:
     )
 
 
+class _Unrecorded:
+    """A key the folder's saved config lacks: it was written before that option existed."""
+
+    def __repr__(self) -> str:
+        return "no value (saved by an older autointerp)"
+
+
 def config_differences(old: dict, new: dict) -> list[tuple[str, object, object]]:
     a, b = _flat(old), _flat(new)
     keys = [k for k in dict.fromkeys([*a, *b]) if not _free(k) and a.get(k) != b.get(k)]
-    return [(k, a.get(k), b.get(k)) for k in keys]
+    return [(k, a[k] if k in a else _Unrecorded(), b.get(k)) for k in keys]
 
 
 def prepare_folder(cfg: RunConfig, out: Path, force: bool = False) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from functools import cached_property, lru_cache
+from functools import cached_property
 from pathlib import Path
 
 from autointerp.errors import RunError
@@ -93,35 +93,13 @@ class RunFolder:
 
     @cached_property
     def decode(self) -> Callable[[int], str]:
-        tok = self.tokenizer
-        return lru_cache(maxsize=None)(lambda t: tok.decode([t]))
+        from autointerp.sample import TokenDecoder
+
+        return TokenDecoder(self.tokenizer)
 
     def render(self, ref: ExampleRef) -> Example:
-        """An example's token strings and activations, for people to read: a character split across
-        tokens is shown whole on the token that completes it (not as U+FFFD halves)."""
+        """An example's token strings and activations, rendered as the LLM saw them (a character
+        split across tokens is shown whole on the token that completes it: see TokenDecoder)."""
         from autointerp.sample import render
 
-        ex = render(ref, self._tokens, self.decode, self.example_len)
-        if not any(REPLACEMENT in t for t in ex.tokens):
-            return ex
-        ids = self._tokens[ref.seq, ref.start : ref.start + len(ex.tokens)].tolist()
-        return ex.model_copy(update={"tokens": display_pieces(self.tokenizer, ids)})
-
-
-REPLACEMENT = "\ufffd"
-
-
-def display_pieces(tokenizer, ids: list[int]) -> list[str]:
-    """One string per token whose concatenation is the decoded text: a token that ends inside a
-    multi-byte character gets "" and the token that completes it the whole character."""
-    pieces, shown = [], ""
-    for k in range(1, len(ids) + 1):
-        text = tokenizer.decode(ids[:k])
-        if text.endswith(REPLACEMENT) and k < len(ids):
-            pieces.append("")
-            continue
-        if not text.startswith(shown):  # decoding is not prefix-stable: keep token by token
-            return [tokenizer.decode([i]) for i in ids]
-        pieces.append(text[len(shown) :])
-        shown = text
-    return pieces
+        return render(ref, self._tokens, self.decode, self.example_len)

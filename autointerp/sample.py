@@ -6,12 +6,18 @@ An example is a window of `example_len` tokens around one activation peak (`cont
 left context, since a causal model's activation depends only on what comes before). Candidates are the
 peaks of each aligned `example_len` block of the cache, so a latent that fires on a run of tokens gives
 one candidate per block, not dozens of near-duplicates. Candidates are split into `n_quantiles` equal
-bins by the strongest activation inside the window. The test set is drawn first (`n_test / n_quantiles` per bin), then the train set
-from what is left, and every window drawn (train, test and negatives) is checked against every window
-already drawn for the latent: no two examples share a token, so the explainer never sees a scorer's text.
+bins by the strongest activation inside the window. Non-overlapping windows are accepted round-robin
+across the bins; the test set takes exact per-bin quotas that sum to `n_test` (the remainder one each to
+the strongest bins; a bin short of windows passes its share on), and every accepted window it does not
+take is the explainer's pool (up to `n_train`). With fewer than `n_train + n_test` windows both shrink
+in proportion, the explainer keeping at least `min_train`; a latent left with fewer is skipped. Every
+window drawn (train, test and negatives) is checked against every window already drawn for the latent:
+no two examples share a token, so the explainer never sees a scorer's text.
 Non-activating examples are windows where the latent is zero throughout: random ones, and "similar" ones
 where the latent's nearest neighbours (by decoder cosine, or by co-occurrence for coders without a
-decoder) fire. Latents with fewer than `min_examples` candidates are recorded as skipped, with the reason.
+decoder) fire. A set the cache cannot fill is recorded in the record's `shortfall`. Latents with fewer
+than `min_examples` candidates are recorded as skipped, with the reason. With `filter_bos` (default),
+activations at BOS positions are left out of all of this and of the record's density and maximum.
 Each draw uses its own RNG seeded by (seed, coder, latent): results do not depend on which latents run.
 """
 
@@ -20,7 +26,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -63,6 +70,13 @@ class SampleConfig(_Strict):
     """Neighbouring latents whose windows serve as similar negatives."""
     min_examples: int = Field(20, ge=1)
     """Latents with fewer activating windows are skipped (recorded with the reason)."""
+    min_train: int = Field(10, ge=1)
+    """Latents left with fewer explainer examples (at most n_train) once the test set has its
+    share are skipped (recorded with the reason): an explanation needs examples to explain."""
+    filter_bos: bool = True
+    """Leave activations at positions holding the BOS token out of sampling and of the record's
+    density and max_activation (as delphi's `filter_bos`, on by default): BOS often carries huge
+    activations that say nothing about the text."""
     seed: int = 0
 
 
@@ -85,6 +99,21 @@ class _Windows:
         return True
 
 
+def _quotas(n: int, sizes: list[int]) -> list[int]:
+    """`n` examples from bins ordered weakest to strongest, holding `sizes` windows: equal shares,
+    the remainder one each to the strongest bins; a bin too small for its share passes the rest on
+    to the bins with room, strongest first. Sums to min(n, sum(sizes))."""
+    k = len(sizes)
+    quota = [min(n // k + (q >= k - n % k), size) for q, size in enumerate(sizes)]
+    left = n - sum(quota)
+    while left > 0 and any(quota[q] < sizes[q] for q in range(k)):
+        for q in reversed(range(k)):
+            if left > 0 and quota[q] < sizes[q]:
+                quota[q] += 1
+                left -= 1
+    return quota
+
+
 class Sampler:
     """Samples the latents of one coder of a cache."""
 
@@ -94,7 +123,9 @@ class Sampler:
         coder: str,
         cfg: SampleConfig,
         embeddings: np.ndarray | None = None,
+        bos_id: int | None | Literal["auto"] = "auto",
     ):
+        """`bos_id`: the BOS token to leave out when `cfg.filter_bos` ("auto": the subject's)."""
         if cache.ctx_len % cfg.example_len:
             raise ConfigError(
                 f"example_len {cfg.example_len} must divide the cache's ctx_len {cache.ctx_len}"
@@ -111,6 +142,34 @@ class Sampler:
         if cfg.similar_by == "embedding" and embeddings is None:
             raise ConfigError("similar_by: embedding needs the block embeddings (autointerp.embed)")
         self.embeddings = embeddings
+        self._is_bos: np.ndarray | None = None  # per global token index: holds BOS
+        if cfg.filter_bos:
+            tokens = cache.tokens()
+            bos = cache_bos_id(cache, tokens) if bos_id == "auto" else bos_id
+            if bos is not None and (tokens == bos).any():
+                self._is_bos = (tokens == bos).ravel()
+                log.info("%s: %d BOS positions left out", coder, int(self._is_bos.sum()))
+
+    def _latent(self, latent: int) -> tuple[np.ndarray, np.ndarray]:
+        """The latent's nonzeros, without those at BOS positions when BOS is filtered."""
+        tok, val = self.cache.latent(self.coder, latent)
+        if self._is_bos is None:
+            return tok, val
+        keep = ~self._is_bos[tok]
+        return tok[keep], val[keep]
+
+    def _statistics(self, latent: int, val: np.ndarray) -> dict[str, float]:
+        """density and max_activation: the cache's, or recomputed without the BOS positions."""
+        if self._is_bos is None:
+            return {
+                "density": float(self.stats["density"][latent]),
+                "max_activation": float(self.stats["max"][latent]),
+            }
+        counted = max(len(self._is_bos) - int(self._is_bos.sum()), 1)
+        return {
+            "density": len(val) / counted,
+            "max_activation": float(val.max()) if len(val) else 0.0,
+        }
 
     # --- candidates -------------------------------------------------------------------------
     def _candidates(self, tok: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -152,38 +211,40 @@ class Sampler:
         seq, start = self._window(peaks[i])
         return windows.take(seq, start, self.cfg.example_len)
 
-    def _split(self, n_cand: int) -> tuple[int, int]:
+    def _split(self, total: int, reserved: int = 0) -> tuple[int, int]:
+        """(n_train, n_test) for `total` usable windows, `reserved` of them already train. Scarce
+        windows keep the configured proportion, but the explainer gets at least `min_train`."""
         cfg = self.cfg
-        if n_cand >= cfg.n_train + cfg.n_test:
+        if total >= cfg.n_train + cfg.n_test:
             return cfg.n_train, cfg.n_test
-        n_train = max(1, round(n_cand * cfg.n_train / (cfg.n_train + cfg.n_test)))
-        return n_train, n_cand - n_train
+        share = round(total * cfg.n_train / (cfg.n_train + cfg.n_test))
+        most = total - 1 if cfg.n_test else total  # the scorers get at least one
+        n_train = min(most, max(share, reserved, min(cfg.min_train, cfg.n_train)))
+        return n_train, total - n_train
 
     def _activating(self, lid: LatentId, peaks: np.ndarray, windows: _Windows):
-        """(train, test, quantile): indices into `peaks`, windows pairwise disjoint."""
+        """(train, test, quantile): indices into `peaks`, windows pairwise disjoint. The test set
+        takes exact per-bin quotas; every accepted window it does not take is the explainer's pool."""
         cfg = self.cfg
         rng = _rng(cfg.seed, lid, "activating")
         bins = np.array_split(np.arange(len(peaks)), min(cfg.n_quantiles, len(peaks)))
         quantile = np.empty(len(peaks), dtype=int)
         for q, members in enumerate(bins):
             quantile[members] = q
-        n_train, n_test = self._split(len(peaks))
         train: list[int] = []
-        if cfg.train_strategy in (
-            "top",
-            "mix",
-        ):  # the strongest first, before the test set is drawn
-            want = n_train if cfg.train_strategy == "top" else n_train // 2
+        if cfg.train_strategy in ("top", "mix"):  # the strongest first, before the test set
+            planned, _ = self._split(len(peaks))
+            want = planned if cfg.train_strategy == "top" else planned // 2
             for i in range(len(peaks) - 1, -1, -1):
                 if len(train) >= want:
                     break
                 if self._take(i, peaks, windows):
                     train.append(i)
         # Accept non-overlapping windows round-robin across the quantile bins, so that no bin wins
-        # the overlaps, until every bin holds its share of the remaining examples.
+        # the overlaps. A bin never needs more than n_train + n_test (this bounds dense latents).
         reserved = set(train)
         pools = [[int(i) for i in rng.permutation(b) if int(i) not in reserved] for b in bins]
-        need = -(-(n_test + n_train - len(train)) // len(bins))
+        cap = cfg.n_train + cfg.n_test
         accepted: list[list[int]] = [[] for _ in bins]
         cursors = [0] * len(bins)
         active = set(range(len(bins)))
@@ -197,23 +258,21 @@ class Sampler:
                     continue
                 accepted[q].append(pool[cursors[q]])
                 cursors[q] += 1
-                if len(accepted[q]) >= need:
+                if len(accepted[q]) >= cap:
                     active.discard(q)
-        total = len(train) + sum(map(len, accepted))
-        if total < n_train + n_test:  # scarce: keep the configured train/test proportion
-            n_train, n_test = self._split(total)
-            n_train = max(n_train, len(train))
-            n_test = total - n_train
-        per_bin = -(-n_test // len(bins)) if n_test else 0
-        test = [i for acc in accepted for i in acc[:per_bin]][:n_test]
-        rest = [acc[per_bin:] for acc in accepted]
+        n_train, n_test = self._split(len(train) + sum(map(len, accepted)), len(train))
+        quota = _quotas(n_test, [len(a) for a in accepted])
+        test = [i for acc, k in zip(accepted, quota, strict=True) for i in acc[:k]]
+        rest = [acc[k:] for acc, k in zip(accepted, quota, strict=True)]
+        room = n_train - len(train)
         if cfg.train_strategy == "random":
             flat = [i for r in rest for i in r]
-            train += [flat[j] for j in rng.permutation(len(flat))[: n_train - len(train)]]
-        else:  # quantiles (and the second half of mix): round-robin over the bins
+            train += [flat[j] for j in rng.permutation(len(flat))[:room]]
+        else:  # quantiles (and the second half of mix): round-robin, strongest bins first
+            strongest = rest[::-1]
             depth = 0
-            while len(train) < n_train and any(depth < len(r) for r in rest):
-                train += [r[depth] for r in rest if depth < len(r)][: n_train - len(train)]
+            while len(train) < n_train and any(depth < len(r) for r in strongest):
+                train += [r[depth] for r in strongest if depth < len(r)][: n_train - len(train)]
                 depth += 1
         return train, test, quantile
 
@@ -221,14 +280,28 @@ class Sampler:
     def _random_negatives(
         self, lid: LatentId, active: set[int], windows: _Windows, n: int
     ) -> list[ExampleRef]:
+        """Up to `n` random blocks where the latent is silent: uniform draws first (cheap for
+        sparse latents), then, for a dense latent, the silent blocks themselves in random order."""
         rng = _rng(self.cfg.seed, lid, "random-negatives")
         out: list[ExampleRef] = []
+
+        def take(block: int) -> None:
+            seq, start = divmod(block * self.cfg.example_len, self.ctx)
+            if block not in active and windows.take(seq, start, self.cfg.example_len):
+                out.append(ExampleRef(seq=seq, start=start, kind="random"))
+
         for block in rng.integers(0, self.n_blocks, size=max(4 * n, 64)):
             if len(out) >= n:
-                break
-            seq, start = divmod(int(block) * self.cfg.example_len, self.ctx)
-            if int(block) not in active and windows.take(seq, start, self.cfg.example_len):
-                out.append(ExampleRef(seq=seq, start=start, kind="random"))
+                return out
+            take(int(block))
+        if len(out) < n:
+            silent = np.setdiff1d(
+                np.arange(self.n_blocks), np.fromiter(active, dtype=np.int64, count=len(active))
+            )
+            for block in rng.permutation(silent):
+                if len(out) >= n:
+                    break
+                take(int(block))
         return out
 
     def neighbours(self) -> np.ndarray:
@@ -261,7 +334,7 @@ class Sampler:
         rng = _rng(self.cfg.seed, lid, "similar-negatives")
         candidates: list[int] = []
         for other in self.neighbours()[lid.latent]:
-            tok, _ = self.cache.latent(self.coder, int(other))
+            tok, _ = self._latent(int(other))
             blocks = np.unique(tok // self.cfg.example_len)
             candidates.extend(int(b) for b in blocks if int(b) not in active)
         candidates = list(dict.fromkeys(candidates))
@@ -282,24 +355,36 @@ class Sampler:
     def sample(self, latent: int) -> SampledLatent:
         cfg = self.cfg
         lid = LatentId(coder=self.coder, latent=latent)
-        tok, val = self.cache.latent(self.coder, latent)
+        tok, val = self._latent(latent)
         peaks, _ = self._candidates(tok, val)
-        base = dict(
-            id=lid,
-            density=float(self.stats["density"][latent]),
-            max_activation=float(self.stats["max"][latent]),
-            n_activating_windows=len(peaks),
-        )
+        base = dict(id=lid, n_activating_windows=len(peaks), **self._statistics(latent, val))
         if len(peaks) < cfg.min_examples:
             reason = f"only {len(peaks)} activating windows (min_examples is {cfg.min_examples})"
             return SampledLatent(status="skipped", reason=reason, **base)
         windows = _Windows()
         train, test, quantile = self._activating(lid, peaks, windows)
+        min_train = min(cfg.min_train, cfg.n_train)
+        if len(train) < min_train:
+            reason = (
+                f"only {len(train)} explainer examples from {len(train) + len(test)} "
+                f"non-overlapping activating windows (min_train is {min_train})"
+            )
+            return SampledLatent(status="skipped", reason=reason, **base)
         active = set((tok // cfg.example_len).tolist())
         explain_neg, similar = self._similar_negatives(
             lid, active, windows, cfg.n_explain_negatives, cfg.n_similar_negatives
         )
-        negatives = self._random_negatives(lid, active, windows, cfg.n_random_negatives) + similar
+        random_ = self._random_negatives(lid, active, windows, cfg.n_random_negatives)
+        got = {
+            "train": (len(train), cfg.n_train),
+            "test": (len(test), cfg.n_test),
+            "random": (len(random_), cfg.n_random_negatives),
+            "similar": (len(similar), cfg.n_similar_negatives),
+            "explain_negatives": (len(explain_neg), cfg.n_explain_negatives),
+        }
+        shortfall = {k: want - n for k, (n, want) in got.items() if n < want}
+        if shortfall.get("random"):
+            log.debug("%s: %d random negatives short", lid, shortfall["random"])
 
         def refs(ids: list[int]) -> list[ExampleRef]:
             return [
@@ -311,7 +396,8 @@ class Sampler:
             train=refs(train),
             test=refs(test),
             explain_negatives=explain_neg,
-            negatives=negatives,
+            negatives=random_ + similar,
+            shortfall=shortfall,
             **base,
         )
 
@@ -367,6 +453,22 @@ def _cooccurrence_neighbours(
     return jaccard.topk(min(k, n_latents - 1), dim=1).indices.numpy()
 
 
+def cache_bos_id(cache: ActivationCache, tokens: np.ndarray) -> int | None:
+    """The BOS token of the cache's subject, when the corpus put one in its windows: None for
+    `corpus.bos: never`, and when the windows do not all start with one token (no BOS placed);
+    otherwise the tokenizer's `bos_token_id`."""
+    config = cache.manifest.get("config") or {}
+    if (config.get("corpus") or {}).get("bos") == "never" or len(np.unique(tokens[:, 0])) > 1:
+        return None
+    if "subject" not in config:
+        log.warning("the cache records no subject; BOS positions are not filtered")
+        return None
+    from autointerp.config import SubjectConfig
+    from autointerp.subject import load_tokenizer
+
+    return load_tokenizer(SubjectConfig(**config["subject"])).bos_token_id
+
+
 def parse_latents(spec: str | None, n_latents: int) -> list[int]:
     """`None` = all; `0-99`, `5,9,12`, `0-9,100-109`."""
     if not spec:
@@ -378,6 +480,8 @@ def parse_latents(spec: str | None, n_latents: int) -> list[int]:
             ids = range(int(lo), int(hi) + 1) if hi else [int(lo)]
         except ValueError:
             raise ConfigError(f"bad latent range {part!r}: use e.g. 0-99 or 5,9,12") from None
+        if not ids:
+            raise ConfigError(f"latent range {part.strip()!r} is empty: write the lower end first")
         bad = [i for i in ids if not 0 <= i < n_latents]
         if bad:
             raise ConfigError(f"latent {bad[0]} out of range: the coder has {n_latents} latents")
@@ -398,8 +502,10 @@ def sample_coder(
     latents: list[int] | None = None,
     progress: bool = True,
     embeddings: np.ndarray | None = None,
+    bos_id: int | None | Literal["auto"] = "auto",
 ) -> Path:
-    """Sample `latents` (default all) of one coder into `out/<coder>.jsonl`, resuming a partial file."""
+    """Sample `latents` (default all) of one coder into `out/<coder>.jsonl`, resuming a partial file
+    (`bos_id`: see Sampler)."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{coder}.jsonl"
     done = {r.id.latent for r in read_records(path)}
@@ -409,7 +515,7 @@ def sample_coder(
         for i in (latents if latents is not None else range(cache.coders[coder]["n_latents"]))
         if i not in done
     ]
-    sampler = Sampler(cache, coder, cfg, embeddings)
+    sampler = Sampler(cache, coder, cfg, embeddings, bos_id)
     with open(path, "a") as f:
         for latent in tqdm(todo, desc=f"sample {coder}", unit="latent", disable=not progress):
             f.write(sampler.sample(latent).model_dump_json() + "\n")
@@ -417,14 +523,78 @@ def sample_coder(
     return path
 
 
+REPLACEMENT = "\ufffd"
+
+
+class TokenDecoder:
+    """Token ids -> the strings an example shows, one per token, for prompts, reports and exports
+    alike. A character the tokenizer splits across tokens is shown whole on the token that completes
+    it, and the tokens before it show "" (decoding one token at a time gives U+FFFD halves); a
+    character cut by the start or end of the sequence is left out. Callable as token id -> string."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self._one = lru_cache(maxsize=None)(lambda t: tokenizer.decode([t]))
+        self._sequence = lru_cache(maxsize=1024)(self._pieces)
+
+    def __call__(self, token: int) -> str:
+        return self._one(token)
+
+    def window(self, row: np.ndarray, start: int, length: int) -> list[str]:
+        """The strings of `row[start : start + length]`, `row` being the whole token sequence (so
+        that a character split across the window's edge is attributed as in the sequence)."""
+        one = [self._one(int(t)) for t in row[start : start + length]]
+        if not any(REPLACEMENT in t for t in one):
+            return one
+        return list(self._sequence(tuple(int(t) for t in row))[start : start + length])
+
+    def pieces(self, ids: Sequence[int]) -> list[str]:
+        """One string per token of a whole sequence; they join to its decoded text."""
+        return list(self._pieces(tuple(int(t) for t in ids)))
+
+    def _pieces(self, ids: tuple[int, ...]) -> tuple[str, ...]:
+        # Incremental decoding: a token's string is what decoding up to it adds to the text, once
+        # the text no longer ends inside a character; the last two boundaries give the context
+        # (some tokenizers decode a token differently at the start of a text).
+        out: list[str] = []
+        prefix = read = 0  # ids[prefix:read] is text already shown; `read` is a boundary
+        for k in range(1, len(ids) + 1):
+            shown = self._decode(ids[prefix:read]) if read > prefix else ""
+            text = self._decode(ids[prefix:k])
+            if text.endswith(REPLACEMENT):
+                out.append("")
+                continue
+            if not text.startswith(shown):  # decoding is not prefix-stable here: this token alone
+                out.append(self._one(ids[k - 1]))
+            else:
+                piece = text[len(shown) :]
+                out.append(piece.lstrip(REPLACEMENT) if read == 0 else piece)  # bytes cut at 0
+            prefix, read = read, k
+        return tuple(out)
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), clean_up_tokenization_spaces=False)
+
+
+def display_pieces(tokenizer, ids: Sequence[int]) -> list[str]:
+    """One string per token of `ids` (a whole text) as examples show them: see TokenDecoder."""
+    return TokenDecoder(tokenizer).pieces(ids)
+
+
 def render(ref: ExampleRef, tokens: np.ndarray, decode, example_len: int) -> Example:
-    """An ExampleRef with its token strings and dense activations (`decode`: token id -> string)."""
+    """An ExampleRef with its token strings and dense activations. `decode` is a TokenDecoder (the
+    one renderer of prompts, reports and exports: characters split across tokens shown whole), or
+    any token id -> string function (one token at a time)."""
     ids = tokens[ref.seq, ref.start : ref.start + example_len]
     acts = [0.0] * len(ids)
     for offset, value in ref.acts:
         acts[offset] = value
+    if isinstance(decode, TokenDecoder):
+        strings = decode.window(tokens[ref.seq], ref.start, example_len)
+    else:
+        strings = [decode(int(t)) for t in ids]
     return Example(
-        tokens=[decode(int(t)) for t in ids],
+        tokens=strings,
         activations=acts,
         seq=ref.seq,
         start=ref.start,
@@ -437,9 +607,18 @@ def write_config(out: Path, cfg: SampleConfig) -> None:
     """The sample folder records its config; a different config into the same folder is refused."""
     path = out / "sample_config.json"
     data = cfg.model_dump(mode="json")
-    if path.exists() and json.loads(path.read_text()) != data:
+    old = json.loads(path.read_text()) if path.exists() else data
+    diffs = [
+        f"{k}: folder has {old[k]!r}, now {data.get(k)!r}"
+        if k in old
+        else f"{k}: not recorded (samples made by an older autointerp), now {data[k]!r}"
+        for k in dict.fromkeys([*old, *data])
+        if old.get(k, ...) != data.get(k, ...)
+    ]
+    if diffs:
         raise ConfigError(
-            f"{out} holds samples made with another config; use another folder or delete it"
+            f"{out} holds samples made with another config ({'; '.join(diffs)}); "
+            "use another folder or delete it"
         )
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2))

@@ -49,6 +49,9 @@ class SampledLatent(_Record):
     """Hard negatives for a contrastive explainer; disjoint from `negatives`."""
     negatives: list[ExampleRef] = []
     """Non-activating examples for the scorers (random and similar)."""
+    shortfall: dict[str, int] = {}
+    """How many examples each set (train, test, random, similar, explain_negatives) lacks of what
+    the config asked for, because the cache holds too few; a set that is complete is absent."""
 
 
 class Example(_Record):

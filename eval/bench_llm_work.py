@@ -78,7 +78,6 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +89,14 @@ from autointerp.clients.local import TransformersClient
 from autointerp.config import SubjectConfig
 from autointerp.errors import CacheError
 from autointerp.explain import ExplainConfig, Explainer, explain_coder, read_explanations
-from autointerp.sample import SampleConfig, read_records, render, sample_coder, write_config
+from autointerp.sample import (
+    SampleConfig,
+    TokenDecoder,
+    read_records,
+    render,
+    sample_coder,
+    write_config,
+)
 from autointerp.score import ScoreContext, ScoreStageConfig, read_scores, score_coder
 from autointerp.score.classifier import ClassifierConfig, ClassifierScorer
 from autointerp.subject import load_tokenizer
@@ -893,7 +899,7 @@ def main() -> None:
     cache = ActivationCache(cache_dir)
     coder = next(iter(cache.coders))
     tok = load_tokenizer(SubjectConfig(**cache.manifest["config"]["subject"]))
-    decode = lru_cache(maxsize=None)(lambda t: tok.decode([t]))
+    decode = TokenDecoder(tok)
     tokens = cache.tokens()
 
     with tempfile.TemporaryDirectory(prefix="bench_llm_work_") as tmp:

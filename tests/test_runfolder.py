@@ -1,6 +1,6 @@
 """The run folder reader shows examples as people read them."""
 
-from autointerp.runfolder import REPLACEMENT, display_pieces
+from autointerp.sample import REPLACEMENT, display_pieces
 
 
 def test_split_characters_are_shown_whole(tokenizer):

@@ -1,18 +1,27 @@
-"""Sampling on a real cache of the embedded model and coder."""
+"""Sampling on a real cache of the embedded model and coder, and on small synthetic caches written
+in the cache's on-disk layout (for exact counts: rare, dense and BOS-heavy latents)."""
+
+import asyncio
+import json
 
 import numpy as np
 import pytest
 
 from autointerp.cache import ActivationCache, build_cache
+from autointerp.clients.base import Completion
 from autointerp.config import CacheConfig, CorpusConfig
 from autointerp.errors import ConfigError
+from autointerp.explain import ExplainConfig, Explainer
 from autointerp.sample import (
+    REPLACEMENT,
     SampleConfig,
     Sampler,
+    TokenDecoder,
     parse_latents,
     read_records,
     render,
     sample_coder,
+    write_config,
 )
 
 LATENTS = list(range(0, 4608, 97))
@@ -110,7 +119,7 @@ def test_resume_after_a_torn_write(cache, records, tmp_path):
 def test_render_decodes_the_window(cache, records, tokenizer):
     r = next(r for r in records if r.status == "ok")
     tokens = cache.tokens()
-    ex = render(r.test[0], tokens, lambda t: tokenizer.decode([t]), 32)
+    ex = render(r.test[0], tokens, TokenDecoder(tokenizer), 32)
     assert len(ex.tokens) == 32 == len(ex.activations)
     assert "".join(ex.tokens) == tokenizer.decode(tokens[ex.seq, ex.start : ex.start + 32].tolist())
     assert max(ex.activations) > 0
@@ -151,3 +160,267 @@ def test_similar_negatives_by_sentence_embedding(cache, tokenizer, tmp_path):
     assert sim(similar) > sim(random_) + 0.05  # closer to the activating windows than random text
     for e in similar:
         assert (e.seq * 256 + e.start) // 32 not in active
+
+
+# --- synthetic caches -------------------------------------------------------------------------
+CTX, E = 256, 32
+
+
+def write_cache(root, tokens, latents, config=None):
+    """A complete one-shard cache of coder "c": `latents` is a list of (global token indices,
+    values) per latent. Written in the layout build_cache writes, so ActivationCache reads it."""
+    n_seqs = len(tokens)
+    shard = root / "shards" / "000000"
+    (shard / "c").mkdir(parents=True)
+    np.save(shard / "tokens.npy", np.asarray(tokens, dtype=np.uint16))
+    (shard / "meta.json").write_text(json.dumps({"first_seq": 0, "n_seqs": n_seqs}))
+    pos, vals, offsets = [], [], [0]
+    for tok, val in latents:
+        order = np.argsort(tok)
+        pos.append(np.asarray(tok, dtype=np.uint16)[order])
+        vals.append(np.asarray(val, dtype=np.float32)[order])
+        offsets.append(offsets[-1] + len(tok))
+    np.save(shard / "c" / "offsets.npy", np.asarray(offsets, dtype=np.uint32))
+    np.save(shard / "c" / "pos.npy", np.concatenate(pos))
+    np.save(shard / "c" / "values.npy", np.concatenate(vals).astype(np.float16))
+    (root / "stats").mkdir()
+    np.savez(
+        root / "stats" / "c.npz",
+        count=np.array([len(v) for _, v in latents], dtype=np.int64),
+        max=np.array([np.float16(max(v, default=0)) for _, v in latents], dtype=np.float32),
+        sum=np.array([float(np.sum(v)) for _, v in latents]),
+    )
+    manifest = {
+        "version": 1,
+        "ctx_len": CTX,
+        "shard_seqs": n_seqs,
+        "coders": {"c": {"n_latents": len(latents), "d_in": 8, "hookpoint": "h"}},
+        "config": config or {"coders": []},
+        "complete": True,
+        "n_seqs": n_seqs,
+        "n_tokens": n_seqs * CTX,
+    }
+    (root / "cache.json").write_text(json.dumps(manifest))
+    return ActivationCache(root)
+
+
+def one_per_block(blocks, values, offset=24):
+    """Activations at `offset` inside each block: windows (24 tokens of left context) align with
+    the blocks, so no two candidates overlap."""
+    return np.asarray(blocks) * E + offset, np.asarray(values, dtype=np.float32)
+
+
+N_SEQS = 64  # 512 blocks
+WINDOW_COUNTS = range(SampleConfig().min_examples, 151)
+
+
+@pytest.fixture(scope="module")
+def counts_cache(tmp_path_factory):
+    """Latent i fires once in each of i blocks (i >= 20), with distinct values."""
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(100, 200, size=(N_SEQS, CTX))
+    latents = [(np.zeros(0, dtype=np.int64), np.zeros(0))] * WINDOW_COUNTS.start
+    for n in WINDOW_COUNTS:
+        blocks = np.sort(rng.choice(N_SEQS * CTX // E, size=n, replace=False))
+        latents.append(one_per_block(blocks, rng.permutation(n) / 10 + 1))
+    return write_cache(tmp_path_factory.mktemp("counts"), tokens, latents)
+
+
+def _peak(ref):
+    return max(v for _, v in ref.acts)
+
+
+def _disjoint(refs):
+    spans = sorted((r.seq * CTX + r.start) for r in refs)
+    return all(b - a >= E for a, b in zip(spans, spans[1:], strict=False))
+
+
+def test_every_window_count_gets_exact_test_quotas_and_the_rest_for_the_explainer(counts_cache):
+    cfg = SampleConfig(n_similar_negatives=0, n_explain_negatives=0)
+    sampler = Sampler(counts_cache, "c", cfg, bos_id=None)
+    for n in WINDOW_COUNTS:
+        r = sampler.sample(n)
+        assert r.status == "ok", (n, r.reason)
+        assert r.train, f"{n} windows: explained with no examples"
+        assert _disjoint(r.train + r.test + r.negatives), f"{n} windows: examples overlap"
+        # the scarce split keeps the configured proportion, the explainer at least min_train
+        n_test = 100 if n >= 140 else n - max(round(n * 40 / 140), cfg.min_train)
+        assert len(r.test) == n_test, n
+        assert len(r.train) == min(40, n - n_test), n  # everything else, up to n_train
+        per_bin = [sum(e.quantile == q for e in r.test) for q in range(10)]
+        quota = [n_test // 10 + (q >= 10 - n_test % 10) for q in range(10)]
+        assert per_bin == quota, (n, per_bin)
+        assert per_bin[9] > 0, f"{n} windows: no test example from the top bin"
+        ranks = np.argsort(np.argsort([_peak(e) for e in r.train + r.test]))
+        if n < 140:  # all windows used: quantile bins follow the peak's rank
+            bins = np.array_split(np.arange(n), 10)
+            want = {int(i): q for q, b in enumerate(bins) for i in b}
+            assert [e.quantile for e in r.train + r.test] == [want[int(k)] for k in ranks]
+        if n >= 140:
+            assert not r.shortfall.get("test") and not r.shortfall.get("train")
+        else:
+            assert r.shortfall["test"] == 100 - n_test
+
+
+def test_a_latent_whose_windows_overlap_too_much_is_skipped_for_too_few_explainer_examples(
+    tmp_path,
+):
+    """20 candidate windows in overlapping pairs: 10 usable, too few for min_train 10 + a test."""
+    tokens = np.full((N_SEQS, CTX), 150)
+    tok = []
+    for b in range(0, 40, 2):  # block b peaks at its end, block b + 1 at its start
+        tok += [b * E + 31, (b + 1) * E]
+    tok = np.array(tok[:20])  # 10 overlapping pairs of blocks, 20 candidates
+    val = np.linspace(1, 3, len(tok))
+    cache = write_cache(tmp_path, tokens, [(tok, val)])
+    r = Sampler(cache, "c", SampleConfig(), bos_id=None).sample(0)
+    assert r.status == "skipped" and not r.train
+    assert "explainer examples" in r.reason and "min_train is 10" in r.reason
+    ok = Sampler(cache, "c", SampleConfig(min_train=5), bos_id=None).sample(0)
+    assert ok.status == "ok" and len(ok.train) >= 5 and ok.test
+
+
+def test_random_negatives_of_a_dense_latent_come_from_its_silent_blocks(tmp_path):
+    n_blocks = N_SEQS * CTX // E
+    silent = np.arange(0, n_blocks, 20)  # 26 of 512 blocks: the latent fires in 95%
+    firing = np.setdiff1d(np.arange(n_blocks), silent)
+    tok, val = one_per_block(firing, np.linspace(1, 5, len(firing)))
+    cache = write_cache(tmp_path, np.full((N_SEQS, CTX), 150), [(tok, val)])
+    cfg = SampleConfig(n_similar_negatives=0, n_explain_negatives=0, n_random_negatives=20)
+    r = Sampler(cache, "c", cfg, bos_id=None).sample(0)
+    assert len(r.negatives) == 20 and "random" not in r.shortfall
+    assert {(e.seq * CTX + e.start) // E for e in r.negatives} <= set(silent.tolist())
+    short = Sampler(cache, "c", cfg.model_copy(update={"n_random_negatives": 50}), bos_id=None)
+    r = short.sample(0)
+    assert len(r.negatives) == len(silent) and r.shortfall["random"] == 50 - len(silent)
+
+
+BOS = 1
+
+
+@pytest.fixture(scope="module")
+def bos_cache(tmp_path_factory):
+    """Every window starts with BOS; the latent fires at 100 on every BOS, and 0.5-2 on text."""
+    rng = np.random.default_rng(1)
+    tokens = rng.integers(100, 200, size=(N_SEQS, CTX))
+    tokens[:, 0] = BOS
+    text = np.sort(rng.choice(N_SEQS * CTX // E, size=150, replace=False))
+    tok = np.concatenate([np.arange(N_SEQS) * CTX, text * E + 24])
+    val = np.concatenate([np.full(N_SEQS, 100.0), rng.uniform(0.5, 2, size=len(text))])
+    config = CacheConfig(corpus=CorpusConfig(bos="always")).model_dump(mode="json")
+    cache = write_cache(tmp_path_factory.mktemp("bos"), tokens, [(tok, val)], config)
+    return cache, text
+
+
+def test_bos_is_left_out_of_sampling_and_statistics(bos_cache):
+    """The BOS id comes from the cache's subject (SmolLM2's tokenizer) when filter_bos is on."""
+    cache, text = bos_cache
+    assert (text % 8 == 0).any()  # some windows hold a BOS and text the latent fires on
+    r = Sampler(cache, "c", SampleConfig()).sample(0)
+    assert r.max_activation <= 2 and r.n_activating_windows == 150
+    assert r.density == pytest.approx(150 / (N_SEQS * (CTX - 1)))
+    top = [e for e in r.test if e.quantile == 9]
+    assert top and max(_peak(e) for e in r.test + r.train) <= 2
+    for e in r.train + r.test:
+        assert all(e.start + offset != 0 for offset, _ in e.acts), "an activation at BOS"
+
+
+def test_without_filter_bos_the_bos_activations_dominate_as_before(bos_cache):
+    cache, text = bos_cache
+    r = Sampler(cache, "c", SampleConfig(filter_bos=False)).sample(0)
+    assert r.max_activation == 100
+    assert r.n_activating_windows == len(np.union1d(text, np.arange(N_SEQS) * CTX // E))
+    assert r.density == pytest.approx((N_SEQS + 150) / (N_SEQS * CTX))
+    assert all(_peak(e) == 100 for e in r.test if e.quantile == 9)
+
+
+def test_an_empty_latent_range_is_refused():
+    with pytest.raises(ConfigError, match="'5-2'"):
+        parse_latents("5-2", 10)
+
+
+def test_samples_made_by_an_older_config_are_refused_with_the_missing_keys(tmp_path):
+    old = SampleConfig().model_dump(mode="json")
+    del old["filter_bos"], old["min_train"]
+    (tmp_path / "sample_config.json").write_text(json.dumps(old))
+    with pytest.raises(ConfigError, match="filter_bos: not recorded .* older autointerp"):
+        write_config(tmp_path, SampleConfig())
+
+
+# --- characters split across tokens -----------------------------------------------------------
+CJK = (
+    "東京は日本の首都で、人口は約千四百万人です。🙂 北京是中国的首都，有三千年的历史。🎉👍 "
+    "서울은 한국의 수도입니다. Nguyễn met 🙂 in Đà Nẵng. 富士山は日本一高い山です。🗻🌸 "
+)
+
+
+@pytest.fixture(scope="module")
+def cjk_cache(tokenizer, tmp_path_factory):
+    """Sequences of CJK and emoji text (SmolLM2 splits most of these characters across tokens),
+    and a latent firing in 40 of the 64 blocks."""
+    ids = tokenizer(CJK * 200, add_special_tokens=False)["input_ids"]
+    tokens = np.array(ids[: 8 * CTX]).reshape(8, CTX)
+    blocks = np.arange(0, 64)[np.arange(64) % 8 != 3][:40]
+    config = CacheConfig().model_dump(mode="json")
+    cache = write_cache(
+        tmp_path_factory.mktemp("cjk"),
+        tokens,
+        [one_per_block(blocks, np.linspace(1, 4, 40), offset=10)],
+        config,
+    )
+    return cache, tokens
+
+
+def test_examples_show_split_characters_whole(tokenizer, cjk_cache):
+    _, tokens = cjk_cache
+    decoder = TokenDecoder(tokenizer)
+    one_by_one = [tokenizer.decode([int(t)]) for t in tokens[0]]
+    assert sum(REPLACEMENT in t for t in one_by_one) > 50  # the problem exists for this text
+    from autointerp.types import ExampleRef
+
+    for seq, row in enumerate(tokens):
+        text = tokenizer.decode(row.tolist())
+        shown = ""
+        for start in range(0, CTX, E):  # windows that tile the sequence
+            ex = render(ExampleRef(seq=seq, start=start), tokens, decoder, E)
+            assert len(ex.tokens) == E and not any(REPLACEMENT in t for t in ex.tokens)
+            shown += "".join(ex.tokens)
+        # each character shown once, on the token that completes it; a character cut by the
+        # sequence's ends (the corpus cut the text there) is left out
+        assert shown == text.strip(REPLACEMENT), seq
+        for start in range(3, CTX - E, 7):  # any window: only whole characters of the text
+            ex = render(ExampleRef(seq=seq, start=start), tokens, decoder, E)
+            assert not any(REPLACEMENT in t for t in ex.tokens)
+            assert "".join(ex.tokens) in text
+
+
+class Recording:
+    model = "recording"
+
+    def __init__(self):
+        self.chats = []
+
+    async def complete(self, chats, params):
+        self.chats += chats
+        return [Completion(text="[EXPLANATION]: Japanese text", prompt_tokens=1) for _ in chats]
+
+
+def test_prompts_show_split_characters_whole(tokenizer, cjk_cache, tmp_path):
+    from autointerp.score import ScoreContext, ScoreStageConfig
+    from autointerp.types import Explanation
+
+    cache, _ = cjk_cache
+    cfg = SampleConfig(n_similar_negatives=0, n_explain_negatives=0)
+    path = sample_coder(cache, "c", cfg, tmp_path, [0], progress=False, bos_id=None)
+    (record,) = read_records(path)
+    assert record.status == "ok" and record.train
+    client = Recording()
+    explainer = Explainer(cache, ExplainConfig(), client, TokenDecoder(tokenizer), E)
+    (explanation,) = asyncio.run(explainer.explain([record]))
+    prompt = "\n".join(m["content"] for m in client.chats[0])
+    assert "東京" in prompt or "北京" in prompt or "서울" in prompt
+    assert REPLACEMENT not in prompt
+    ctx = ScoreContext(cache, ScoreStageConfig(), E)  # the scorers' renderer, as `run` uses it
+    item = ctx.item(record, Explanation(latent=record.id, text="x", raw="", model="m", prompt="p"))
+    shown = [t for e in item.test + item.negatives for t in e.tokens]
+    assert shown and not any(REPLACEMENT in t for t in shown)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from functools import cached_property, lru_cache
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from autointerp.cache import ActivationCache
 from autointerp.config import CacheConfig, ClientConfig, _Strict
 from autointerp.jsonl import cut_torn_line, read_jsonl
-from autointerp.sample import read_records, render
+from autointerp.sample import TokenDecoder, read_records, render
 from autointerp.score.base import LatentItem, LatentScore, Scorer, failed
 from autointerp.score.classifier import ClassifierConfig, ClassifierScorer
 from autointerp.score.embedding import EmbeddingConfig
@@ -100,7 +100,7 @@ class ScoreContext:
         from autointerp.subject import load_tokenizer
 
         tok = load_tokenizer(self.cache_cfg.subject)
-        return lru_cache(maxsize=None)(lambda t: tok.decode([t]))
+        return TokenDecoder(tok)  # the renderer of prompts, reports and exports
 
     @cached_property
     def client(self):
