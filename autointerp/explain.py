@@ -88,11 +88,24 @@ def template(name: str) -> str:
     return path.read_text()
 
 
+def shown_tokens(example: Example) -> list[tuple[str, float]]:
+    """(token, activation) as the text shows them: a token rendered as "" (part of a character that
+    a later token completes) passes its activation on to that token (the larger one counts)."""
+    out, carry = [], 0.0
+    for tok, act in zip(example.tokens, example.activations, strict=True):
+        if not tok:
+            carry = max(carry, act)
+            continue
+        out.append((tok, max(act, carry)))
+        carry = 0.0
+    return out
+
+
 def mark(example: Example, threshold: float = 0.0) -> str:
     """The example's text with each run of firing tokens wrapped in << >>."""
     peak = max(example.activations, default=0.0)
     out, inside = [], False
-    for tok, act in zip(example.tokens, example.activations, strict=True):
+    for tok, act in shown_tokens(example):
         firing = act > 0 and act > threshold * peak
         if firing and not inside:
             out.append("<<")
@@ -108,7 +121,7 @@ def mark(example: Example, threshold: float = 0.0) -> str:
 def _values(example: Example, scale: float) -> str:
     pairs = [
         f"{tok!r}: {max(1, int(10 * act / scale + 0.5))}"
-        for tok, act in zip(example.tokens, example.activations, strict=True)
+        for tok, act in shown_tokens(example)
         if act > 0
     ]
     return "Strengths: " + ", ".join(pairs)

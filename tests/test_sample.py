@@ -415,12 +415,13 @@ def test_prompts_show_split_characters_whole(tokenizer, cjk_cache, tmp_path):
     (record,) = read_records(path)
     assert record.status == "ok" and record.train
     client = Recording()
-    explainer = Explainer(cache, ExplainConfig(), client, TokenDecoder(tokenizer), E)
+    ctx = ScoreContext(cache, ScoreStageConfig(), E)
+    explainer = Explainer(cache, ExplainConfig(), client, ctx.decode, E)  # as `run` makes it
     (explanation,) = asyncio.run(explainer.explain([record]))
     prompt = "\n".join(m["content"] for m in client.chats[0])
     assert "東京" in prompt or "北京" in prompt or "서울" in prompt
     assert REPLACEMENT not in prompt
-    ctx = ScoreContext(cache, ScoreStageConfig(), E)  # the scorers' renderer, as `run` uses it
+    assert "<<>>" not in prompt  # a firing part of a character marks the whole character
     item = ctx.item(record, Explanation(latent=record.id, text="x", raw="", model="m", prompt="p"))
     shown = [t for e in item.test + item.negatives for t in e.tokens]
     assert shown and not any(REPLACEMENT in t for t in shown)
