@@ -425,3 +425,19 @@ def test_prompts_show_split_characters_whole(tokenizer, cjk_cache, tmp_path):
     item = ctx.item(record, Explanation(latent=record.id, text="x", raw="", model="m", prompt="p"))
     shown = [t for e in item.test + item.negatives for t in e.tokens]
     assert shown and not any(REPLACEMENT in t for t in shown)
+
+
+def test_a_run_folder_saved_before_the_new_sample_options_is_refused_naming_them(tmp_path):
+    import yaml
+
+    from autointerp.errors import RunError
+    from autointerp.pipeline import CONFIG_FILE, RunConfig, config_dict, prepare_folder
+
+    cfg = RunConfig()
+    old = config_dict(cfg)
+    del old["sample"]["filter_bos"], old["sample"]["min_train"]
+    (tmp_path / CONFIG_FILE).write_text(yaml.safe_dump(old))
+    with pytest.raises(RunError) as e:
+        prepare_folder(cfg, tmp_path)
+    assert "sample.filter_bos: folder has no value (saved by an older autointerp)" in str(e.value)
+    assert "--force" in str(e.value)
