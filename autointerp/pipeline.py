@@ -111,11 +111,13 @@ _FREE = {
     "chunks_in_flight",
     "report",
     "batch_size",
+    "subject.device",
     "score.scorers",
     "score.latents_per_call",
     "explain.latents_per_call",
 }
 _FREE_CLIENT = {
+    "device",
     "base_url",
     "base_urls",
     "max_concurrency",
@@ -134,8 +136,28 @@ _FREE_CLIENT = {
 def config_dict(cfg: RunConfig) -> dict:
     """The resolved config as plain data, without secrets."""
     secret = {"api_key": True}
-    return cfg.resolved().model_dump(
+    return _concrete_dtypes(cfg.resolved()).model_dump(
         mode="json", exclude={"client": secret, "score_client": secret}
+    )
+
+
+def _concrete_dtypes(cfg: RunConfig) -> RunConfig:
+    """`dtype: auto` replaced by what it chose on this machine (as the cache records it), so that a
+    folder made with an explicit bfloat16 and one made with auto on a bf16 machine agree."""
+    from autointerp.subject import resolve_subject, resolved_dtype
+
+    def client(c: ClientConfig | None) -> ClientConfig | None:
+        if c is None or c.backend == "vllm":
+            return c  # vLLM resolves its own `auto`
+        return c.model_copy(update={"dtype": resolved_dtype(c.dtype, c.device)})
+
+    subject = cfg.subject.model_copy(update={"dtype": resolve_subject(cfg.subject).dtype})
+    return cfg.model_copy(
+        update={
+            "subject": subject,
+            "client": client(cfg.client),
+            "score_client": client(cfg.score_client),
+        }
     )
 
 
@@ -405,7 +427,7 @@ def _server(cfg: ClientConfig | None, index: int) -> ClientConfig | None:
 
 
 def _same_model(a: ClientConfig, b: ClientConfig) -> bool:
-    keys = ("backend", "model", "base_url", "dtype")
+    keys = ("backend", "model", "base_url", "dtype", "device")
     return all(getattr(a, k) == getattr(b, k) for k in keys)
 
 

@@ -123,6 +123,11 @@ def _resolved(dtype: str, device: str) -> tuple[str, str, str]:
     return name, dev, why
 
 
+def resolved_dtype(dtype: str, device: str) -> str:
+    """The concrete dtype `dtype` (`auto` or a name) means on `device` (`auto` or a name) here."""
+    return _resolved(dtype, device)[0]
+
+
 def resolve_subject(cfg: SubjectConfig) -> SubjectConfig:
     """`cfg` with `device: auto` and `dtype: auto` replaced by what this machine uses (logged once)."""
     dtype, device, _ = _resolved(cfg.dtype, cfg.device)

@@ -62,9 +62,10 @@ class InterventionScorer:
         self._clean: list[str] | None = None
 
     def direction(self, latent: int) -> torch.Tensor:
+        """The latent's decoder direction (fp32, on the subject's device)."""
         if self.coder.W_dec is not None:
-            return self.coder.W_dec[latent].float()
-        d = torch.zeros(self.coder.d_in)  # neurons: the unit vector of the neuron
+            return self.coder.W_dec[latent].to(self.subject.device, torch.float32)
+        d = torch.zeros(self.coder.d_in, device=self.subject.device)  # neurons: the unit vector
         d[latent] = 1.0
         return d
 
@@ -72,15 +73,16 @@ class InterventionScorer:
     def continue_prompts(self, add: torch.Tensor | None) -> tuple[list[str], bool]:
         """Greedy continuations with `add` added at the coder's site; and whether every value stayed
         finite."""
-        finite = [True]
+        # one flag per steered pass, read once at the end (no GPU sync per step)
+        finite: list[torch.Tensor] = []
         handle = None
         if add is not None:
             mod = self.subject.module(self.coder.site)
-            vec = add.to(self.subject.dtype)
+            vec = add.to(self.subject.device, self.subject.dtype)
 
             def steer(value):
                 out = value + vec
-                finite[0] &= bool(torch.isfinite(out).all())
+                finite.append(torch.isfinite(out).all())
                 return out
 
             if self.coder.site.port == "input" and not self.coder.transcoder:
@@ -99,7 +101,7 @@ class InterventionScorer:
         try:
             texts = []
             for s in range(0, len(self.prompts), self.cfg.batch_size):
-                ids = self.prompts[s : s + self.cfg.batch_size]
+                ids = self.prompts[s : s + self.cfg.batch_size].to(self.subject.device)
                 out = self.subject.model.generate(
                     input_ids=ids,
                     attention_mask=torch.ones_like(ids),
@@ -117,7 +119,7 @@ class InterventionScorer:
         finally:
             if handle is not None:
                 handle.remove()
-        return texts, finite[0]
+        return texts, bool(torch.stack(finite).all()) if finite else True
 
     async def score(self, items: Sequence[LatentItem]) -> list[LatentScore]:
         return await asyncio.to_thread(lambda: [self._locked_score(it) for it in items])

@@ -4,7 +4,8 @@ For each example, a local causal LM's mean loss on the example's tokens is compu
 prefix holding the explanation, and after the same prefix holding an uninformative one. The example's
 value is the drop in loss (uninformative minus explained); the latent's metric is the AUROC of the drop
 between activating and non-activating examples. It needs the loss of given text, which chat APIs do not
-return, so it runs on a local model (the packaged SmolLM2 by default; any transformers model folder).
+return, so it runs on a local model (the packaged SmolLM2 by default; any transformers model folder):
+the subject's own weights on its device, or a model of its own with `device` and `dtype` `auto`.
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ class LossModel:
         m.lm, m.tok, m.batch_size = subject.model, subject.tokenizer, batch_size
         return m
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.lm.parameters()).device
+
     def _ids(self, prefix: str, text: str) -> tuple[list[int], int]:
         bos = [self.tok.bos_token_id] if self.tok.bos_token_id is not None else []
         p = bos + self.tok(prefix, add_special_tokens=False).input_ids
@@ -72,6 +77,7 @@ class LossModel:
             for r, i in enumerate(batch):
                 ids[r, : len(enc[i][0])] = torch.tensor(enc[i][0])
                 mask[r, : len(enc[i][0])] = 1
+            ids, mask = ids.to(self.device), mask.to(self.device)
             logits = self.lm(input_ids=ids, attention_mask=mask).logits.float()
             logp = logits[:, :-1].log_softmax(-1).gather(-1, ids[:, 1:, None])[..., 0]
             for r, i in enumerate(batch):
