@@ -23,7 +23,7 @@ def _model_dir(model: str) -> str:
         return model
     folder = _converted_path(gguf[0] / gguf[1])
     if not (folder / "config.json").exists():
-        load_subject(cfg)  # converts once
+        load_subject(cfg.model_copy(update={"device": "cpu"}))  # converts once; keeps the GPU free
     return str(folder)
 
 
