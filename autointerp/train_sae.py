@@ -135,7 +135,8 @@ def train_sae(cfg: TrainSaeConfig, out: str | Path, progress: bool = True) -> di
     n_tokens, start = 0, time.time()
     while batch := [w for _, w in zip(range(cfg.batch_size), windows, strict=False)]:
         ids = torch.from_numpy(np.stack(batch))
-        x = subject.activations(ids, [site])[site][:, 1:].reshape(-1, d_in)
+        # the SAE trains on the CPU whatever the subject's device (`device: auto` may be CUDA)
+        x = subject.activations(ids, [site])[site][:, 1:].reshape(-1, d_in).cpu()
         if cfg.epochs > 1:
             kept.append(x.to(torch.bfloat16).clone())
         trainer.step(x.float())
