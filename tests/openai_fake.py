@@ -15,7 +15,8 @@ class FakeOpenAI:
     `retry-after-ms` so that the SDK's retries are quick), (status, {header: value}),
     ("slow", seconds) or "ok"; when it runs out, "ok". `times` holds each request's arrival."""
 
-    def __init__(self, models=("fake-model",), logprobs=True):
+    def __init__(self, models=("fake-model",), logprobs: bool | str = True):
+        """`logprobs`: True (given when asked), False (left out), "refuse" (HTTP 500 naming them)."""
         self.script: list = []
         self.requests: list[dict] = []
         self.headers: list[dict] = []
@@ -61,10 +62,12 @@ class FakeOpenAI:
                     action = "ok"
                 elif isinstance(action, tuple):
                     action, headers = action
+                message = f"scripted {action}"
+                if action == "ok" and body.get("logprobs") and fake.logprobs == "refuse":
+                    action, headers = 500, {}  # as llama.cpp's server without logits_all
+                    message = "logprobs is not supported for models created with logits_all=False"
                 if isinstance(action, int):
-                    return self._send(
-                        action, {"error": {"message": f"scripted {action}", "type": "x"}}, headers
-                    )
+                    return self._send(action, {"error": {"message": message, "type": "x"}}, headers)
                 self._send(200, fake.answer(body))
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -113,6 +113,24 @@ def test_missing_logprobs_still_answers():
         server.close()
 
 
+def test_a_server_refusing_logprobs_is_asked_without_them(caplog):
+    """llama.cpp's server without logits_all answers a logprobs request with HTTP 500 naming them:
+    the request is sent again without logprobs at once (no waiting out retries), one warning says
+    so, and later requests no longer ask for them."""
+    server = FakeOpenAI(logprobs="refuse")
+    try:
+        with caplog.at_level(logging.WARNING, logger="autointerp"):
+            client = _client(server)
+            first = _run(client, [CHAT], logprobs=True, top_logprobs=2)
+            later = _run(client, [CHAT, CHAT], logprobs=True, top_logprobs=2)
+    finally:
+        server.close()
+    assert all(c.ok and c.logprobs is None and c.text for c in first + later)
+    assert [bool(r.get("logprobs")) for r in server.requests] == [True, False, False, False]
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "refuses logprobs" in warning and "logits_all" in warning
+
+
 def test_api_key_from_env_is_sent_but_never_logged_or_dumped(fake, monkeypatch, caplog):
     monkeypatch.setenv("MY_KEY", "sk-secret-123")
     caplog.set_level(logging.DEBUG)

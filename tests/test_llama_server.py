@@ -35,7 +35,8 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self):
+    def __init__(self, *extra: str):
+        self.extra = list(extra)
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.proc: subprocess.Popen | None = None
@@ -57,6 +58,7 @@ class Server:
             "2",
             "--n_ctx",
             "4096",
+            *self.extra,
         ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 180
@@ -78,6 +80,15 @@ class Server:
 @pytest.fixture(scope="module")
 def server():
     s = Server()
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def server_without_logprobs():
+    """llama.cpp's server with logits_all off: a request asking for logprobs gets HTTP 500."""
+    s = Server("--logits_all", "false")
     s.start()
     yield s
     s.stop()
@@ -108,7 +119,7 @@ def test_unknown_model_on_a_real_server(server):
 
 
 def test_stopped_then_restarted_server(server):
-    client = OpenAIClient("smollm2", base_url=server.url, max_retries=1, backoff=0.05, timeout=10)
+    client = OpenAIClient("smollm2", base_url=server.url, max_retries=1, timeout=10)
     assert _run(client, CHATS[:1], max_tokens=4)[0].ok
     server.stop()
     failed = _run(client, CHATS[:1], max_tokens=4)
@@ -119,7 +130,7 @@ def test_stopped_then_restarted_server(server):
 
 def test_slowed_server_times_out_and_is_retried(server):
     """SIGSTOP the server longer than the client's timeout; the retry after SIGCONT succeeds."""
-    client = OpenAIClient("smollm2", base_url=server.url, max_retries=3, backoff=0.1, timeout=3)
+    client = OpenAIClient("smollm2", base_url=server.url, max_retries=3, timeout=3)
     assert _run(client, CHATS[:1], max_tokens=4)[0].ok  # model list checked while the server runs
     os.kill(server.proc.pid, signal.SIGSTOP)
     threading.Timer(4.0, os.kill, (server.proc.pid, signal.SIGCONT)).start()
@@ -153,3 +164,29 @@ def test_detection_scorer_through_a_real_server(server):
         assert s.metrics["balanced_accuracy"] == expect["balanced_accuracy"]
     else:
         assert s.status == "failed" and s.error.startswith("no answer could be used")
+
+
+def test_a_real_server_without_logprobs_still_scores(server_without_logprobs):
+    """llama.cpp's server started without logits_all refuses logprobs (HTTP 500). The client asks
+    again without them: the answers arrive, and the detection scorer counts them (balanced
+    accuracy) with AUROC unavailable and the reason noted, never a failed request."""
+    from test_score import NUMBERS, PROSE, item
+
+    from autointerp.score.classifier import ClassifierConfig, ClassifierScorer
+
+    client = OpenAIClient("smollm2", base_url=server_without_logprobs.url)
+    out = _run(client, CHATS, max_tokens=8, logprobs=True, top_logprobs=3)
+    for c in out:
+        assert c.ok and c.text.strip() and c.logprobs is None, c.error
+    it = item(NUMBERS, PROSE)
+    cfg = ClassifierConfig(examples_per_prompt=5, prefill=False)
+    [s] = asyncio.run(ClassifierScorer("detection", client, cfg).score([it]))
+    assert s.calls == 3 and len(s.predictions) == 12
+    for p in s.predictions:  # a verdict, or an answer that could not be parsed; no failed request
+        assert (p.prediction is None) == (p.error is not None)
+        assert p.probability is None and "request failed" not in (p.error or "")
+    if any(p.error is None for p in s.predictions):
+        assert s.status == "ok" and s.metrics["balanced_accuracy"] is not None
+        assert s.metrics["auroc"] is None and any("logprobs" in n for n in s.notes)
+    else:  # the small model answered nothing parseable: said so, not blamed on logprobs
+        assert s.status == "failed" and "logprobs" not in s.error

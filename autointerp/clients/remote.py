@@ -3,9 +3,10 @@
 Many requests in flight at once (`max_concurrency`), retries on 408, 409, 429, 5xx, timeouts and
 dropped connections by the OpenAI SDK itself (exponential backoff with jitter, honouring the server's
 `Retry-After`), logprobs, and token counts including the prompt tokens the server served from its
-prefix cache. A server that returns no logprobs although they were asked for (some servers ignore the
-parameter) still answers: the completion has `logprobs=None` and the scorers note that AUROC could not
-be computed. The API key comes from a `SecretStr` or from the environment
+prefix cache. A server that returns no logprobs although they were asked for (some ignore the
+parameter), or refuses them (llama.cpp's server without `logits_all`), still answers: the request is
+sent again without them (once refused, they are no longer asked for), the completion has
+`logprobs=None`, and the scorers note that AUROC could not be computed. The API key comes from a `SecretStr` or from the environment
 variable named by `api_key_env`, read when the client is built; it is never logged or written.
 """
 
@@ -24,6 +25,13 @@ from autointerp.errors import ClientError
 log = logging.getLogger(__name__)
 _CHECK_RETRIES = 2
 """Retries of the start-up check (a server that is down fails in about 1.5 s, not after every retry)."""
+
+
+def _refuses_logprobs(e: Exception) -> bool:
+    """The server refuses logprobs (llama.cpp without logits_all: 500; vLLM above its
+    --max-logprobs, models without logprobs: 400), rather than failing for another reason."""
+    status = getattr(e, "status_code", None)
+    return status in (400, 422, 500, 501) and "logprob" in str(e).lower()
 
 
 class OpenAIClient:
@@ -50,6 +58,10 @@ class OpenAIClient:
         self.max_retries = max_retries
         self.base_url = base_url
         self._checked = False
+        self._logprobs_ok = False
+        """A request with logprobs has succeeded."""
+        self._logprobs_refused: str | None = None
+        """Why the server refused logprobs (then they are no longer asked for)."""
 
     def _bind(self) -> None:
         """The HTTP client and the concurrency limit belong to one event loop; a caller may run
@@ -95,11 +107,20 @@ class OpenAIClient:
             chat and chat[-1]["role"] == "assistant"
         ):  # continue a prefilled answer (vLLM's extension)
             kwargs["extra_body"] = {"continue_final_message": True, "add_generation_prompt": False}
-        if params.logprobs:
+        lp = params.logprobs and self._logprobs_refused is None
+        if lp:
             kwargs.update(logprobs=True, top_logprobs=params.top_logprobs or None)
         try:  # the SDK retries what is worth retrying (max_retries), honouring Retry-After
-            async with self._limit:
-                response = await self._client.chat.completions.create(**kwargs)
+            try:  # until logprobs are known to work, a refusal must not wait out every retry
+                response = await self._send(kwargs, quick=lp and not self._logprobs_ok)
+            except self._openai.APIError as e:
+                if not lp:
+                    raise
+                if _refuses_logprobs(e):
+                    self._refuse_logprobs(e)
+                    del kwargs["logprobs"], kwargs["top_logprobs"]
+                response = await self._send(kwargs, quick=False)
+            self._logprobs_ok = self._logprobs_ok or "logprobs" in kwargs
             return self._parse(response, params)
         except (self._openai.NotFoundError, self._openai.AuthenticationError) as e:
             raise ClientError(
@@ -107,6 +128,21 @@ class OpenAIClient:
             ) from None
         except Exception as e:  # after the SDK's retries: a recorded failure, never an answer
             return Completion(text=None, error=f"{type(e).__name__}: {e}"[:500])
+
+    async def _send(self, kwargs: dict, quick: bool):
+        client = self._client.with_options(max_retries=0) if quick else self._client
+        async with self._limit:
+            return await client.chat.completions.create(**kwargs)
+
+    def _refuse_logprobs(self, e: Exception) -> None:
+        if self._logprobs_refused is None:
+            self._logprobs_refused = str(e)[:300]
+            log.warning(
+                "%s refuses logprobs (%s): asking without them; the answers count, AUROC is not "
+                "computed",
+                self.base_url or "the OpenAI API",
+                self._logprobs_refused,
+            )
 
     @staticmethod
     def _parse(response, params: GenParams) -> Completion:
