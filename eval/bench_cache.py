@@ -247,7 +247,7 @@ def run_encode(b: Bench, n_seqs: int) -> Run:
             ids = torch.from_numpy(np.stack(b.windows[i : min(i + b.batch_size, n_seqs)]))
             x = b.subject.activations(ids, [b.coder.site])[b.coder.site]
             values, indices = b.coder.encode(x.reshape(-1, x.shape[-1]))
-            values.float().numpy(), indices.to(torch.int32).numpy()
+            values.float().cpu().numpy(), indices.to(torch.int32).cpu().numpy()
         seconds = time.perf_counter() - start
     return Run("encode", n_seqs * b.ctx_len, seconds, mem.increase_mb, other_cores=mem.other_cores)
 

@@ -34,7 +34,9 @@ class EmbeddingScorer:
         else:
             from sentence_transformers import SentenceTransformer
 
-            self.model = SentenceTransformer(cfg.model, device="cpu")
+            from autointerp.subject import resolve_device
+
+            self.model = SentenceTransformer(cfg.model, device=resolve_device("auto"))
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         return np.asarray(
