@@ -116,8 +116,10 @@ class Scripted:
 
     model = "scripted"
 
-    def __init__(self, truth: dict[str, bool], mode: str = "truth", fail_after: int | None = None):
+    def __init__(self, truth: dict, mode: str = "truth", fail_after: int | None = None):
+        """`truth`: example text -> label, or explanation -> (example text -> label)."""
         self.truth, self.mode, self.fail_after, self.calls = truth, mode, fail_after, 0
+        self.per_explanation = any(isinstance(v, dict) for v in truth.values())
 
     async def complete(self, chats, params: GenParams):
         out = []
@@ -126,7 +128,10 @@ class Scripted:
             if self.fail_after is not None and self.calls > self.fail_after:
                 raise RuntimeError("scripted client stopped")
             texts = re.findall(r"^Example \d+: (.*)$", chat[1]["content"], re.M)
-            answers = [self.truth[t.replace("<<", "").replace(">>", "")] for t in texts]
+            truth = self.truth
+            if self.per_explanation:  # one window may fire for one latent and not for another
+                truth = next(t for x, t in self.truth.items() if x in chat[1]["content"])
+            answers = [truth[t.replace("<<", "").replace(">>", "")] for t in texts]
             if self.mode == "error":
                 out.append(Completion(text=None, error="HTTP 500 after 3 retries"))
                 continue
@@ -353,7 +358,7 @@ def test_scores_are_written_per_latent_and_resume(run, tmp_path):
     for r in read_records(sample):
         if r.status == "ok":
             it = ctx.item(r, expl[r.id.latent])
-            truth.update(_truth(it))
+            truth[it.text] = _truth(it)
     dying = Scripted(truth, fail_after=4)  # 2 latents x 2 prompts, then it dies
     ctx = _ctx(run, dying, detection={"examples_per_prompt": 10})
     with pytest.raises(RuntimeError, match="scripted client stopped"):
