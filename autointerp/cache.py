@@ -38,11 +38,11 @@ import torch
 from tqdm.auto import tqdm
 
 from autointerp.coders import SparseCoder, load_coder
-from autointerp.config import CacheConfig, CoderConfig
+from autointerp.config import CacheConfig, CoderConfig, SubjectConfig
 from autointerp.corpus import TokenWindows, check_corpus, corpus_fingerprint
 from autointerp.errors import CacheError, CoderError, SubjectError
 from autointerp.locks import LOCK_FILE, folder_lock, model_lock
-from autointerp.subject import Site, Subject, load_subject, module_patterns, resolve_subject
+from autointerp.subject import Site, Subject, load_subject, module_patterns
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -287,6 +287,51 @@ def _known_width(site: Site, modules: dict, hidden: int | None) -> int | None:
     return None
 
 
+def _finished(root: Path, cfg: CacheConfig, loaded: dict[int, SparseCoder]) -> bool:
+    """Whether `root` holds this very cache, finished: same config, and the same model, coder and
+    corpus files, by fingerprints taken without loading the model's weights. False when unsure
+    (e.g. a hub model): the full check after loading the model decides then."""
+    path = root / MANIFEST
+    if not path.exists():
+        return False
+    old = json.loads(path.read_text())
+    fp = old.get("fingerprints") or {}
+    if not old.get("complete") or old.get("config") != cfg.model_dump(mode="json"):
+        return False
+    if any((fp.get("coders") or {}).get(c.name) != c.fingerprint for c in loaded.values()):
+        return False
+    model = _model_fingerprint(cfg.subject)
+    if model is None or model != fp.get("model"):
+        return False
+    from autointerp.subject import load_tokenizer
+
+    if fp.get("corpus") != corpus_fingerprint(cfg.corpus, load_tokenizer(cfg.subject)):
+        return False
+    try:
+        ActivationCache(root)  # every file is there
+    except CacheError:
+        return False
+    return True
+
+
+def _model_fingerprint(cfg: SubjectConfig) -> str | None:
+    """`Subject.fingerprint` of a GGUF file or a local model folder, from its files alone; None for
+    a hub id (its commit is known once it is loaded)."""
+    from autointerp.paths import file_fingerprint, tree_fingerprint
+    from autointerp.subject import _gguf_location
+
+    gguf = _gguf_location(cfg)
+    if gguf is not None:
+        path = gguf[0] / gguf[1]
+        return file_fingerprint(path) if path.is_file() else None
+    folder = Path(cfg.model)
+    if not folder.is_dir():
+        return None
+    return tree_fingerprint(
+        [p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".json")]
+    )
+
+
 def _corpus_shortfall(corpus, windows: TokenWindows, cached: int) -> dict | None:
     """When the corpus ran out before `n_tokens`: what was asked and what the corpus held."""
     if corpus.n_tokens is None or not windows.exhausted:
@@ -319,9 +364,9 @@ def build_cache(cfg: CacheConfig, out: str | Path, progress: bool = True) -> Pat
 
 def _build_cache(cfg: CacheConfig, root: Path, progress: bool) -> Path:
     loaded = check_inputs(cfg)  # seconds, before the subject's weights load
-    # the manifest records the dtype `auto` chose, so caches of different machines compare
-    dtype = resolve_subject(cfg.subject).dtype
-    cfg = cfg.model_copy(update={"subject": cfg.subject.model_copy(update={"dtype": dtype})})
+    if _finished(root, cfg, loaded):
+        log.info("cache in %s is complete; nothing to do", root)
+        return root
     subject = load_subject(cfg.subject)
     coders = _load_coders(cfg, subject, loaded)
     ctx = cfg.corpus.ctx_len
@@ -443,7 +488,7 @@ def _encode_shard(
             x = acts[coder.site]
             values, indices = coder.encode(x.reshape(-1, x.shape[-1]))
             pending.latents[coder.name].append(
-                (values.float().cpu().numpy(), indices.to(torch.int32).cpu().numpy())
+                (values.float().numpy(), indices.to(torch.int32).numpy())
             )
         bar.update(ids.numel())
     return pending

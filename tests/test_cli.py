@@ -104,3 +104,31 @@ def test_bad_inputs_exit_nonzero(tmp_path):
     assert r.exit_code == 1 and "coder path not found" in r.output
     r = _cli("info", tmp_path)
     assert r.exit_code == 1 and "not an activation cache" in r.output
+
+
+def test_stages_on_an_incomplete_cache_fail_before_loading_anything(
+    tmp_path, small_run, monkeypatch
+):
+    import shutil
+
+    import autointerp.cache
+    import autointerp.subject
+
+    def refuse(cfg):
+        raise AssertionError("a model or tokenizer was loaded before the cache was checked")
+
+    for name in ("load_subject", "load_tokenizer"):
+        monkeypatch.setattr(autointerp.subject, name, refuse)
+    monkeypatch.setattr(autointerp.cache, "load_subject", refuse)
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    shutil.rmtree(run / "cache" / "shards" / "000000" / "layers.15")
+    for stage in ("sample", "explain", "score"):
+        r = _cli(stage, run / "cache")
+        assert r.exit_code == 1, (stage, r.output, r.exception)
+        assert "damaged: shards/000000/layers.15/values.npy missing" in r.output
+    manifest = json.loads((run / "cache" / "cache.json").read_text())
+    (run / "cache" / "cache.json").write_text(json.dumps({**manifest, "complete": False}))
+    for stage in ("sample", "explain", "score"):
+        r = _cli(stage, run / "cache")
+        assert r.exit_code == 1 and "is unfinished" in r.output, (stage, r.output)

@@ -260,3 +260,133 @@ def test_retry_failed_redoes_only_the_failures(tmp_path, small_run):
     assert after[-1]["latent"]["latent"] == victim and after[-1]["text"]
     last = _lines(score)[-1]
     assert last["latent"]["latent"] == victim and last["status"] == "ok"
+
+
+def test_all_latents_skipped_exits_zero_with_the_reasons(tmp_path, small_run):
+    cfg, out = _folder(tmp_path, small_run, NO_LLM + "sample: {min_examples: 100000}\n")
+    r = _cli("run", cfg, "--out", out)
+    assert r.exit_code == 0, r.output
+    assert "every selected latent (12) was skipped" in r.output and "report" in r.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_skipped"] == 12 and sum(summary["skipped"].values()) == 12
+    for c in summary["coders"].values():
+        assert sum(c["skipped"].values()) == 6
+        for reason, n in c["skipped"].items():
+            assert f"skipped {n}: {reason}" in r.output
+    assert any("100000" in reason for reason in summary["skipped"])
+    assert not (out / "report").exists()
+
+
+CACHE_ONLY = "corpus: {n_tokens: 1000000}\nreport: false\n"
+
+
+def test_a_second_process_on_one_folder_is_refused(tmp_path):
+    """Two real processes: the second `run` (and a `cache` into the first's cache folder) is
+    refused at once, naming the first's PID; the lock goes with the first process, even on a kill."""
+    from autointerp.locks import folder_lock
+
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        CACHE_ONLY + "explain: {explainer: token-stats}\nscore: {scorers: [embedding]}\n"
+    )
+    cache_cfg = tmp_path / "cache.yaml"
+    cache_cfg.write_text(CACHE_ONLY.replace("report: false\n", ""))
+    out = tmp_path / "run"
+    first = subprocess.Popen(_run_cmd(cfg, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        lock = out / "cache" / ".lock"
+        deadline = time.time() + 300
+        while not (lock.exists() and lock.read_text().strip() == str(first.pid)):
+            assert first.poll() is None, first.stderr.read().decode()
+            assert time.time() < deadline
+            time.sleep(0.2)
+        second = subprocess.run(_run_cmd(cfg, out), capture_output=True, text=True, timeout=120)
+        assert second.returncode == 1
+        assert f"run folder {out} is in use by another autointerp process (PID {first.pid})" in (
+            second.stderr
+        )
+        cmd = [sys.executable, "-m", "autointerp.cli", "cache", str(cache_cfg), "--out"]
+        third = subprocess.run(
+            [*cmd, str(out / "cache")], capture_output=True, text=True, timeout=120
+        )
+        assert third.returncode == 1 and f"(PID {first.pid})" in third.stderr
+        assert first.poll() is None  # the first one was not disturbed
+    finally:
+        first.kill()
+        first.wait()
+    with folder_lock(out), folder_lock(out / "cache"):  # released by the kill
+        assert (out / ".lock").read_text().strip() == str(os.getpid())
+
+
+def test_model_bound_scorers_give_the_same_scores_concurrently(small_run):
+    """Surprisal and intervention share the subject model: scored concurrently (as `run` does with
+    chunks in flight) they must equal each scorer scoring alone, one chunk at a time."""
+    import asyncio
+
+    from autointerp.cache import ActivationCache
+    from autointerp.explain import read_explanations
+    from autointerp.sample import read_records
+    from autointerp.score import SCORERS, ScoreContext, ScoreStageConfig, score_latents
+
+    cache = ActivationCache(small_run / "cache")
+    cfg = ScoreStageConfig.model_validate(
+        {
+            "score": {
+                "scorers": ["surprisal", "intervention"],
+                "intervention": {"n_prompts": 4, "prompt_len": 8, "new_tokens": 8},
+            }
+        }
+    )
+    example_len = json.loads((small_run / "sample" / "sample_config.json").read_text())[
+        "example_len"
+    ]
+    ctx = ScoreContext(cache, cfg, example_len)
+    coder = "layers.15"
+    records = {r.id.latent: r for r in read_records(small_run / "sample" / f"{coder}.jsonl")}
+    expl = read_explanations(small_run / "explanations" / f"{coder}.jsonl")
+    ids = [i for i in sorted(expl) if expl[i].text and records[i].status == "ok"][:4]
+    assert len(ids) == 4
+    chunks = [ids[:2], ids[2:]]
+
+    def build():
+        return {name: SCORERS[name](ctx, coder) for name in cfg.score.scorers}
+
+    async def alone():
+        out = {}
+        for name, scorer in build().items():
+            for part in chunks:
+                res = await score_latents(ctx, {name: scorer}, part, records, expl)
+                out.update({(name, s.latent.latent): s for s in res[name]})
+        return out
+
+    async def together():
+        scorers = build()
+        done = await asyncio.gather(
+            *(score_latents(ctx, scorers, part, records, expl) for part in chunks)
+        )
+        return {(n, s.latent.latent): s for res in done for n, ss in res.items() for s in ss}
+
+    a, b = asyncio.run(alone()), asyncio.run(together())
+    assert a.keys() == b.keys() and len(a) == 8
+    for key, s in a.items():
+        assert s.status == "ok", (key, s.error)
+        assert b[key].metrics == pytest.approx(s.metrics, abs=1e-5), key
+
+
+def _refuse_weights(monkeypatch):
+    import autointerp.cache
+    import autointerp.subject
+
+    def refuse(cfg):
+        raise AssertionError("the subject model's weights were loaded")
+
+    monkeypatch.setattr(autointerp.cache, "load_subject", refuse)
+    monkeypatch.setattr(autointerp.subject, "load_subject", refuse)
+
+
+def test_run_on_a_finished_cache_loads_no_model(tmp_path, small_run, monkeypatch):
+    cfg, out = _folder(tmp_path, small_run, NO_LLM)
+    _refuse_weights(monkeypatch)
+    r = _cli("run", cfg, "--out", out)
+    assert r.exit_code == 0, (r.output, r.exception)
+    assert json.loads((out / "summary.json").read_text())["n_latents"] == 12
