@@ -42,7 +42,7 @@ from autointerp.config import CacheConfig, CoderConfig, SubjectConfig
 from autointerp.corpus import TokenWindows, check_corpus, corpus_fingerprint
 from autointerp.errors import CacheError, CoderError, SubjectError
 from autointerp.locks import LOCK_FILE, folder_lock, model_lock
-from autointerp.subject import Site, Subject, load_subject, module_patterns
+from autointerp.subject import Site, Subject, load_subject, module_patterns, resolve_subject
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -364,6 +364,9 @@ def build_cache(cfg: CacheConfig, out: str | Path, progress: bool = True) -> Pat
 
 def _build_cache(cfg: CacheConfig, root: Path, progress: bool) -> Path:
     loaded = check_inputs(cfg)  # seconds, before the subject's weights load
+    # the manifest records the dtype `auto` chose, so caches of different machines compare
+    dtype = resolve_subject(cfg.subject).dtype
+    cfg = cfg.model_copy(update={"subject": cfg.subject.model_copy(update={"dtype": dtype})})
     if _finished(root, cfg, loaded):
         log.info("cache in %s is complete; nothing to do", root)
         return root
@@ -488,7 +491,7 @@ def _encode_shard(
             x = acts[coder.site]
             values, indices = coder.encode(x.reshape(-1, x.shape[-1]))
             pending.latents[coder.name].append(
-                (values.float().numpy(), indices.to(torch.int32).numpy())
+                (values.float().cpu().numpy(), indices.to(torch.int32).cpu().numpy())
             )
         bar.update(ids.numel())
     return pending
