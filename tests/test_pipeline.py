@@ -283,8 +283,6 @@ CACHE_ONLY = "corpus: {n_tokens: 1000000}\nreport: false\n"
 def test_a_second_process_on_one_folder_is_refused(tmp_path):
     """Two real processes: the second `run` (and a `cache` into the first's cache folder) is
     refused at once, naming the first's PID; the lock goes with the first process, even on a kill."""
-    from autointerp.locks import folder_lock
-
     cfg = tmp_path / "run.yaml"
     cfg.write_text(
         CACHE_ONLY + "explain: {explainer: token-stats}\nscore: {scorers: [embedding]}\n"
@@ -314,6 +312,8 @@ def test_a_second_process_on_one_folder_is_refused(tmp_path):
     finally:
         first.kill()
         first.wait()
+    from autointerp.locks import folder_lock
+
     with folder_lock(out), folder_lock(out / "cache"):  # released by the kill
         assert (out / ".lock").read_text().strip() == str(os.getpid())
 
