@@ -290,9 +290,12 @@ def test_dtype_change_is_refused(reference, sae, tmp_path):
     copy = tmp_path / "cache"
     shutil.copytree(reference, copy)
     before = (copy / "cache.json").read_text()
-    fp32 = _cfg(sae).model_copy(update={"subject": SubjectConfig(dtype="float32")})
-    with pytest.raises(CacheError, match="dtype: cache has 'bfloat16', this run has 'float32'"):
-        build_cache(fp32, copy, progress=False)
+    # The reference cache holds the dtype `auto` chose on this machine; ask for the other one.
+    had = json.loads(before)["config"]["subject"]["dtype"]
+    other = "float32" if had == "bfloat16" else "bfloat16"
+    changed = _cfg(sae).model_copy(update={"subject": SubjectConfig(dtype=other)})
+    with pytest.raises(CacheError, match=f"dtype: cache has '{had}', this run has '{other}'"):
+        build_cache(changed, copy, progress=False)
     assert (copy / "cache.json").read_text() == before
 
 

@@ -68,6 +68,13 @@ def make_client(
     wrapped in the on-disk response cache when a path is given."""
     client = inner if inner is not None else BACKENDS[cfg.backend](cfg)
     if response_cache is not None and cfg.response_cache:
-        server = cfg.base_url if cfg.backend == "openai" else f"dtype={cfg.dtype}"
+        if cfg.backend == "openai":
+            server = cfg.base_url
+        elif cfg.backend == "transformers":  # the dtype in use here, not `auto`: answers differ by it
+            from autointerp.subject import resolved_dtype
+
+            server = f"dtype={resolved_dtype(cfg.dtype, cfg.device)}"
+        else:
+            server = f"dtype={cfg.dtype}"
         return CachedClient(client, ResponseCache(response_cache), cfg.backend, server)
     return client
