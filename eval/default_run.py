@@ -53,7 +53,8 @@ def run(python: str, keep: Path | None) -> dict:
         "n_scored": summary["n_scored"],
         "n_failed": summary["n_failed"],
         "scorers": {
-            name: {"metric": m["metric"], "mean": m["mean"]} for name, m in summary["scorers"].items()
+            name: {"metric": m["metric"], "mean": m["mean"]}
+            for name, m in summary["scorers"].items()
         },
         "llm_calls": summary["llm_calls"],
         "llm_tokens": summary["llm_tokens"],

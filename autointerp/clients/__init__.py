@@ -70,7 +70,9 @@ def make_client(
     if response_cache is not None and cfg.response_cache:
         if cfg.backend == "openai":
             server = cfg.base_url
-        elif cfg.backend == "transformers":  # the dtype in use here, not `auto`: answers differ by it
+        elif (
+            cfg.backend == "transformers"
+        ):  # the dtype in use here, not `auto`: answers differ by it
             from autointerp.subject import resolved_dtype
 
             server = f"dtype={resolved_dtype(cfg.dtype, cfg.device)}"
