@@ -11,11 +11,16 @@ work=${1:-$(mktemp -d)}
 mkdir -p "$work"
 pip() { local py=$1; shift; "$py" -m pip --disable-pip-version-check -q "$@" 2> >(grep -v "^WARNING: Location" >&2); }
 
-rm -rf "$work/dist" "$work/venv" "$work/job"
+rm -rf "$work/dist" "$work/venv" "$work/job" "$work/src"
 python3 -m venv "$work/venv"
 py="$work/venv/bin/python"
 pip "$py" install --upgrade pip setuptools wheel
-pip "$py" wheel --no-deps --no-build-isolation -w "$work/dist" "$repo"
+# Build from a copy of the files git knows (tracked and new, not ignored): a stale build/ folder in the
+# source tree, or a file lying around in it, cannot end up in the wheel.
+rm -rf "$work/src" && mkdir -p "$work/src"
+git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done \
+  | tar --null -T - -cf - | tar -xf - -C "$work/src"
+pip "$py" wheel --no-deps --no-build-isolation -w "$work/dist" "$work/src"
 wheel=$(ls "$work"/dist/autointerp-*.whl)
 echo "wheel: $(basename "$wheel") ($(du -k "$wheel" | cut -f1) KiB)"
 # The CPU torch first (pinned: an unpinned torch pulls a CUDA build), then the wheel with its dependencies.

@@ -6,6 +6,7 @@ The full check (build the wheel, install it into a fresh environment, run a job)
 
 from __future__ import annotations
 
+import shutil
 import tomllib
 import zipfile
 from pathlib import Path
@@ -55,6 +56,22 @@ def test_wheel_holds_prompts_and_sae(tmp_path):
     setuptools = pytest.importorskip("setuptools")
     if int(setuptools.__version__.split(".")[0]) < 68:
         pytest.skip("setuptools too old to build the wheel")
+    # Build from a copy of the files git knows: a stale build/ in the tree cannot leak into the wheel.
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
+    src = tmp_path / "src"
+    for name in filter(None, listed):
+        if (ROOT / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, src / name)
     done = subprocess.run(
         [
             sys.executable,
@@ -65,17 +82,22 @@ def test_wheel_holds_prompts_and_sae(tmp_path):
             "--no-build-isolation",
             "-q",
             "-w",
-            str(tmp_path),
-            str(ROOT),
+            str(tmp_path / "dist"),
+            str(src),
         ],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    (wheel,) = tmp_path.glob("autointerp-*.whl")
+    (wheel,) = (tmp_path / "dist").glob("autointerp-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for p in (ROOT / "prompts").rglob("*.txt"):
         assert f"autointerp/prompts/{p.relative_to(ROOT / 'prompts')}" in names
     assert "autointerp/data/smollm2-135m-layers.15-topk/sae.safetensors" in names
     assert "autointerp/score/classifier.py" in names
+    sources = {n.replace("prompts/", "autointerp/prompts/", 1) for n in listed if n}
+    shipped = {n for n in names if n.startswith("autointerp/")}
+    assert shipped <= sources, (
+        f"in the wheel but not in the source tree: {sorted(shipped - sources)}"
+    )
