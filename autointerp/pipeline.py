@@ -143,12 +143,14 @@ def config_dict(cfg: RunConfig) -> dict:
 
 def _concrete_dtypes(cfg: RunConfig) -> RunConfig:
     """`dtype: auto` replaced by what it chose on this machine (as the cache records it), so that a
-    folder made with an explicit bfloat16 and one made with auto on a bf16 machine agree."""
+    folder made with an explicit bfloat16 and one made with auto on a bf16 machine agree. Only the
+    local `transformers` client's dtype is resolved: vLLM resolves its own `auto`, and a server's
+    (`openai`) dtype means nothing here (`_free` leaves it out of the comparison)."""
     from autointerp.subject import resolve_subject, resolved_dtype
 
     def client(c: ClientConfig | None) -> ClientConfig | None:
-        if c is None or c.backend == "vllm":
-            return c  # vLLM resolves its own `auto`
+        if c is None or c.backend != "transformers":
+            return c
         return c.model_copy(update={"dtype": resolved_dtype(c.dtype, c.device)})
 
     subject = cfg.subject.model_copy(update={"dtype": resolve_subject(cfg.subject).dtype})
@@ -170,9 +172,14 @@ def _flat(d, prefix: str = "") -> dict[str, object]:
     return out
 
 
-def _free(key: str) -> bool:
+def _free(key: str, new: dict[str, object] | None = None) -> bool:
+    """Whether `key` may differ between runs into one folder; `new` (this run's flat config) makes
+    a client's dtype free where its backend is a server (`openai`), whose dtype means nothing."""
     head, _, rest = key.partition(".")
-    return key in _FREE or (head in ("client", "score_client") and rest in _FREE_CLIENT)
+    if head not in ("client", "score_client"):
+        return key in _FREE
+    server = rest == "dtype" and (new or {}).get(f"{head}.backend") == "openai"
+    return rest in _FREE_CLIENT or server
 
 
 def _stage_of(key: str) -> str:
@@ -191,7 +198,7 @@ class _Unrecorded:
 
 def config_differences(old: dict, new: dict) -> list[tuple[str, object, object]]:
     a, b = _flat(old), _flat(new)
-    keys = [k for k in dict.fromkeys([*a, *b]) if not _free(k) and a.get(k) != b.get(k)]
+    keys = [k for k in dict.fromkeys([*a, *b]) if not _free(k, b) and a.get(k) != b.get(k)]
     return [(k, a[k] if k in a else _Unrecorded(), b.get(k)) for k in keys]
 
 

@@ -234,6 +234,34 @@ def test_config_check_ignores_selection_and_speed_but_not_results():
     ]
 
 
+def test_a_servers_dtype_is_not_part_of_the_folder_check(monkeypatch):
+    """An `openai` client's dtype means nothing: folders saved on machines whose `auto` differs (or
+    by an older autointerp, which saved it resolved) accept each other; a local client's counts."""
+    import autointerp.subject
+    from autointerp.config import ClientConfig
+    from autointerp.pipeline import RunConfig, config_dict, config_differences
+
+    server = RunConfig(client=ClientConfig(backend="openai", base_url="http://127.0.0.1:1/v1"))
+    local = RunConfig(client=ClientConfig())  # dtype: auto
+    saved = {}
+    for machine in ("float32", "bfloat16"):
+        monkeypatch.setattr(
+            autointerp.subject,
+            "resolved_dtype",
+            lambda dtype, device, m=machine: m if dtype == "auto" else dtype,
+        )
+        saved[machine] = (config_dict(server), config_dict(local))
+    assert config_differences(saved["float32"][0], saved["bfloat16"][0]) == []
+    for dtype in ("bfloat16", "float32"):
+        older = {k: dict(v) if isinstance(v, dict) else v for k, v in saved["float32"][0].items()}
+        older["client"]["dtype"] = older["score_client"]["dtype"] = dtype
+        assert config_differences(older, saved["float32"][0]) == []
+    assert [k for k, _, _ in config_differences(saved["float32"][1], saved["bfloat16"][1])] == [
+        "client.dtype",
+        "score_client.dtype",
+    ]
+
+
 def test_retry_failed_redoes_only_the_failures(tmp_path, small_run):
     cfg, out = _folder(tmp_path, small_run, NO_LLM.replace("max_latents: 6", "max_latents: 4"))
     assert _cli("run", cfg, "--out", out, "--coder", "layers.15").exit_code == 0
