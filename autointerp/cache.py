@@ -438,6 +438,7 @@ def _build_cache(cfg: CacheConfig, root: Path, progress: bool) -> Path:
     try:
         summary = write_stats(root, coders, n_seqs * ctx)
         manifest.data.update(complete=True, n_seqs=n_seqs, n_tokens=n_seqs * ctx, summary=summary)
+        manifest.data["bos_id"] = windows.bos_id  # at position 0 of every window; None: no BOS
         manifest.data.pop("corpus_shortfall", None)
         if short:
             manifest.data["corpus_shortfall"] = short

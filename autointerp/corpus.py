@@ -163,12 +163,21 @@ class TokenWindows:
         self.exhausted = False
         self.corpus_tokens = 0
 
-    def __iter__(self) -> Iterator[np.ndarray]:
-        cfg, tokenizer = self.cfg, self.tokenizer
-        bos = tokenizer.bos_token_id
-        use_bos = cfg.bos == "always" or (cfg.bos == "auto" and adds_bos(tokenizer))
+    @property
+    def bos_id(self) -> int | None:
+        """The BOS token placed at position 0 of every window, or None when no BOS is placed. The
+        cache records it, so that sampling leaves out that position without loading the tokenizer
+        (and keeps the same id elsewhere: GPT-2-style tokenizers separate documents with it)."""
+        cfg, bos = self.cfg, self.tokenizer.bos_token_id
+        use_bos = cfg.bos == "always" or (cfg.bos == "auto" and adds_bos(self.tokenizer))
         if use_bos and bos is None:
             raise CorpusError("corpus.bos is 'always' but the tokenizer has no BOS token")
+        return bos if use_bos else None
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        cfg, tokenizer = self.cfg, self.tokenizer
+        bos = self.bos_id
+        use_bos = bos is not None
         sep = (
             [tokenizer.eos_token_id]
             if cfg.doc_separator == "eos" and tokenizer.eos_token_id is not None

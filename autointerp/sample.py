@@ -17,7 +17,8 @@ Non-activating examples are windows where the latent is zero throughout: random 
 where the latent's nearest neighbours (by decoder cosine, or by co-occurrence for coders without a
 decoder) fire. A set the cache cannot fill is recorded in the record's `shortfall`. Latents with fewer
 than `min_examples` candidates are recorded as skipped, with the reason. With `filter_bos` (default),
-activations at BOS positions are left out of all of this and of the record's density and maximum.
+activations at the BOS the corpus placed at the start of each window are left out of all of this and
+of the record's density and maximum.
 Each draw uses its own RNG seeded by (seed, coder, latent): results do not depend on which latents run.
 """
 
@@ -37,7 +38,7 @@ from tqdm.auto import tqdm
 
 from autointerp.cache import ActivationCache
 from autointerp.config import _Strict
-from autointerp.errors import ConfigError
+from autointerp.errors import ConfigError, SubjectError
 from autointerp.jsonl import cut_torn_line, read_jsonl
 from autointerp.types import Example, ExampleRef, LatentId, SampledLatent
 
@@ -74,7 +75,7 @@ class SampleConfig(_Strict):
     """Latents left with fewer explainer examples (at most n_train) once the test set has its
     share are skipped (recorded with the reason): an explanation needs examples to explain."""
     filter_bos: bool = True
-    """Leave activations at positions holding the BOS token out of sampling and of the record's
+    """Leave activations at the BOS token that starts each window out of sampling and of the record's
     density and max_activation (as delphi's `filter_bos`, on by default): BOS often carries huge
     activations that say nothing about the text."""
     seed: int = 0
@@ -142,13 +143,18 @@ class Sampler:
         if cfg.similar_by == "embedding" and embeddings is None:
             raise ConfigError("similar_by: embedding needs the block embeddings (autointerp.embed)")
         self.embeddings = embeddings
-        self._is_bos: np.ndarray | None = None  # per global token index: holds BOS
+        self._is_bos: np.ndarray | None = None  # per global token index: a BOS the corpus placed
         if cfg.filter_bos:
             tokens = cache.tokens()
             bos = cache_bos_id(cache, tokens) if bos_id == "auto" else bos_id
-            if bos is not None and (tokens == bos).any():
-                self._is_bos = (tokens == bos).ravel()
-                log.info("%s: %d BOS positions left out", coder, int(self._is_bos.sum()))
+            # BOS is placed at position 0 of a window only: the same id elsewhere (GPT-2-style
+            # tokenizers separate documents with it) is text and stays
+            starts = tokens[:, 0] == bos if bos is not None else np.zeros(0, dtype=bool)
+            if starts.any():
+                self._is_bos = np.zeros(tokens.shape, dtype=bool)
+                self._is_bos[:, 0] = starts
+                self._is_bos = self._is_bos.ravel()
+                log.info("%s: %d BOS positions left out", coder, int(starts.sum()))
 
     def _latent(self, latent: int) -> tuple[np.ndarray, np.ndarray]:
         """The latent's nonzeros, without those at BOS positions when BOS is filtered."""
@@ -454,11 +460,14 @@ def _cooccurrence_neighbours(
 
 
 def cache_bos_id(cache: ActivationCache, tokens: np.ndarray) -> int | None:
-    """The BOS token of the cache's subject, when the corpus put one in its windows: None for
-    `corpus.bos: never`, and when the windows do not all start with one token (no BOS placed);
-    otherwise the tokenizer's `bos_token_id`."""
+    """The BOS token the corpus placed at position 0 of the cache's windows, or None. Caches record
+    it (`bos_id` in cache.json); for a cache made before they did, the subject tokenizer's BOS when
+    every window starts with it (so a BOS id that only separates documents is never taken for one)."""
+    if "bos_id" in cache.manifest:
+        return cache.manifest["bos_id"]
     config = cache.manifest.get("config") or {}
-    if (config.get("corpus") or {}).get("bos") == "never" or len(np.unique(tokens[:, 0])) > 1:
+    first = tokens[:, 0]
+    if (config.get("corpus") or {}).get("bos") == "never" or len(np.unique(first)) != 1:
         return None
     if "subject" not in config:
         log.warning("the cache records no subject; BOS positions are not filtered")
@@ -466,7 +475,17 @@ def cache_bos_id(cache: ActivationCache, tokens: np.ndarray) -> int | None:
     from autointerp.config import SubjectConfig
     from autointerp.subject import load_tokenizer
 
-    return load_tokenizer(SubjectConfig(**config["subject"])).bos_token_id
+    subject = SubjectConfig(**config["subject"])
+    try:
+        bos = load_tokenizer(subject).bos_token_id
+    except Exception as e:  # transformers raises OSError, ValueError, ... for a missing model
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise SubjectError(
+            f"the cache in {cache.root} predates the BOS record, and its subject's tokenizer "
+            f"({subject.model}) cannot be loaded to find the BOS token: {reason}. Make the model "
+            "available, or set sample.filter_bos: false"
+        ) from None
+    return bos if bos is not None and bool((first == bos).all()) else None
 
 
 def parse_latents(spec: str | None, n_latents: int) -> list[int]:

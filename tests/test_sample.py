@@ -9,8 +9,9 @@ import pytest
 
 from autointerp.cache import ActivationCache, build_cache
 from autointerp.clients.base import Completion
-from autointerp.config import CacheConfig, CorpusConfig
-from autointerp.errors import ConfigError
+from autointerp.config import CacheConfig, CorpusConfig, SubjectConfig
+from autointerp.corpus import TokenWindows
+from autointerp.errors import ConfigError, SubjectError
 from autointerp.explain import ExplainConfig, Explainer
 from autointerp.sample import (
     REPLACEMENT,
@@ -166,9 +167,10 @@ def test_similar_negatives_by_sentence_embedding(cache, tokenizer, tmp_path):
 CTX, E = 256, 32
 
 
-def write_cache(root, tokens, latents, config=None):
+def write_cache(root, tokens, latents, config=None, **recorded):
     """A complete one-shard cache of coder "c": `latents` is a list of (global token indices,
-    values) per latent. Written in the layout build_cache writes, so ActivationCache reads it."""
+    values) per latent. Written in the layout build_cache writes, so ActivationCache reads it;
+    `recorded`: further manifest fields (e.g. bos_id; without it, a cache from before the field)."""
     n_seqs = len(tokens)
     shard = root / "shards" / "000000"
     (shard / "c").mkdir(parents=True)
@@ -199,6 +201,7 @@ def write_cache(root, tokens, latents, config=None):
         "complete": True,
         "n_seqs": n_seqs,
         "n_tokens": n_seqs * CTX,
+        **recorded,
     }
     (root / "cache.json").write_text(json.dumps(manifest))
     return ActivationCache(root)
@@ -332,6 +335,68 @@ def test_without_filter_bos_the_bos_activations_dominate_as_before(bos_cache):
     assert r.n_activating_windows == len(np.union1d(text, np.arange(N_SEQS) * CTX // E))
     assert r.density == pytest.approx((N_SEQS + 150) / (N_SEQS * CTX))
     assert all(_peak(e) == 100 for e in r.test if e.quantile == 9)
+
+
+def test_the_cache_records_the_bos_its_windows_start_with(cache, tokenizer):
+    assert cache.manifest["bos_id"] is None  # SmolLM2's tokenizer adds no BOS: none placed
+    for bos, want in [("auto", None), ("never", None), ("always", tokenizer.bos_token_id)]:
+        windows = TokenWindows(CorpusConfig(bos=bos, ctx_len=64, n_tokens=640), tokenizer)
+        assert windows.bos_id == want, bos
+        assert all((w[0] == want) == (want is not None) for w in windows), bos
+
+
+def _separator_cache(root, n_seqs, bos_at_start, config=None, **recorded):
+    """Documents separated by BOS's id (as GPT-2-style tokenizers do, BOS = EOS): the latent fires
+    at 3 on every separator, at 1 on other text, and at 100 on position 0 of every window."""
+    rng = np.random.default_rng(2)
+    tokens = rng.integers(100, 200, size=(n_seqs, CTX))
+    seps = np.arange(40, CTX, 64)  # 4 per window, in 4 of its 8 blocks
+    tokens[:, seps] = BOS
+    if bos_at_start:
+        tokens[:, 0] = BOS
+    text = np.arange(n_seqs)[:, None] * CTX + np.array([12, 72, 140, 200])  # the other 4 blocks
+    tok = np.concatenate(
+        [np.arange(n_seqs) * CTX, (np.arange(n_seqs)[:, None] * CTX + seps).ravel()]
+    )
+    val = np.concatenate([np.full(n_seqs, 100.0), np.full(n_seqs * len(seps), 3.0)])
+    tok, val = np.concatenate([tok, text.ravel()]), np.concatenate([val, np.ones(text.size)])
+    return write_cache(root, tokens, [(tok, val)], config, **recorded)
+
+
+SUBJECT = CacheConfig(corpus=CorpusConfig(bos="always")).model_dump(mode="json")  # SmolLM2: BOS 1
+
+
+@pytest.mark.parametrize("recorded", [{"bos_id": BOS}, {}], ids=["recorded", "older-cache"])
+def test_bos_as_document_separator_is_kept(tmp_path, recorded):
+    """Only the BOS at the start of each window is left out; the same id separating documents is
+    text (from the cache's record, or for an older cache from the subject's tokenizer)."""
+    cache = _separator_cache(tmp_path, N_SEQS, True, SUBJECT, **recorded)
+    r = Sampler(cache, "c", SampleConfig()).sample(0)
+    assert r.max_activation == 3  # the separators, not BOS at 100
+    assert r.n_activating_windows == N_SEQS * 8
+    assert r.density == pytest.approx(8 / (CTX - 1))
+    peaks = [_peak(e) for e in r.train + r.test]
+    assert 3 in peaks and max(peaks) == 3
+
+
+def test_an_older_one_sequence_cache_without_bos_keeps_every_token(tmp_path):
+    """A cache from before the BOS record whose windows do not start with BOS: nothing is left
+    out, though its single first token is trivially the same in every window."""
+    cache = _separator_cache(tmp_path, 1, False, SUBJECT)
+    r = Sampler(cache, "c", SampleConfig(min_examples=1, min_train=1)).sample(0)
+    assert r.max_activation == 100 and r.density == pytest.approx(9 / CTX)
+
+
+def test_a_recorded_bos_needs_no_tokenizer(tmp_path):
+    """The subject is gone (a folder without a model): the recorded BOS is used, and a cache from
+    before the record fails with a clear error instead of a transformers traceback."""
+    gone = CacheConfig(subject=SubjectConfig(model=str(tmp_path / "gone"))).model_dump(mode="json")
+    cache = _separator_cache(tmp_path / "new", N_SEQS, True, gone, bos_id=BOS)
+    assert Sampler(cache, "c", SampleConfig()).sample(0).max_activation == 3
+    old = _separator_cache(tmp_path / "old", N_SEQS, True, gone)
+    with pytest.raises(SubjectError, match="tokenizer .*gone.* cannot be loaded.*filter_bos"):
+        Sampler(old, "c", SampleConfig())
+    assert Sampler(old, "c", SampleConfig(filter_bos=False)).sample(0).max_activation == 100
 
 
 def test_an_empty_latent_range_is_refused():
