@@ -214,15 +214,17 @@ def parse_explanation(raw: str) -> str | None:
 
 
 def token_stats_explanation(train: Sequence[Example], top: int = 5) -> str:
-    """A no-LLM explanation from the most frequent activating tokens and the tokens before them."""
+    """A no-LLM explanation from the most frequent activating tokens and the tokens before them, as
+    the text shows them (a character split across tokens counts once, whole: see shown_tokens)."""
     fired: Counter[str] = Counter()
     before: Counter[str] = Counter()
     for ex in train:
-        for i, act in enumerate(ex.activations):
+        shown = shown_tokens(ex)
+        for i, (tok, act) in enumerate(shown):
             if act > 0:
-                fired[ex.tokens[i].strip() or repr(ex.tokens[i])] += 1
+                fired[tok.strip() or repr(tok)] += 1
                 if i > 0:
-                    before[ex.tokens[i - 1].strip() or repr(ex.tokens[i - 1])] += 1
+                    before[shown[i - 1][0].strip() or repr(shown[i - 1][0])] += 1
     total = sum(fired.values()) or 1
     tokens = ", ".join(f'"{t}" ({100 * n / total:.0f}%)' for t, n in fired.most_common(top))
     ctx = ", ".join(f'"{t}"' for t, _ in before.most_common(3))

@@ -148,6 +148,17 @@ def test_token_stats_baseline():
     assert text.startswith('the tokens "cat" (50%)') and 'often after "The"' in text
 
 
+def test_token_stats_count_split_characters_whole():
+    """A character split across tokens renders as "" then the whole character: the firing part
+    counts for the character, never as an empty token."""
+    split = [
+        Example(tokens=["Tokyo", " is", "", "東京"], activations=[0, 0, 2.0, 0], seq=0, start=0),
+        Example(tokens=[" in", "", "", "北京"], activations=[0, 1.0, 0, 0.5], seq=1, start=0),
+    ]
+    text = token_stats_explanation(split)
+    assert text == 'the tokens "東京" (50%), "北京" (50%), often after "is", "in"'
+
+
 class Scripted:
     """A fake client for unit tests of parsing: answers from a list, one may fail."""
 
