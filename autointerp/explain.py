@@ -22,7 +22,7 @@ import json
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -35,7 +35,7 @@ from autointerp.clients.base import Chat, GenParams, LLMClient, Usage
 from autointerp.config import ClientConfig, _Strict
 from autointerp.errors import AutointerpError
 from autointerp.jsonl import cut_torn_line, read_jsonl
-from autointerp.sample import read_records, render
+from autointerp.sample import TokenDecoder, read_records, render
 from autointerp.types import Example, Explanation, SampledLatent
 
 log = logging.getLogger(__name__)
@@ -239,7 +239,7 @@ class Explainer:
         cache: ActivationCache,
         cfg: ExplainConfig,
         client: LLMClient | None,
-        decode: Callable[[int], str],
+        decode: TokenDecoder,
         example_len: int,
     ):
         if cfg.explainer != "token-stats" and client is None:

@@ -11,12 +11,15 @@ Layout (every stage appends one JSON line per latent):
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from autointerp.errors import RunError
 from autointerp.types import Example, ExampleRef, Explanation, SampledLatent
+
+if TYPE_CHECKING:
+    from autointerp.sample import TokenDecoder
 
 
 class RunFolder:
@@ -92,7 +95,7 @@ class RunFolder:
         return load_tokenizer(SubjectConfig(**self.manifest["config"]["subject"]))
 
     @cached_property
-    def decode(self) -> Callable[[int], str]:
+    def decode(self) -> TokenDecoder:
         from autointerp.sample import TokenDecoder
 
         return TokenDecoder(self.tokenizer)

@@ -595,23 +595,13 @@ class TokenDecoder:
         return self.tokenizer.decode(list(ids), clean_up_tokenization_spaces=False)
 
 
-def display_pieces(tokenizer, ids: Sequence[int]) -> list[str]:
-    """One string per token of `ids` (a whole text) as examples show them: see TokenDecoder."""
-    return TokenDecoder(tokenizer).pieces(ids)
-
-
-def render(ref: ExampleRef, tokens: np.ndarray, decode, example_len: int) -> Example:
-    """An ExampleRef with its token strings and dense activations. `decode` is a TokenDecoder (the
-    one renderer of prompts, reports and exports: characters split across tokens shown whole), or
-    any token id -> string function (one token at a time)."""
-    ids = tokens[ref.seq, ref.start : ref.start + example_len]
-    acts = [0.0] * len(ids)
+def render(ref: ExampleRef, tokens: np.ndarray, decode: TokenDecoder, example_len: int) -> Example:
+    """An ExampleRef with its token strings and dense activations. `decode` is the one renderer of
+    prompts, reports and exports (characters split across tokens shown whole)."""
+    strings = decode.window(tokens[ref.seq], ref.start, example_len)
+    acts = [0.0] * len(strings)
     for offset, value in ref.acts:
         acts[offset] = value
-    if isinstance(decode, TokenDecoder):
-        strings = decode.window(tokens[ref.seq], ref.start, example_len)
-    else:
-        strings = [decode(int(t)) for t in ids]
     return Example(
         tokens=strings,
         activations=acts,

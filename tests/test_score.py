@@ -16,7 +16,13 @@ from autointerp.cache import ActivationCache, build_cache
 from autointerp.clients.base import Completion, GenParams, TokenLogprob
 from autointerp.config import CacheConfig, CorpusConfig
 from autointerp.explain import ExplainConfig, Explainer
-from autointerp.sample import SampleConfig, read_records, sample_coder, write_config
+from autointerp.sample import (
+    SampleConfig,
+    TokenDecoder,
+    read_records,
+    sample_coder,
+    write_config,
+)
 from autointerp.score import ScoreContext, ScoreStageConfig, precheck, read_scores, score_coder
 from autointerp.score.base import LatentItem, text_of
 from autointerp.score.classifier import (
@@ -326,7 +332,7 @@ def run(tmp_path_factory) -> Path:
     sample_coder(cache, "layers.15", cfg, root / "sample", list(range(6)), progress=False)
     tok = load_tokenizer(CacheConfig().subject)
     explainer = Explainer(
-        cache, ExplainConfig(explainer="token-stats"), None, lambda t: tok.decode([t]), 32
+        cache, ExplainConfig(explainer="token-stats"), None, TokenDecoder(tok), 32
     )
     records = [r for r in read_records(root / "sample" / "layers.15.jsonl") if r.status == "ok"]
     out = root / "explanations"
