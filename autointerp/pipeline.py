@@ -318,7 +318,7 @@ def plan(
 ) -> list[Chunk]:
     """The chunks still to do, in latent order; torn last lines are cut first. With `retry`, failed
     explanations and scores count as not done (their new lines are appended; readers keep a
-    latent's last line)."""
+    latent's last line), and only chunks holding such a failure bypass the response cache."""
     chunks = []
     for coder in coders:
         wanted = set(latent_ids(cfg, cache.coders[coder]["n_latents"]))
@@ -329,15 +329,17 @@ def plan(
         }
         expl_path = out / "explanations" / f"{coder}.jsonl"
         cut_torn_line(expl_path)
-        explained = {
-            i: e for i, e in read_explanations(expl_path).items() if not (retry and e.text is None)
-        }
+        explanations = read_explanations(expl_path)
+        failed = {i for i, e in explanations.items() if retry and e.text is None}
+        explained = {i: e for i, e in explanations.items() if i not in failed}
         done = {}
         for name in cfg.score.scorers:
             path = out / "scores" / name / f"{coder}.jsonl"
             cut_torn_line(path)
             scores = read_scores(path)
-            done[name] = {i for i, x in scores.items() if not (retry and x.status == "failed")}
+            redo = {i for i, x in scores.items() if retry and x.status == "failed"}
+            failed |= redo
+            done[name] = set(scores) - redo
         ids = sorted(records)
         for k in range(0, len(ids), cfg.chunk_latents):
             part = ids[k : k + cfg.chunk_latents]
@@ -349,7 +351,7 @@ def plan(
                         {i: records[i] for i in part},
                         {i: explained[i] for i in part if i in explained},
                         todo,
-                        retry,
+                        refresh=any(i in failed for i in part),
                     )
                 )
     return chunks

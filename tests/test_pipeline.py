@@ -290,6 +290,52 @@ def test_retry_failed_redoes_only_the_failures(tmp_path, small_run):
     assert last["latent"]["latent"] == victim and last["status"] == "ok"
 
 
+def test_retry_failed_asks_the_llm_again_only_for_failures(tmp_path, small_run):
+    """`--retry-failed` bypasses the response cache only for chunks holding a failure: a chunk
+    whose lines were lost after its answers were cached (a kill) is replayed from the cache."""
+    from openai_fake import FakeOpenAI
+
+    server = FakeOpenAI()
+    server.reply = lambda body: "[EXPLANATION]: numbers and dates"
+    client = f"client: {{backend: openai, base_url: '{server.url}', model: fake-model}}\n"
+    try:
+        cfg, out = _folder(
+            tmp_path, small_run, NO_LLM.replace("explain: {explainer: token-stats}\n", client)
+        )
+        r = _cli("run", cfg, "--out", out, "--coder", "layers.15")
+        assert r.exit_code == 0, r.output
+        expl = out / "explanations" / "layers.15.jsonl"
+        score = out / "scores" / "embedding" / "layers.15.jsonl"
+        rows, scores = _lines(expl), _lines(score)
+        ids = sorted(row["latent"]["latent"] for row in rows)
+        assert len(ids) >= 5 and len(server.requests) == len(ids)  # one request per latent
+        # as a run killed before it wrote its last chunk leaves it, with one explanation failed
+        keep, victim = set(ids[:4]), ids[0]
+        rows = [
+            {**x, "text": None, "error": "server down"} if x["latent"]["latent"] == victim else x
+            for x in rows
+            if x["latent"]["latent"] in keep
+        ]
+        scores = [
+            {**x, "status": "failed", "error": "the explanation failed", "metrics": {}}
+            if x["latent"]["latent"] == victim
+            else x
+            for x in scores
+            if x["latent"]["latent"] in keep
+        ]
+        expl.write_text("".join(json.dumps(x) + "\n" for x in rows))
+        score.write_text("".join(json.dumps(x) + "\n" for x in scores))
+        before = len(server.requests)
+        r = _cli("run", cfg, "--out", out, "--coder", "layers.15", "--retry-failed")
+        assert r.exit_code == 0 and "0 with a failure" in r.output, r.output
+        again = server.requests[before:]
+    finally:
+        server.close()
+    assert len(again) == 1  # the failure only; the lost chunk came from the response cache
+    assert {x["latent"]["latent"] for x in _lines(expl)} == set(ids)
+    assert _lines(expl)[len(rows) :][0]["text"] == "numbers and dates"
+
+
 def test_all_latents_skipped_exits_zero_with_the_reasons(tmp_path, small_run):
     cfg, out = _folder(tmp_path, small_run, NO_LLM + "sample: {min_examples: 100000}\n")
     r = _cli("run", cfg, "--out", out)
