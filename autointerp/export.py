@@ -106,10 +106,26 @@ COLUMN_DOCS = {
     "skip_reason": "why the sample stage skipped the latent (null otherwise)",
     "explainer_model": "LLM (or `token-stats`) that wrote the explanation",
     "explainer_prompt": "explainer name, options and a hash of its prompt templates",
-    "density": "fraction of cached tokens on which the latent is active",
-    "max_activation": "largest activation seen in the cache",
+    "density": "fraction of cached tokens on which the latent is active (the BOS that starts "
+    "each window left out when sample.filter_bos is on)",
+    "max_activation": "largest activation in the cache (the BOS that starts each window left out "
+    "when sample.filter_bos is on)",
     "n_activating_windows": "number of example windows in which the latent is active",
     "top_examples": "strongest train examples, strongest first: {text, tokens, activations}",
+}
+BOS_DOCS = {  # density and max_activation as the run's sample.filter_bos made them
+    True: {
+        "density": "fraction of cached tokens on which the latent is active, the BOS that starts "
+        "each window left out (sample.filter_bos)",
+        "max_activation": "largest activation in the cache, the BOS that starts each window left "
+        "out (sample.filter_bos)",
+    },
+    False: {
+        "density": "fraction of cached tokens on which the latent is active, BOS positions "
+        "included (sample.filter_bos is off)",
+        "max_activation": "largest activation in the cache, BOS positions included "
+        "(sample.filter_bos is off)",
+    },
 }
 CITATION = """@article{paulo2024automatically,
   title={Automatically Interpreting Millions of Features in Large Language Models},
@@ -398,7 +414,7 @@ def dataset_card(
         _run_section(run, rows),
         _scores_section(rows, scorers),
         _loading_section(),
-        _columns_section(scorers),
+        _columns_section(scorers, _sample_config(run).get("filter_bos")),
         _neuronpedia_section(model_id, sources, n_neuronpedia, left_out),
         "## Citation\n\nThe method follows Paulo et al. 2024, *Automatically Interpreting Millions of "
         f"Features in Large Language Models*:\n\n```bibtex\n{CITATION}\n```\n",
@@ -451,13 +467,17 @@ def _run_section(run: RunFolder, rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _sampling(run: RunFolder) -> str:
+def _sample_config(run: RunFolder) -> dict:
     path = run.root / "sample" / "sample_config.json"
-    if not path.exists():
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _sampling(run: RunFolder) -> str:
+    c = _sample_config(run)
+    if not c:
         return "no sample/sample_config.json"
-    c = json.loads(path.read_text())
     keys = ["n_train", "train_strategy", "n_quantiles", "n_test", "n_random_negatives"]
-    keys += ["n_similar_negatives", "example_len", "min_examples"]
+    keys += ["n_similar_negatives", "example_len", "min_examples", "filter_bos"]
     return ", ".join(f"{k} {c[k]}" for k in keys if k in c)
 
 
@@ -520,9 +540,9 @@ loads with type `null`; the parquet file keeps every column's type.
 """
 
 
-def _columns_section(scorers: list[str]) -> str:
+def _columns_section(scorers: list[str], filter_bos: bool | None = None) -> str:
     lines = ["## Columns\n", "| column | meaning |", "|---|---|"]
-    docs = list(COLUMN_DOCS.items())
+    docs = list({**COLUMN_DOCS, **BOS_DOCS.get(filter_bos, {})}.items())
     for s in scorers:
         docs += [
             (

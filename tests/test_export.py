@@ -132,6 +132,24 @@ def test_dataset_card(exported):
     assert "Automatically Interpreting Millions of Features in Large Language Models" in body
 
 
+def _column_doc(card: str, column: str) -> str:
+    return next(line for line in card.splitlines() if line.startswith(f"| `{column}` |"))
+
+
+def test_card_says_whether_bos_counts_in_density_and_max(small_run, exported, tmp_path):
+    card = exported["card"].read_text()  # small_run samples with filter_bos on (the default)
+    assert "filter_bos True" in card
+    for column in ["density", "max_activation"]:
+        assert "BOS that starts each window left out" in _column_doc(card, column)
+    run = _copy_run(small_run, tmp_path)
+    config = run / "sample" / "sample_config.json"
+    config.write_text(json.dumps(json.loads(config.read_text()) | {"filter_bos": False}))
+    card = export_run(run, tmp_path / "out", n_examples=0)["card"].read_text()
+    assert "filter_bos False" in card
+    for column in ["density", "max_activation"]:
+        assert "BOS positions included" in _column_doc(card, column)
+
+
 def test_neuronpedia_json(exported, ds):
     records = json.loads(exported["neuronpedia"].read_text())
     explained = ds.filter(lambda r: r["status"] == "explained")
