@@ -50,20 +50,40 @@ def test_retries_429_and_500_with_backoff(fake):
     assert c.ok and len(fake.requests) == 4
 
 
-def test_a_429_is_retried_after_the_servers_retry_after(fake):
-    """The SDK's own retries wait as long as the server's Retry-After asks (2 s here), then the
-    request goes through; the hand-made loop of old retried at its own pace (under 1 s)."""
+@pytest.fixture
+def sdk_sleeps(monkeypatch):
+    """The delays the OpenAI SDK asks for before its retries, recorded instead of waited."""
+    import anyio
+
+    asked, real = [], anyio.sleep
+
+    async def record(delay):
+        asked.append(delay)
+        await real(0)
+
+    monkeypatch.setattr(anyio, "sleep", record)
+    return asked
+
+
+def test_a_429_is_retried_after_the_servers_retry_after(fake, sdk_sleeps):
+    """The SDK's own retries wait as long as the server's Retry-After asks, then the request goes
+    through; the hand-made loop of old retried at its own pace."""
     fake.script = [(429, {"Retry-After": "2"})]
     [c] = _run(_client(fake, max_retries=2), [CHAT])
     assert c.ok and c.text == "echo: Say something."
     assert len(fake.requests) == 2  # one 429, then the answer
-    assert fake.times[1] - fake.times[0] >= 1.95  # waited what the server asked
+    assert sdk_sleeps == [2.0]  # waited what the server asked
 
 
-def test_the_sdk_does_the_retrying(fake):
-    client = _client(fake, max_retries=3)
-    _run(client, [CHAT])
-    assert client._client.max_retries == 3
+def test_errors_of_a_logprobs_request_are_retried_as_the_server_asks(fake, sdk_sleeps):
+    """Before any request with logprobs has succeeded, a 429 or 503 still goes through the SDK's
+    retries, after the server's Retry-After, with logprobs (only a refusal of logprobs is sent
+    again at once, without them)."""
+    fake.script = [(429, {"Retry-After": "3"}), (503, {"Retry-After": "1"})]
+    [c] = _run(_client(fake, max_retries=3), [CHAT], logprobs=True, top_logprobs=2)
+    assert c.ok and c.logprobs[0].token == "echo"
+    assert [r["logprobs"] for r in fake.requests] == [True, True, True]
+    assert sdk_sleeps == [3.0, 1.0]
 
 
 def test_gives_up_after_max_retries_as_a_recorded_failure(fake):
@@ -80,12 +100,18 @@ def test_timeouts_are_retried(fake):
 
 
 def test_many_requests_in_flight(fake):
-    fake.script = [("slow", 0.5)] * 8
-    import time
+    """Eight requests are in the server at once: none is answered before all eight arrived."""
+    import threading
 
-    t = time.time()
-    out = _run(_client(fake, max_concurrency=8), [CHAT] * 8)
-    assert all(c.ok for c in out) and time.time() - t < 2.0  # eight 0.5 s requests, at once
+    together = threading.Barrier(8, timeout=30)
+
+    def reply(body):
+        together.wait()  # broken (an error answer) unless eight requests are in flight at once
+        return "together"
+
+    fake.reply = reply
+    out = _run(_client(fake, max_concurrency=8, max_retries=0), [CHAT] * 8)
+    assert [c.text for c in out] == ["together"] * 8 and len(fake.requests) == 8
 
 
 def test_client_errors_that_stop_everything(fake):
@@ -113,7 +139,7 @@ def test_missing_logprobs_still_answers():
         server.close()
 
 
-def test_a_server_refusing_logprobs_is_asked_without_them(caplog):
+def test_a_server_refusing_logprobs_is_asked_without_them(caplog, sdk_sleeps):
     """llama.cpp's server without logits_all answers a logprobs request with HTTP 500 naming them:
     the request is sent again without logprobs at once (no waiting out retries), one warning says
     so, and later requests no longer ask for them."""
@@ -127,6 +153,7 @@ def test_a_server_refusing_logprobs_is_asked_without_them(caplog):
         server.close()
     assert all(c.ok and c.logprobs is None and c.text for c in first + later)
     assert [bool(r.get("logprobs")) for r in server.requests] == [True, False, False, False]
+    assert sdk_sleeps == []  # the refusal was not retried: asked again at once, without them
     [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert "refuses logprobs" in warning and "logits_all" in warning
 

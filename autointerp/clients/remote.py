@@ -27,11 +27,24 @@ _CHECK_RETRIES = 2
 """Retries of the start-up check (a server that is down fails in about 1.5 s, not after every retry)."""
 
 
+_REFUSAL_STATUS = (400, 422, 500, 501)
+
+
 def _refuses_logprobs(e: Exception) -> bool:
     """The server refuses logprobs (llama.cpp without logits_all: 500; vLLM above its
     --max-logprobs, models without logprobs: 400), rather than failing for another reason."""
     status = getattr(e, "status_code", None)
-    return status in (400, 422, 500, 501) and "logprob" in str(e).lower()
+    return status in _REFUSAL_STATUS and "logprob" in str(e).lower()
+
+
+async def _refusal_is_final(response) -> None:
+    """HTTP response hook: a refusal of logprobs gets `x-should-retry: false`, which the SDK obeys,
+    so that it is not retried (a 500 would be) but asked again at once without them; every other
+    error goes through the SDK's retries, honouring `Retry-After`."""
+    if response.status_code in _REFUSAL_STATUS and b'"logprobs"' in response.request.content:
+        await response.aread()
+        if "logprob" in response.text.lower():
+            response.headers["x-should-retry"] = "false"
 
 
 class OpenAIClient:
@@ -51,15 +64,19 @@ class OpenAIClient:
         self.model = model
         self._openai = openai
         self._make = lambda: openai.AsyncOpenAI(
-            base_url=base_url, api_key=key, timeout=timeout, max_retries=max_retries
+            base_url=base_url,
+            api_key=key,
+            timeout=timeout,
+            max_retries=max_retries,
+            http_client=openai.DefaultAsyncHttpxClient(
+                event_hooks={"response": [_refusal_is_final]}
+            ),
         )
         self._max_concurrency = max_concurrency
         self._loop: asyncio.AbstractEventLoop | None = None
         self.max_retries = max_retries
         self.base_url = base_url
         self._checked = False
-        self._logprobs_ok = False
-        """A request with logprobs has succeeded."""
         self._logprobs_refused: str | None = None
         """Why the server refused logprobs (then they are no longer asked for)."""
 
@@ -111,16 +128,14 @@ class OpenAIClient:
         if lp:
             kwargs.update(logprobs=True, top_logprobs=params.top_logprobs or None)
         try:  # the SDK retries what is worth retrying (max_retries), honouring Retry-After
-            try:  # until logprobs are known to work, a refusal must not wait out every retry
-                response = await self._send(kwargs, quick=lp and not self._logprobs_ok)
-            except self._openai.APIError as e:
-                if not lp:
+            try:
+                response = await self._send(kwargs)
+            except self._openai.APIStatusError as e:
+                if not (lp and _refuses_logprobs(e)):
                     raise
-                if _refuses_logprobs(e):
-                    self._refuse_logprobs(e)
-                    del kwargs["logprobs"], kwargs["top_logprobs"]
-                response = await self._send(kwargs, quick=False)
-            self._logprobs_ok = self._logprobs_ok or "logprobs" in kwargs
+                self._refuse_logprobs(e)  # not retried (`_refusal_is_final`): asked again at once
+                del kwargs["logprobs"], kwargs["top_logprobs"]
+                response = await self._send(kwargs)
             return self._parse(response, params)
         except (self._openai.NotFoundError, self._openai.AuthenticationError) as e:
             raise ClientError(
@@ -129,10 +144,9 @@ class OpenAIClient:
         except Exception as e:  # after the SDK's retries: a recorded failure, never an answer
             return Completion(text=None, error=f"{type(e).__name__}: {e}"[:500])
 
-    async def _send(self, kwargs: dict, quick: bool):
-        client = self._client.with_options(max_retries=0) if quick else self._client
+    async def _send(self, kwargs: dict):
         async with self._limit:
-            return await client.chat.completions.create(**kwargs)
+            return await self._client.chat.completions.create(**kwargs)
 
     def _refuse_logprobs(self, e: Exception) -> None:
         if self._logprobs_refused is None:
