@@ -96,7 +96,7 @@ class ScoreContext:
         return self.cache.tokens()
 
     @cached_property
-    def decode(self) -> Callable[[int], str]:
+    def decode(self) -> TokenDecoder:
         from autointerp.subject import load_tokenizer
 
         tok = load_tokenizer(self.cache_cfg.subject)
