@@ -441,7 +441,7 @@ def run(
     ] = False,
 ) -> None:
     """The whole job: cache -> sample -> explain + score -> report, resuming what OUT holds."""
-    from autointerp.pipeline import run_job
+    from autointerp.pipeline import run_job, skip_settings
 
     try:
         cfg = _run_config(
@@ -469,10 +469,11 @@ def run(
         _print_info(out / "cache")
         _print_run(summary)
         if summary["n_latents"] and summary["n_skipped"] == summary["n_latents"]:
+            options = skip_settings(summary["skipped"]) or ["min_examples"]
+            lower = " or ".join(f"`sample.{o}`" for o in options)
             typer.echo(
                 f"every selected latent ({summary['n_latents']}) was skipped, so nothing was "
-                "explained or scored and there is no report; select other latents or lower "
-                "`sample.min_examples`"
+                f"explained or scored and there is no report; select other latents or lower {lower}"
             )
         elif cfg.report:
             _report([out], out / "report", None)

@@ -578,10 +578,34 @@ def summarize_run(out: Path, cfg: RunConfig, coders: list[str], cache: Activatio
     return {**totals, "skipped": dict(skipped), "scorers": means, "coders": per_coder}
 
 
+_SETTING = re.compile(r"\((\w+) is [^)]*\)")
+"""A configured threshold named in a skip reason: "(min_train is 10)"."""
+
+
+def _reason_kind(reason: str) -> str:
+    """`reason` with every number that varies between latents shown as N; the configured
+    thresholds stay."""
+    return re.sub(
+        rf"{_SETTING.pattern}|\d[\d,.]*",
+        lambda m: m.group() if m.group().startswith("(") else "N",
+        reason,
+    )
+
+
 def skip_reasons(records: list[SampledLatent]) -> dict[str, int]:
-    """How many latents were skipped for each reason (numbers in a reason shown as N)."""
-    reasons = [re.sub(r"\d[\d,.]*", "N", r.reason or "no reason given", count=1) for r in records]
-    return dict(Counter(r for r, x in zip(reasons, records, strict=True) if x.status != "ok"))
+    """How many latents were skipped for each reason (numbers that vary shown as N)."""
+    return dict(
+        Counter(_reason_kind(r.reason or "no reason given") for r in records if r.status != "ok")
+    )
+
+
+def skip_settings(reasons: dict[str, int]) -> list[str]:
+    """The options named by skip reasons (`min_examples`, `min_train`), those that skipped the
+    most latents first."""
+    skipped: Counter[str] = Counter()
+    for reason, n in reasons.items():
+        skipped.update({m.group(1): n for m in _SETTING.finditer(reason)})
+    return [option for option, _ in skipped.most_common()]
 
 
 def _coder_summary(out, cfg, coder, cache, values) -> dict:

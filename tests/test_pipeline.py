@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -336,19 +337,71 @@ def test_retry_failed_asks_the_llm_again_only_for_failures(tmp_path, small_run):
     assert _lines(expl)[len(rows) :][0]["text"] == "numbers and dates"
 
 
-def test_all_latents_skipped_exits_zero_with_the_reasons(tmp_path, small_run):
-    cfg, out = _folder(tmp_path, small_run, NO_LLM + "sample: {min_examples: 100000}\n")
+@pytest.mark.parametrize(
+    "sample, option",
+    [
+        ("{min_examples: 100000}", "min_examples"),
+        ("{min_examples: 1, n_train: 5000, min_train: 5000}", "min_train"),
+    ],
+)
+def test_all_latents_skipped_exits_zero_with_the_reasons(tmp_path, small_run, sample, option):
+    """Each skip reason is one line with its count (every number that varies shown as N, the
+    threshold kept); the hint names the option that caused the skips; no report is made."""
+    text = NO_LLM.replace("report: false", "report: true") + f"sample: {sample}\n"
+    cfg, out = _folder(tmp_path, small_run, text)
     r = _cli("run", cfg, "--out", out)
     assert r.exit_code == 0, r.output
-    assert "every selected latent (12) was skipped" in r.output and "report" in r.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_skipped"] == 12 and sum(summary["skipped"].values()) == 12
+    assert "every selected latent (12) was skipped" in r.output
+    assert "there is no report" in r.output and not (out / "report").exists()
+    by_option = {o: 0 for o in ("min_examples", "min_train")}
+    for reason, n in summary["skipped"].items():
+        by_option[re.search(r"\((\w+) is ", reason).group(1)] += n
+    assert max(by_option, key=by_option.get) == option  # most latents were skipped by it
+    named = sorted((o for o in by_option if by_option[o]), key=lambda o: -by_option[o])
+    hint = " or ".join(f"`sample.{o}`" for o in named)
+    assert f"select other latents or lower {hint}\n" in r.output
     for c in summary["coders"].values():
         assert sum(c["skipped"].values()) == 6
         for reason, n in c["skipped"].items():
             assert f"skipped {n}: {reason}" in r.output
-    assert any("100000" in reason for reason in summary["skipped"])
-    assert not (out / "report").exists()
+            assert re.fullmatch(r"[^\d]*\((min_examples|min_train) is \d+\)", reason), reason
+    threshold = "100000" if option == "min_examples" else "5000"
+    assert any(f"({option} is {threshold})" in reason for reason in summary["skipped"])
+
+
+def test_skip_reasons_group_latents_whatever_their_numbers():
+    from types import SimpleNamespace
+
+    from autointerp.pipeline import skip_reasons
+
+    def rec(reason):
+        return SimpleNamespace(status="skipped", reason=reason)
+
+    records = [
+        rec("only 3 activating windows (min_examples is 20)"),
+        rec("only 17 activating windows (min_examples is 20)"),
+        rec(
+            "only 4 explainer examples from 15 non-overlapping activating windows (min_train is 10)"
+        ),
+        rec(
+            "only 9 explainer examples from 1,204 non-overlapping activating windows (min_train is 10)"
+        ),
+        SimpleNamespace(status="ok", reason=None),
+    ]
+    reasons = skip_reasons(records)
+    assert reasons == {
+        "only N activating windows (min_examples is 20)": 2,
+        "only N explainer examples from N non-overlapping activating windows (min_train is 10)": 2,
+    }
+    from autointerp.pipeline import skip_settings
+
+    assert skip_settings(reasons) == ["min_examples", "min_train"]
+    assert skip_settings({**reasons, "only N activating windows (min_examples is 20)": 1}) == [
+        "min_train",
+        "min_examples",
+    ]
 
 
 CACHE_ONLY = "corpus: {n_tokens: 1000000}\nreport: false\n"
