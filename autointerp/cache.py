@@ -133,6 +133,21 @@ def _identity(m: dict) -> dict:
     return out
 
 
+def _same_config(old: dict | None, new: dict | None) -> bool:
+    """Whether two cache configs make the same cache: all but the device it was computed on (as
+    for the run folder; the dtype does count)."""
+
+    def contents(c: dict | None) -> dict | None:
+        if not c:
+            return c
+        return {
+            **c,
+            "subject": {k: v for k, v in (c.get("subject") or {}).items() if k != "device"},
+        }
+
+    return contents(old) == contents(new)
+
+
 def _differences(old: dict, new: dict) -> list[tuple[str, object, object]]:
     a, b = _identity(old), _identity(new)
     return [(k, a.get(k), b.get(k)) for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]
@@ -180,7 +195,7 @@ class _Manifest:
                     f"{root} holds a cache made from different inputs; use another folder or delete it.\n  "
                     + "\n  ".join(problems)
                 )
-            if old.get("complete") and old.get("config") == data["config"]:
+            if old.get("complete") and _same_config(old.get("config"), data["config"]):
                 return cls(root, old)  # finished with this very config: nothing to do
             data = {**old, "config": data["config"], "complete": False}
         elif root.exists() and (
@@ -296,7 +311,7 @@ def _finished(root: Path, cfg: CacheConfig, loaded: dict[int, SparseCoder]) -> b
         return False
     old = json.loads(path.read_text())
     fp = old.get("fingerprints") or {}
-    if not old.get("complete") or old.get("config") != cfg.model_dump(mode="json"):
+    if not old.get("complete") or not _same_config(old.get("config"), cfg.model_dump(mode="json")):
         return False
     if any((fp.get("coders") or {}).get(c.name) != c.fingerprint for c in loaded.values()):
         return False

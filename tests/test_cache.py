@@ -299,6 +299,20 @@ def test_dtype_change_is_refused(reference, sae, tmp_path):
     assert (copy / "cache.json").read_text() == before
 
 
+def test_a_device_change_keeps_a_finished_cache(reference, sae, tmp_path, monkeypatch):
+    """The device does not change what a cache holds: a finished cache made with `device: auto`
+    is reused as it is with `cpu`, without loading the model or rewriting anything."""
+    copy = tmp_path / "cache"
+    shutil.copytree(reference, copy)
+    before, arrays = (copy / "cache.json").read_text(), _arrays(copy)
+    assert json.loads(before)["config"]["subject"]["device"] == "auto"
+    _no_weights(monkeypatch)
+    on_cpu = _cfg(sae).model_copy(update={"subject": SubjectConfig(device="cpu")})
+    assert build_cache(on_cpu, copy, progress=False) == copy
+    assert (copy / "cache.json").read_text() == before
+    assert _arrays(copy).keys() == arrays.keys()
+
+
 def test_short_corpus_is_reported(sae, tmp_path, caplog):
     text = tmp_path / "short.txt"
     text.write_text("The quick brown fox jumps over the lazy dog. " * 40)
