@@ -38,11 +38,19 @@ import torch
 from tqdm.auto import tqdm
 
 from autointerp.coders import SparseCoder, load_coder
-from autointerp.config import CacheConfig, CoderConfig, SubjectConfig
+from autointerp.config import CacheConfig, CoderConfig
 from autointerp.corpus import TokenWindows, check_corpus, corpus_fingerprint
 from autointerp.errors import CacheError, CoderError, SubjectError
 from autointerp.locks import LOCK_FILE, folder_lock, model_lock
-from autointerp.subject import Site, Subject, load_subject, module_patterns, resolve_subject
+from autointerp.subject import (
+    Site,
+    Subject,
+    load_config,
+    load_subject,
+    model_fingerprint,
+    module_patterns,
+    resolve_subject,
+)
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -267,18 +275,10 @@ def check_inputs(cfg: CacheConfig) -> dict[int, SparseCoder]:
 def _skeleton(cfg: CacheConfig) -> tuple[dict, int | None] | None:
     """The base model's modules, built from its config without weights (meta device), and its
     hidden size; None when the config cannot be read this way (the model load reports why)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from autointerp.subject import _converted_path, _gguf_location
+    from transformers import AutoModelForCausalLM
 
     try:
-        gguf = _gguf_location(cfg.subject)
-        if gguf is None:
-            config = AutoConfig.from_pretrained(cfg.subject.model)
-        elif (_converted_path(gguf[0] / gguf[1]) / "config.json").exists():
-            config = AutoConfig.from_pretrained(_converted_path(gguf[0] / gguf[1]))
-        else:
-            config = AutoConfig.from_pretrained(gguf[0], gguf_file=gguf[1])
+        config = load_config(cfg.subject)
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config)
     except Exception as e:  # noqa: BLE001 (any failure here is the model loader's to report)
@@ -315,7 +315,7 @@ def _finished(root: Path, cfg: CacheConfig, loaded: dict[int, SparseCoder]) -> b
         return False
     if any((fp.get("coders") or {}).get(c.name) != c.fingerprint for c in loaded.values()):
         return False
-    model = _model_fingerprint(cfg.subject)
+    model = model_fingerprint(cfg.subject)
     if model is None or model != fp.get("model"):
         return False
     from autointerp.subject import load_tokenizer
@@ -327,24 +327,6 @@ def _finished(root: Path, cfg: CacheConfig, loaded: dict[int, SparseCoder]) -> b
     except CacheError:
         return False
     return True
-
-
-def _model_fingerprint(cfg: SubjectConfig) -> str | None:
-    """`Subject.fingerprint` of a GGUF file or a local model folder, from its files alone; None for
-    a hub id (its commit is known once it is loaded)."""
-    from autointerp.paths import file_fingerprint, tree_fingerprint
-    from autointerp.subject import _gguf_location
-
-    gguf = _gguf_location(cfg)
-    if gguf is not None:
-        path = gguf[0] / gguf[1]
-        return file_fingerprint(path) if path.is_file() else None
-    folder = Path(cfg.model)
-    if not folder.is_dir():
-        return None
-    return tree_fingerprint(
-        [p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".json")]
-    )
 
 
 def _corpus_shortfall(corpus, windows: TokenWindows, cached: int) -> dict | None:

@@ -313,17 +313,45 @@ def module_patterns(modules: dict) -> list[str]:
     return out
 
 
+def _pretrained(auto, cfg: SubjectConfig, marker: str):
+    """`auto.from_pretrained` for the subject: from the converted copy of a GGUF model when it
+    holds `marker`, else from the GGUF file, a folder or a hub id (`local_files_only` on disk)."""
+    gguf = _gguf_location(cfg)
+    if gguf is None:
+        return auto.from_pretrained(cfg.model, **_local(cfg.model))
+    converted = _converted_path(gguf[0] / gguf[1])
+    if (converted / marker).exists():
+        return auto.from_pretrained(converted, local_files_only=True)
+    return auto.from_pretrained(gguf[0], gguf_file=gguf[1], **_local(gguf[0]))
+
+
 def load_tokenizer(cfg: SubjectConfig):
     """The subject's tokenizer alone (from the converted copy for GGUF models, when there is one)."""
     from transformers import AutoTokenizer
 
+    return _pretrained(AutoTokenizer, cfg, "tokenizer_config.json")
+
+
+def load_config(cfg: SubjectConfig):
+    """The subject's transformers config alone, without weights (as `load_tokenizer`)."""
+    from transformers import AutoConfig
+
+    return _pretrained(AutoConfig, cfg, "config.json")
+
+
+def model_fingerprint(cfg: SubjectConfig) -> str | None:
+    """`Subject.fingerprint` of a GGUF file or a local model folder, from its files alone; None for
+    a hub model (its commit is known once it is loaded)."""
     gguf = _gguf_location(cfg)
-    if gguf is None:
-        return AutoTokenizer.from_pretrained(cfg.model, **_local(cfg.model))
-    converted = _converted_path(gguf[0] / gguf[1])
-    if (converted / "tokenizer_config.json").exists():
-        return AutoTokenizer.from_pretrained(converted, local_files_only=True)
-    return AutoTokenizer.from_pretrained(gguf[0], gguf_file=gguf[1], **_local(gguf[0]))
+    if gguf is not None:
+        path = gguf[0] / gguf[1]
+        return file_fingerprint(path) if path.is_file() else None
+    folder = Path(cfg.model)
+    if not folder.is_dir():
+        return None
+    return tree_fingerprint(
+        [p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".json")]
+    )
 
 
 def load_subject(cfg: SubjectConfig) -> Subject:
@@ -333,11 +361,10 @@ def load_subject(cfg: SubjectConfig) -> Subject:
     cfg = resolve_subject(cfg)
     dtype = getattr(torch, cfg.dtype)
     gguf = _gguf_location(cfg)
+    fingerprint = model_fingerprint(cfg)
     if gguf is not None:
         model, tokenizer = _load_gguf(*gguf, dtype)
-        fingerprint = (
-            file_fingerprint(gguf[0] / gguf[1]) if (gguf[0] / gguf[1]).is_file() else cfg.model
-        )
+        fingerprint = fingerprint or cfg.model
     else:
         try:
             model = AutoModelForCausalLM.from_pretrained(
@@ -346,13 +373,8 @@ def load_subject(cfg: SubjectConfig) -> Subject:
             tokenizer = AutoTokenizer.from_pretrained(cfg.model, **_local(cfg.model))
         except Exception as e:
             raise SubjectError(f"cannot load model {cfg.model!r}: {e}") from None
-        folder = Path(cfg.model)
-        if folder.is_dir():
-            weights = [p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".json")]
-            fingerprint = tree_fingerprint(weights)
-        else:
-            fingerprint = text_fingerprint(
-                f"{cfg.model}@{getattr(model.config, '_commit_hash', '')}"
-            )
+        if fingerprint is None:  # a hub model: its commit
+            commit = getattr(model.config, "_commit_hash", "")
+            fingerprint = text_fingerprint(f"{cfg.model}@{commit}")
     model.to(cfg.device)
     return Subject(model, tokenizer, fingerprint=fingerprint, name=cfg.model)
