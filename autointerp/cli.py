@@ -34,7 +34,7 @@ TokensOpt = Annotated[
 
 _LIBRARIES = (
     "httpx",  # one INFO line per HTTP request
-    "httpx2",
+    "httpx2",  # the same, in the HTTP client of newer openai SDKs (3.x imports httpx2, not httpx)
     "httpcore",
     "openai",  # one INFO line per retry
     "transformers",
