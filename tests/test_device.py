@@ -253,8 +253,10 @@ def test_local_client_on_device(tiny, device):
     gen = asyncio.run(client.complete(chats, GenParams(max_tokens=4, logprobs=True)))
     for c in one + gen:
         assert c.error is None and c.text is not None and c.prompt_tokens > 0
-    assert all(c.logprobs is None or len(c.logprobs) <= 1 for c in one)
+    assert all(c.logprobs is not None and len(c.logprobs) == 1 for c in one)
+    assert all(len(c.logprobs[0].top) == 2 for c in one)
     assert any(c.completion_tokens > 0 for c in gen)
+    assert all(c.logprobs is not None and len(c.logprobs) == c.completion_tokens for c in gen)
 
 
 def test_gpu_check_script_runs_on_the_cpu(tmp_path):

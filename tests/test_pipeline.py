@@ -449,6 +449,9 @@ def test_model_bound_scorers_give_the_same_scores_concurrently(small_run):
     """Surprisal and intervention share the subject model: scored concurrently (as `run` does with
     chunks in flight) they must equal each scorer scoring alone, one chunk at a time."""
     import asyncio
+    import threading
+
+    WAIT = 5.0  # seconds each of the two forced waits lasts at most where the scorers exclude
 
     from autointerp.cache import ActivationCache
     from autointerp.explain import read_explanations
@@ -488,12 +491,45 @@ def test_model_bound_scorers_give_the_same_scores_concurrently(small_run):
 
     async def together():
         scorers = build()
+        overlap(scorers)
         done = await asyncio.gather(
             *(score_latents(ctx, scorers, part, records, expl) for part in chunks)
         )
         return {(n, s.latent.latent): s for res in done for n, ss in res.items() for s in ss}
 
-    a, b = asyncio.run(alone()), asyncio.run(together())
+    def overlap(scorers):
+        """Make the first surprisal pass wait until a steering hook is on the model, and that
+        steered generation wait until the surprisal pass ran: unless the scorers exclude each
+        other (then each wait ends after WAIT seconds), the pass certainly sees the hook."""
+        model, losses = scorers["intervention"].subject.model, scorers["surprisal"].model
+        steering, surprisal_ran = threading.Event(), threading.Event()
+        generate, passes = model.generate, losses._losses
+
+        def steered_generate(*args, **kwargs):
+            hooked = any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+            if hooked and not steering.is_set():
+                steering.set()
+                surprisal_ran.wait(WAIT)
+            return generate(*args, **kwargs)
+
+        def waiting_losses(pairs):
+            if not surprisal_ran.is_set():
+                steering.wait(WAIT)
+            try:
+                return passes(pairs)
+            finally:
+                surprisal_ran.set()
+
+        model.generate, losses._losses = steered_generate, waiting_losses
+        cleanup.append(lambda: (delattr(model, "generate"), delattr(losses, "_losses")))
+
+    cleanup = []
+    a = asyncio.run(alone())
+    try:
+        b = asyncio.run(together())
+    finally:
+        for undo in cleanup:
+            undo()
     assert a.keys() == b.keys() and len(a) == 8
     for key, s in a.items():
         assert s.status == "ok", (key, s.error)
