@@ -526,7 +526,9 @@ def write_stats(root: Path, coders: list[SparseCoder], n_tokens: int) -> dict:
 class ActivationCache:
     """Read access to a cache folder: tokens, per-latent nonzeros, statistics."""
 
-    def __init__(self, path: str | Path, require_complete: bool = True):
+    def __init__(self, path: str | Path, require_complete: bool = True, check_files: bool = True):
+        """`check_files`: fail at once if a shard or statistics file of a finished cache is missing
+        (reports and exports, which read the manifest and statistics, skip it)."""
         self.root = Path(path)
         manifest = self.root / MANIFEST
         if not manifest.exists():
@@ -539,7 +541,7 @@ class ActivationCache:
         self.ctx_len: int = self.manifest["ctx_len"]
         self.shard_seqs: int = self.manifest["shard_seqs"]
         self._arrays: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        if require_complete:
+        if require_complete and check_files:
             self._check_files()
 
     def _check_files(self) -> None:

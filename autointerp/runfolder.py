@@ -36,7 +36,8 @@ class RunFolder:
     def cache(self):
         from autointerp.cache import ActivationCache
 
-        return ActivationCache(self.root / "cache")
+        # A run folder copied without its shards (the large part) still reports and exports.
+        return ActivationCache(self.root / "cache", check_files=False)
 
     @property
     def manifest(self) -> dict:
