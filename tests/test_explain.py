@@ -19,7 +19,7 @@ from autointerp.explain import (
     read_explanations,
     token_stats_explanation,
 )
-from autointerp.sample import SampleConfig, sample_coder
+from autointerp.sample import SampleConfig, TokenDecoder, sample_coder
 from autointerp.types import Example
 
 EX = [
@@ -196,7 +196,7 @@ def run(tmp_path_factory):
 def test_failures_are_recorded_not_scored(run, tokenizer, tmp_path):
     _, cache, sample = run
     answers = ["[EXPLANATION]: digits", "no explanation line here", None, "[EXPLANATION]: commas"]
-    ex = Explainer(cache, ExplainConfig(), Scripted(answers), lambda t: tokenizer.decode([t]), 32)
+    ex = Explainer(cache, ExplainConfig(), Scripted(answers), TokenDecoder(tokenizer), 32)
     path = explain_coder(ex, sample, tmp_path, progress=False)
     got = read_explanations(path)
     assert [got[i].text for i in (1, 2, 3, 4)] == ["digits", None, None, "commas"]
@@ -215,7 +215,7 @@ def test_real_local_explainer_end_to_end(run, tokenizer, tmp_path):
     _, cache, sample = run
     cfg = ExplainConfig(max_tokens=24)
     client = make_client(ClientConfig(), tmp_path / "llm_cache.sqlite")
-    ex = Explainer(cache, cfg, client, lambda t: tokenizer.decode([t]), 32)
+    ex = Explainer(cache, cfg, client, TokenDecoder(tokenizer), 32)
     path = explain_coder(ex, sample, tmp_path / "a", latents={1, 2}, progress=False)
     got = read_explanations(path)
     assert set(got) == {1, 2}
@@ -223,7 +223,7 @@ def test_real_local_explainer_end_to_end(run, tokenizer, tmp_path):
         assert e.model == "smollm2" and e.prompt_tokens > 200
         assert (e.text is None) == (e.error is not None)
     assert ex.usage.calls == 2 and ex.usage.prompt_tokens > 400
-    again = Explainer(cache, cfg, client, lambda t: tokenizer.decode([t]), 32)
+    again = Explainer(cache, cfg, client, TokenDecoder(tokenizer), 32)
     path2 = explain_coder(again, sample, tmp_path / "b", latents={1, 2}, progress=False)
     assert again.usage.calls == 0 and again.usage.cache_hits == 2
     assert [json.loads(x)["text"] for x in path2.read_text().splitlines()] == [
