@@ -506,3 +506,26 @@ def test_a_run_folder_saved_before_the_new_sample_options_is_refused_naming_them
         prepare_folder(cfg, tmp_path)
     assert "sample.filter_bos: folder has no value (saved by an older autointerp)" in str(e.value)
     assert "--force" in str(e.value)
+
+
+def test_one_two_and_three_windows(tmp_path):
+    """The smallest latents: one window cannot feed both the explainer and the scorers, so it is
+    skipped with the reason; two or three give the explainer one and the scorers the rest."""
+    tokens = np.full((N_SEQS, CTX), 150)
+    for n, want in ((1, None), (2, (1, 1)), (3, (1, 2))):
+        tok = np.array([b * 2 * E + 5 for b in range(n)])
+        cache = write_cache(tmp_path / str(n), tokens, [(tok, np.linspace(1, 2, n))])
+        cfg = SampleConfig(
+            min_examples=1, min_train=1, n_similar_negatives=0, n_explain_negatives=0
+        )
+        r = Sampler(cache, "c", cfg, bos_id=None).sample(0)
+        if want is None:
+            assert r.status == "skipped" and not r.train and "explainer examples" in r.reason
+        else:
+            assert r.status == "ok" and (len(r.train), len(r.test)) == want, (n, r)
+            assert _disjoint(r.train + r.test + r.negatives)
+            assert r.shortfall["train"] == 40 - want[0] and r.shortfall["test"] == 100 - want[1]
+        # with the default min_train (10) none of them is explained from too few examples
+        assert Sampler(cache, "c", SampleConfig(min_examples=1), bos_id=None).sample(0).status == (
+            "skipped"
+        )
