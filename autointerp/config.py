@@ -125,9 +125,10 @@ def validate(data: dict, model: type[BaseModel], source: str = "config") -> Base
 
 
 class ClientConfig(_Strict):
-    backend: Literal["transformers", "openai", "vllm"] = "transformers"
-    """`transformers` (a local model; the default runs on the CPU), `openai` (any OpenAI-compatible
-    server: vLLM, llama.cpp, OpenAI, OpenRouter) or `vllm` (vLLM's offline engine, prefix caching)."""
+    backend: Literal["transformers", "llamacpp", "openai", "vllm"] = "transformers"
+    """`transformers` (a local model; the default runs on the CPU), `llamacpp` (a GGUF model run by
+    llama.cpp in this process: the fastest on a CPU), `openai` (any OpenAI-compatible server: vLLM,
+    llama.cpp, OpenAI, OpenRouter) or `vllm` (vLLM's offline engine, prefix caching)."""
     model: str = EMBEDDED_MODEL
     """Model name: a local model spec for `transformers`, the server's model id for `openai`."""
     base_url: str | None = None
@@ -152,6 +153,10 @@ class ClientConfig(_Strict):
     device: str = "auto"
     """Torch device of the `transformers` backend: `auto` (CUDA when present, else the CPU), `cpu`,
     `cuda`, `cuda:1`, ..."""
+    n_ctx: int = Field(4096, ge=256)
+    """Context length llama.cpp reserves (`llamacpp`)."""
+    threads: int | None = Field(None, ge=1)
+    """CPU threads of llama.cpp (`llamacpp`); None: the cores not already busy (load average)."""
     max_model_len: int = Field(4096, ge=256)
     """Context length the vLLM engine reserves (`vllm`)."""
     enforce_eager: bool = False

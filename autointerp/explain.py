@@ -253,10 +253,9 @@ class Explainer:
         )
         self.tokens = cache.tokens()
         self.usage = Usage()
-        auto = (
-            client is not None
-            and type(getattr(client, "inner", client)).__name__ == "TransformersClient"
-        )
+        from autointerp.clients import is_local
+
+        auto = client is not None and is_local(client)
         self.prefill = (cfg.prefill if cfg.prefill is not None else auto) and not cfg.cot
         self.prompt = prompt_id(cfg, self.prefill)
 

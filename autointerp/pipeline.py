@@ -128,6 +128,8 @@ _FREE_CLIENT = {
     "api_key",
     "api_key_env",
     "max_model_len",
+    "n_ctx",
+    "threads",
     "enforce_eager",
     "kv_cache_memory_bytes",
 }

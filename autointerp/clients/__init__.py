@@ -1,7 +1,8 @@
 """LLM clients behind one batch-first interface, chosen by name in the config.
 
-Backends are imported only when chosen: `transformers` (local), `openai` (any OpenAI-compatible
-server), `vllm` (vLLM's offline engine).
+Backends are imported only when chosen: `transformers` (local), `llamacpp` (a local GGUF model run
+by llama.cpp in this process), `openai` (any OpenAI-compatible server), `vllm` (vLLM's offline
+engine).
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ def _transformers(cfg: ClientConfig) -> LLMClient:
     )
 
 
+def _llamacpp(cfg: ClientConfig) -> LLMClient:
+    from autointerp.clients.llamacpp import LlamaCppClient
+
+    return LlamaCppClient(cfg.model, n_ctx=cfg.n_ctx, threads=cfg.threads)
+
+
 def _openai(cfg: ClientConfig) -> LLMClient:
     from autointerp.clients.remote import OpenAIClient
 
@@ -58,7 +65,19 @@ def _vllm(cfg: ClientConfig) -> LLMClient:
     )
 
 
-BACKENDS = {"transformers": _transformers, "openai": _openai, "vllm": _vllm}
+BACKENDS = {
+    "transformers": _transformers,
+    "llamacpp": _llamacpp,
+    "openai": _openai,
+    "vllm": _vllm,
+}
+LOCAL_BACKENDS = {"TransformersClient", "LlamaCppClient"}
+"""Clients computing on this machine: small models, one example per judge prompt, prefilled answers."""
+
+
+def is_local(client: object) -> bool:
+    """Whether a client (or the client inside a response cache) is one of the local backends."""
+    return type(getattr(client, "inner", client)).__name__ in LOCAL_BACKENDS
 
 
 def make_client(
@@ -76,6 +95,11 @@ def make_client(
             from autointerp.subject import resolved_dtype
 
             server = f"dtype={resolved_dtype(cfg.dtype, cfg.device)}"
+        elif cfg.backend == "llamacpp":  # the file's bytes, not its name, decide the answers
+            from autointerp.clients.llamacpp import gguf_path
+            from autointerp.paths import file_fingerprint
+
+            server = f"gguf={file_fingerprint(gguf_path(cfg.model))}"
         else:
             server = f"dtype={cfg.dtype}"
         return CachedClient(client, ResponseCache(response_cache), cfg.backend, server)

@@ -63,7 +63,9 @@ class ClassifierConfig(_Strict):
 
 
 def _is_local(client: LLMClient) -> bool:
-    return type(getattr(client, "inner", client)).__name__ == "TransformersClient"
+    from autointerp.clients import is_local
+
+    return is_local(client)
 
 
 def parse_answer(text: str, n: int) -> list[bool]:
