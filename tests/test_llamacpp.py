@@ -1,0 +1,112 @@
+"""The in-process llama.cpp backend, on the packaged SmolLM2 GGUF (the same file the transformers
+backend converts)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from autointerp.clients import GenParams, is_local, make_client
+from autointerp.config import ClientConfig
+from autointerp.errors import AutointerpError
+
+pytest.importorskip("llama_cpp")
+
+SYSTEM = {"role": "system", "content": "You judge whether a text matches a description."}
+
+
+def _chat(text: str, prefill: str | None = "[") -> list[dict[str, str]]:
+    chat = [
+        SYSTEM,
+        {
+            "role": "user",
+            "content": f"Description: months of the year.\nText: {text}\nAnswer 1 or 0.",
+        },
+    ]
+    return chat + ([{"role": "assistant", "content": prefill}] if prefill is not None else [])
+
+
+@pytest.fixture(scope="module")
+def client():
+    return make_client(ClientConfig(backend="llamacpp", model="smollm2", threads=1, n_ctx=512))
+
+
+def test_one_token_answers_carry_logprobs_and_reuse_the_shared_prefix(client):
+    chats = [_chat("We met in March."), _chat("The cat sat on the mat."), _chat("In May.")]
+    params = GenParams(max_tokens=1, logprobs=True, top_logprobs=5)
+    out = asyncio.run(client.complete(chats, params))
+    assert [c.error for c in out] == [None] * 3
+    for c in out:
+        assert c.completion_tokens == 1 and len(c.logprobs) == 1
+        top = c.logprobs[0].top
+        assert len(top) == 5 and top[0][1] >= top[-1][1]
+        assert top[0][0] == c.logprobs[0].token == c.text
+        assert np.exp([lp for _, lp in top]).sum() <= 1.0 + 1e-6
+    # The three prompts share the instructions: at most one of them computes them.
+    shared = sum(c.cached_tokens > 20 for c in out)
+    assert shared >= 2
+    again = asyncio.run(client.complete(chats, params))
+    assert [c.text for c in again] == [c.text for c in out]  # greedy and deterministic
+    assert [c.logprobs[0].logprob for c in again] == pytest.approx(
+        [c.logprobs[0].logprob for c in out], abs=1e-4
+    )
+
+
+def test_a_prefilled_answer_is_continued_not_closed(client):
+    inner = client
+    text = inner.render(_chat("In May.", prefill="[EXPLANATION]:"))
+    assert text.endswith("[EXPLANATION]:")
+    assert text.count("[EXPLANATION]:") == 1
+    open_answer = inner.render(_chat("In May.", prefill=None))
+    assert open_answer.rstrip().endswith("assistant")
+
+
+def test_generation_stops_at_max_tokens_and_stop_strings(client):
+    chat = _chat("Write the months of spring.", prefill=None)
+    out = asyncio.run(client.complete([chat], GenParams(max_tokens=6, logprobs=True)))[0]
+    assert out.ok and 1 <= out.completion_tokens <= 6
+    assert len(out.logprobs) == out.completion_tokens
+    stopped = asyncio.run(client.complete([chat], GenParams(max_tokens=40, stop=(" ",))))[0]
+    assert stopped.ok and " " not in stopped.text.strip()
+
+
+def test_sampling_is_seeded_per_client_and_differs_from_greedy():
+    chat = _chat("Name a month.", prefill=None)
+    params = GenParams(max_tokens=12, temperature=1.5)
+
+    def sample() -> list[str]:
+        c = make_client(ClientConfig(backend="llamacpp", model="smollm2", threads=1, n_ctx=512))
+        return [x.text for x in asyncio.run(c.complete([chat, chat, chat], params))]
+
+    first = sample()
+    assert first == sample()  # the same seed, the same answers
+    assert len(set(first)) > 1  # but not one answer repeated: it samples
+
+
+def test_a_prompt_longer_than_the_context_fails_alone(client):
+    long = _chat("word " * 600)
+    out = asyncio.run(client.complete([long, _chat("In May.")], GenParams(max_tokens=1)))
+    assert out[0].text is None and "exceeds the llama.cpp context of 512" in out[0].error
+    assert out[1].ok
+
+
+def test_a_missing_file_and_an_unknown_name_are_clear_errors(tmp_path):
+    with pytest.raises(AutointerpError, match="model file not found"):
+        make_client(ClientConfig(backend="llamacpp", model=str(tmp_path / "x.gguf")))
+    with pytest.raises(AutointerpError):
+        make_client(ClientConfig(backend="llamacpp", model="no-such-model"))
+
+
+def test_it_counts_as_a_local_judge_and_its_cache_key_names_the_file(client, tmp_path):
+    assert is_local(client)
+    cached = make_client(
+        ClientConfig(backend="llamacpp", model="smollm2", threads=1, n_ctx=512),
+        tmp_path / "cache.sqlite",
+        client,
+    )
+    assert is_local(cached) and cached.server.startswith("gguf=")
+    first = asyncio.run(cached.complete([_chat("In May.")], GenParams(max_tokens=1)))[0]
+    second = asyncio.run(cached.complete([_chat("In May.")], GenParams(max_tokens=1)))[0]
+    assert not first.from_cache and second.from_cache and second.text == first.text
