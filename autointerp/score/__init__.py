@@ -36,6 +36,7 @@ from autointerp.score.base import LatentItem, LatentScore, Scorer, failed
 from autointerp.score.classifier import ClassifierConfig, ClassifierScorer
 from autointerp.score.embedding import EmbeddingConfig
 from autointerp.score.intervention import InterventionConfig
+from autointerp.score.judge_check import JudgeCheckConfig
 from autointerp.score.simulation import SimulationConfig
 from autointerp.score.surprisal import SurprisalConfig
 from autointerp.types import Explanation, SampledLatent
@@ -65,6 +66,9 @@ class ScoreConfig(_Strict):
     simulation: SimulationConfig = SimulationConfig()
     latents_per_call: int = Field(8, ge=1)
     """Latents whose prompts go to the client together (all in flight at once)."""
+    judge_check: JudgeCheckConfig = JudgeCheckConfig()
+    """Score a seeded subset of latents again with another latent's explanation and report
+    whether the LLM judge tells them apart (`autointerp.score.judge_check`)."""
 
 
 class ScoreStageConfig(_Strict):

@@ -62,6 +62,10 @@ class LatentScore(_Record):
     metrics: dict[str, float | int | None] = {}
     per_group: dict[str, dict[str, float | int | None]] = {}
     """Per activation quantile (`q0` weakest .. `q9` strongest) and per kind of negative."""
+    intervals: dict[str, tuple[float, float]] = {}
+    """95% intervals of the main metric (and AUROC where present), by metric name: balanced
+    accuracy Wilson + MOVER, AUROC DeLong, correlation Fisher z, a mean of drops Student t
+    (`autointerp.score.metrics`). Empty in score files written before intervals existed."""
     notes: list[str] = []
     prompt: str | None = None
     """The scorer's prompt, `name@hash` of its templates and options (LLM scorers; None for the
@@ -125,6 +129,9 @@ def classifier_score(
         [p.label for p in answered], [bool(p.prediction) for p in answered], probs
     )
     m["n_failed"] = len(preds) - len(answered)
+    intervals = metrics.classification_intervals(
+        [p.label for p in answered], [bool(p.prediction) for p in answered], probs
+    )
     values = [np.nan if p.probability is None else p.probability for p in answered]
     per = metrics.by_group(
         [p.label for p in answered],
@@ -133,7 +140,13 @@ def classifier_score(
         [p.prediction == p.label for p in answered],
     )
     return LatentScore(
-        latent=item.record.id, scorer=scorer, status="ok", metrics=m, per_group=per, **common
+        latent=item.record.id,
+        scorer=scorer,
+        status="ok",
+        metrics=m,
+        per_group=per,
+        intervals=intervals,
+        **common,
     )
 
 
@@ -159,8 +172,15 @@ def continuous_score(
         "mean_non_activating": float(np.mean(neg)) if neg else None,
     }
     per = metrics.by_group(y, v, [group(p) for p in answered])
+    auc = metrics.auroc_interval(y, v)
     return LatentScore(
-        latent=item.record.id, scorer=scorer, status="ok", metrics=m, per_group=per, **common
+        latent=item.record.id,
+        scorer=scorer,
+        status="ok",
+        metrics=m,
+        per_group=per,
+        intervals={} if auc is None else {"auroc": auc},
+        **common,
     )
 
 

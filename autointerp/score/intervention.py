@@ -24,6 +24,7 @@ from pydantic import Field
 from autointerp.coders.base import SparseCoder
 from autointerp.config import _Strict
 from autointerp.locks import model_lock
+from autointerp.score import metrics
 from autointerp.score.base import LatentItem, LatentScore, Prediction, continuous_score, failed
 from autointerp.score.surprisal import LossModel
 from autointerp.subject import Subject
@@ -164,4 +165,7 @@ class InterventionScorer:
         m = dict(result.metrics)
         m["score"] = float(np.mean(drops)) if drops else None
         m["changed"] = changed / n
-        return result.model_copy(update={"metrics": m})
+        intervals = dict(result.intervals)
+        if (t := metrics.mean_interval(drops)) is not None:
+            intervals["score"] = t  # Student t over prompts
+        return result.model_copy(update={"metrics": m, "intervals": intervals})

@@ -170,6 +170,15 @@ class SimulationScorer:
             else None,
             "auroc": metrics.auroc([p.label for p, _ in ok], [p.value for p, _ in ok]),  # type: ignore[misc]
         }
+        intervals = {"correlation": metrics.correlation_interval(m["correlation"], len(true))}
+        if m["auroc"] is not None:
+            values = [(p.label, p.value) for p, _ in ok]
+            intervals["auroc"] = metrics.auroc_interval(*zip(*values, strict=True))
         return LatentScore(
-            latent=item.record.id, scorer=self.name, status="ok", metrics=m, **common
+            latent=item.record.id,
+            scorer=self.name,
+            status="ok",
+            metrics=m,
+            intervals={k: v for k, v in intervals.items() if v is not None},
+            **common,
         )

@@ -1,0 +1,308 @@
+"""The judge check (a subset scored again with another latent's explanation) and per-latent
+intervals: known values, scripted judges that must be flagged or trusted, edge cases, resume."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autointerp.clients.base import Completion, GenParams, TokenLogprob
+from autointerp.score import metrics, read_scores
+from autointerp.score.base import LatentItem
+from autointerp.score.classifier import ClassifierConfig, ClassifierScorer
+from autointerp.score.judge_check import (
+    JudgeCheckConfig,
+    check_coder,
+    describe,
+    folder_verdicts,
+    paired_auroc,
+    plan,
+    read_controls,
+    run_checks,
+    verdict,
+)
+from autointerp.types import Example, Explanation, LatentId, SampledLatent
+
+# ---------------------------------------------------------------- intervals
+
+
+def test_wilson_matches_the_textbook_value():
+    # Newcombe (1998), Statistics in Medicine 17:857, example 81/263: 0.2553 to 0.3662.
+    lo, hi = metrics.wilson(81, 263)
+    assert (round(lo, 4), round(hi, 4)) == (0.2553, 0.3662)
+    assert metrics.wilson(0, 10)[0] == 0.0 and metrics.wilson(0, 0) is None
+
+
+def test_balanced_accuracy_interval_combines_the_two_wilson_intervals():
+    tp, fn, tn, fp = 8, 2, 5, 5
+    ba = (0.8 + 0.5) / 2
+    lo, hi = metrics.balanced_accuracy_interval(tp, fn, tn, fp)
+    a, b = metrics.wilson(tp, tp + fn), metrics.wilson(tn, tn + fp)
+    assert lo < ba < hi
+    # MOVER: the distances to the bounds add in quadrature (narrower than averaging the bounds)
+    assert lo == pytest.approx(ba - math.hypot(0.8 - a[0], 0.5 - b[0]) / 2)
+    assert hi == pytest.approx(ba + math.hypot(a[1] - 0.8, b[1] - 0.5) / 2)
+    assert (a[0] + b[0]) / 2 <= lo and hi <= (a[1] + b[1]) / 2
+    lo, hi = metrics.balanced_accuracy_interval(10, 0, 10, 0)  # perfect: not a point
+    assert hi == 1.0 and 0.8 < lo < 1.0
+    assert metrics.balanced_accuracy_interval(3, 0, 0, 0) is None  # no negatives
+
+
+def test_delong_variance_agrees_with_a_bootstrap():
+    rng = np.random.default_rng(0)
+    y = np.array([True] * 40 + [False] * 60)
+    s = np.where(y, rng.normal(1.0, 1.0, 100), rng.normal(0.0, 1.0, 100)).round(1)  # with ties
+    auc, var = metrics.delong_variance(y, s)
+    assert auc == pytest.approx(metrics.auroc(y, s))
+    boots = []
+    for _ in range(3000):  # stratified bootstrap: resample each class
+        p = rng.choice(np.flatnonzero(y), 40)
+        n = rng.choice(np.flatnonzero(~y), 60)
+        boots.append(metrics.auroc(y[np.r_[p, n]], s[np.r_[p, n]]))
+    assert math.sqrt(var) == pytest.approx(np.std(boots), rel=0.1)
+    lo, hi = metrics.auroc_interval(y, s)
+    assert lo < auc < hi and hi - lo == pytest.approx(2 * 1.96 * math.sqrt(var), rel=1e-3)
+    assert metrics.auroc_interval([1, 1, 0], [0.9, 0.8, 0.95])[0] == 0.0  # clipped
+    assert metrics.auroc_interval([1, 1], [0.1, 0.2]) is None
+
+
+def test_correlation_and_mean_intervals():
+    lo, hi = metrics.correlation_interval(0.5, 28)  # z = 0.5493 +- 1.96 / 5
+    assert (lo, hi) == pytest.approx((math.tanh(0.5493 - 0.392), math.tanh(0.5493 + 0.392)), 1e-3)
+    assert metrics.correlation_interval(0.5, 3) is None
+    lo, hi = metrics.mean_interval([1, 2, 3, 4])  # 2.5 +- t(0.975, 3) * 1.291 / 2
+    assert (lo, hi) == pytest.approx((2.5 - 3.182 * 0.6455, 2.5 + 3.182 * 0.6455), 1e-3)
+
+
+def test_classifier_scores_carry_intervals_and_old_files_still_load(tmp_path):
+    items = _items(2)
+    [s, _] = asyncio.run(_detection(Judge("keyword")).score(items[:2]))
+    ba, auc = s.metrics["balanced_accuracy"], s.metrics["auroc"]
+    assert s.intervals["balanced_accuracy"][0] <= ba <= s.intervals["balanced_accuracy"][1]
+    assert s.intervals["auroc"][0] <= auc <= s.intervals["auroc"][1]
+    old = s.model_dump(mode="json")
+    del old["intervals"]
+    path = tmp_path / "old.jsonl"
+    import json
+
+    path.write_text(json.dumps(old) + "\n")
+    assert read_scores(path)[0].intervals == {}
+
+
+# ---------------------------------------------------------------- scripted judges
+
+WORDS = ["apple", "river", "violin", "copper", "tiger", "pencil", "rocket", "garden", "silver"]
+WORDS += ["winter", "marble", "falcon"]
+FILLER = ["The old man walked slowly", "A quiet evening fell on town", "They spoke of many things"]
+
+
+def _ex(text: str, seq: int, label: bool) -> Example:
+    tokens = re.findall(r"\s*\S+", text)
+    acts = [1.0 if label and t.strip() in WORDS else 0.0 for t in tokens]
+    return Example(
+        tokens=tokens,
+        activations=acts,
+        seq=seq,
+        start=0,
+        quantile=0 if label else None,
+        kind="activating" if label else "random",
+    )
+
+
+def _items(n: int, same_text: bool = False) -> list[LatentItem]:
+    """Latent i fires on the word WORDS[i]; its explanation names it."""
+    out = []
+    for i in range(n):
+        lid = LatentId(coder="c", latent=i)
+        rec = SampledLatent(
+            id=lid, status="ok", density=0.1, max_activation=1.0, n_activating_windows=3
+        )
+        text = "the word apple" if same_text else f"the word {WORDS[i]}"
+        expl = Explanation(latent=lid, text=text, raw=text, model="m", prompt="p")
+        test = [_ex(f"{f} with a {WORDS[i]} here", 10 * i + k, True) for k, f in enumerate(FILLER)]
+        neg = [_ex(f"{f} and nothing else", 10 * i + 5 + k, False) for k, f in enumerate(FILLER)]
+        out.append(LatentItem(rec, expl, test, neg))
+    return out
+
+
+class Judge:
+    """A scripted detection judge: `yes` answers yes to everything (as the packaged 135M model
+    does); `keyword` says yes when the explanation's last word is in the example. A request fails
+    when its explanation names `fail_word`, or names `fail_control` and no example holds it (a
+    control prompt)."""
+
+    model = "scripted"
+
+    def __init__(self, mode: str, fail_word: str | None = None, fail_control: str | None = None):
+        self.mode, self.fail_word, self.fail_control, self.calls = mode, fail_word, fail_control, 0
+
+    async def complete(self, chats, params: GenParams):
+        out = []
+        for chat in chats:
+            self.calls += 1
+            user = chat[1]["content"]
+            word = re.search(r"^Explanation: .* (\w+)$", user, re.M).group(1)
+            texts = re.findall(r"^Example \d+: (.*)$", user, re.M)
+            control = not any(word in t.split() for t in texts)
+            if word == self.fail_word or (word == self.fail_control and control):
+                out.append(Completion(text=None, error="HTTP 500 after 3 retries"))
+                continue
+            yes = [self.mode == "yes" or word in t.split() for t in texts]
+            digits = ["1" if a else "0" for a in yes]
+            lp = [
+                TokenLogprob(token=d, logprob=math.log(0.9), top=[(d, math.log(0.9))])
+                for d in digits
+            ]
+            text = "[" + ",".join(digits) + "]"
+            out.append(Completion(text=text, logprobs=lp, prompt_tokens=50, completion_tokens=5))
+        return out
+
+
+def _detection(judge: Judge) -> ClassifierScorer:
+    return ClassifierScorer("detection", judge, ClassifierConfig(examples_per_prompt=6))
+
+
+def _true_scores(tmp_path: Path, judge: Judge, items: list[LatentItem]) -> Path:
+    path = tmp_path / "scores" / "detection" / "c.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for s in asyncio.run(_detection(judge).score(items)):
+            f.write(s.model_dump_json() + "\n")
+    return path
+
+
+def _check(tmp_path: Path, judge: Judge, items: list[LatentItem], cfg: JudgeCheckConfig):
+    true_path = _true_scores(tmp_path, judge, items)
+    by_id = {it.record.id.latent: it for it in items}
+    usage = run_checks(
+        tmp_path / "scores",
+        tmp_path / "judge_check",
+        cfg,
+        ["detection", "embedding"],
+        {
+            "c": (
+                {i: it.record for i, it in by_id.items()},
+                {i: it.explanation for i, it in by_id.items()},
+            )
+        },
+        lambda scorer, coder: _detection(judge),
+        lambda rec, expl: LatentItem(
+            rec, expl, by_id[rec.id.latent].test, by_id[rec.id.latent].negatives
+        ),
+        step=3,
+    )
+    v = folder_verdicts(
+        tmp_path / "scores", tmp_path / "judge_check", ["detection", "embedding"], ["c"]
+    )
+    assert set(v) == {"detection"}  # embedding is not an LLM judge: not checked
+    return usage, v["detection"]["c"], read_scores(true_path)
+
+
+def test_a_judge_that_says_yes_to_everything_is_at_chance(tmp_path):
+    usage, v, _ = _check(tmp_path, Judge("yes"), _items(10), JudgeCheckConfig())
+    assert v["verdict"] == "at chance" and v["n"] == 8 and v["checked"] == 8
+    assert (v["auroc"], v["ci_low"], v["ci_high"]) == (0.5, 0.5, 0.5)
+    assert usage["detection"]["calls"] == 8 == v["calls"]  # one prompt of 6 examples per latent
+    text = describe("detection", v)
+    assert text == (
+        "this judge cannot tell explanations apart in this run (judge check AUROC 0.50 "
+        "[0.50, 0.50], 8 latents; at chance): its detection scores are not evidence"
+    )
+
+
+def test_a_judge_that_reads_the_explanation_discriminates(tmp_path):
+    judge = Judge("keyword")
+    usage, v, true = _check(tmp_path, judge, _items(12), JudgeCheckConfig(fraction=0.5))
+    assert v["verdict"] == "discriminates" and v["n"] == 8  # max(8, ceil(0.5 * 12)) = 8
+    assert v["auroc"] == 1.0 and v["ci_low"] > 0.5
+    controls = read_controls(tmp_path / "judge_check" / "detection" / "c.jsonl")
+    for i, c in controls.items():
+        assert c.control_of != i and c.explanation == true[c.control_of].explanation
+        assert [p.seq for p in c.predictions] == [
+            p.seq for p in true[i].predictions
+        ]  # same examples
+        assert c.metrics["balanced_accuracy"] == 0.5 and true[i].metrics["balanced_accuracy"] == 1.0
+    assert describe("detection", v).startswith("the judge discriminates (judge check AUROC 1.00")
+    # resume: a second pass makes no new control call
+    before = judge.calls
+    _, again, _ = _check(tmp_path, judge, _items(12), JudgeCheckConfig(fraction=0.5))
+    assert judge.calls - before == 12  # the true scores of `_check` only
+    assert again == v
+
+
+def test_the_subset_is_seeded_and_stable_as_a_run_grows():
+    texts = {i: f"the word {WORDS[i]}" for i in range(12)}
+    cfg = JudgeCheckConfig(fraction=0.25, min_latents=2)
+    small = plan({i: texts[i] for i in range(8)}, "c", cfg)
+    big = plan(texts, "c", cfg)
+    assert len(small) == 2 and len(big) == 3  # ceil(0.25 * 12)
+    assert (
+        plan(texts, "c", cfg) == big and plan(texts, "c", cfg.model_copy(update={"seed": 1})) != big
+    )
+    assert all(j != i and j in texts for i, j in big.items())
+    # with the same subset size, latents added to the run only displace, never reshuffle
+    cfg = JudgeCheckConfig(fraction=0.1, min_latents=2)
+    small = plan({i: texts[i] for i in range(8)}, "c", cfg)
+    big = plan(texts, "c", cfg)
+    assert len(small) == len(big) == 2 and set(big) & set(range(8)) <= set(small)
+
+
+def test_few_latents_identical_texts_and_one_latent(tmp_path):
+    usage, v, _ = _check(tmp_path, Judge("keyword"), _items(3), JudgeCheckConfig())
+    assert v["checked"] == 3 and v["n"] == 3 and v["verdict"] == "too few latents"  # all 3 used
+    assert "too few latents (3 usable pairs, 4 needed)" in describe("detection", v)
+    one = tmp_path / "one"
+    usage, v, _ = _check(one, Judge("keyword"), _items(1), JudgeCheckConfig())
+    assert v["verdict"] == "too few latents" and v["n"] == 0 and usage["detection"]["calls"] == 0
+    same = tmp_path / "same"
+    usage, v, _ = _check(same, Judge("keyword"), _items(6, same_text=True), JudgeCheckConfig())
+    assert v["verdict"] == "too few latents" and v["n"] == 0 and usage["detection"]["calls"] == 0
+
+
+def test_failed_controls_and_failed_true_scores_are_left_out(tmp_path):
+    # latent 3's own score fails; every control with latent 1's explanation fails
+    judge = Judge("keyword", fail_word=WORDS[3], fail_control=WORDS[1])
+    usage, v, true = _check(tmp_path, judge, _items(12), JudgeCheckConfig(min_latents=11))
+    assert true[3].status == "failed" and v["checked"] == 11
+    controls = read_controls(tmp_path / "judge_check" / "detection" / "c.jsonl")
+    assert 3 not in controls and all(c.control_of != 3 for c in controls.values())
+    failed = [c for c in controls.values() if c.status == "failed"]
+    assert failed and all(c.control_of == 1 for c in failed)
+    assert v["failed"] == len(failed) and usage["detection"]["failed"] == len(failed)
+    assert v["n"] == v["checked"] - len(failed)
+
+
+def test_a_disabled_check_and_a_folder_without_one_say_so(tmp_path):
+    _true_scores(tmp_path, Judge("yes"), _items(4))
+    v = folder_verdicts(tmp_path / "scores", tmp_path / "judge_check", ["detection"], ["c"])
+    assert v["detection"]["c"]["verdict"] == "not made"
+    assert describe("detection", v["detection"]["c"]).startswith("no judge check in this run")
+    run_checks(
+        tmp_path / "scores",
+        tmp_path / "judge_check",
+        JudgeCheckConfig(enabled=False),
+        ["detection"],
+        {},
+        None,
+        None,  # fmt: skip
+    )
+    v = folder_verdicts(tmp_path / "scores", tmp_path / "judge_check", ["detection"], ["c"])
+    assert v["detection"]["c"]["verdict"] == "disabled"
+    assert "judge_check.enabled is false" in describe("detection", v["detection"]["c"])
+
+
+def test_paired_bootstrap_interval():
+    auc, lo, hi = paired_auroc([0.9, 0.8, 0.7, 0.6, 0.55, 0.4], [0.5, 0.6, 0.5, 0.7, 0.5, 0.5])
+    assert auc == pytest.approx(
+        metrics.auroc(
+            [1] * 6 + [0] * 6, [0.9, 0.8, 0.7, 0.6, 0.55, 0.4, 0.5, 0.6, 0.5, 0.7, 0.5, 0.5]
+        )
+    )
+    assert lo <= auc <= hi and hi - lo > 0.1
+    assert paired_auroc([0.5] * 5, [0.5] * 5) == (0.5, 0.5, 0.5)
+    assert paired_auroc([1.0] * 5, [0.5] * 5) == (1.0, 1.0, 1.0)
