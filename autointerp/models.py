@@ -184,6 +184,7 @@ def assemble(name: str, force: bool = False) -> Path:
         with os.fdopen(fd, "wb") as out:
             size, digest, head = _concatenate([p for p in parts if p is not None], out)
         _check(m, size, digest, head)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the model is for every user
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
