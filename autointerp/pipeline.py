@@ -114,6 +114,11 @@ _FREE = {
     "subject.device",
     "score.scorers",
     "score.latents_per_call",
+    # the judge check's settings change only RUN/judge_check, never a finished score
+    "score.judge_check.enabled",
+    "score.judge_check.fraction",
+    "score.judge_check.min_latents",
+    "score.judge_check.seed",
     "explain.latents_per_call",
 }
 _FREE_CLIENT = {
@@ -229,7 +234,7 @@ def _supersede(out: Path, changed: set[str]) -> None:
     order = list(STAGES)
     first = min(order.index(s) for s in changed)
     aside = out / time.strftime("superseded-%Y%m%d-%H%M%S")
-    for stage in [*order[first:], "report"]:
+    for stage in [*order[first:], "judge_check", "report"]:
         folder = out / STAGES.get(stage, stage)
         if folder.exists():
             aside.mkdir(parents=True, exist_ok=True)
@@ -535,6 +540,12 @@ def _run_job(cfg, out, force, ray, workers, progress, gpus_per_worker, retry_fai
     sample_stage(cache, cfg.sample, out / "sample", ids)
     chunks = plan(out, cfg, coders, cache, retry_failed)
     bar = Progress(total=sum(len(c.records) for c in chunks))
+    workers_here: list[Worker] = []
+
+    def local_worker() -> Worker:  # built once, and only when there is work for it
+        if not workers_here:
+            workers_here.append(Worker(out, cfg))
+        return workers_here[0]
 
     def sink(r: ChunkResult) -> None:
         write_chunk(out, r)
@@ -548,22 +559,58 @@ def _run_job(cfg, out, force, ray, workers, progress, gpus_per_worker, retry_fai
 
                 run_ray(ray, workers, out, cfg, chunks, sink, gpus_per_worker)
             else:
-                asyncio.run(run_local(Worker(out, cfg), chunks, sink, cfg.chunks_in_flight))
+                asyncio.run(run_local(local_worker(), chunks, sink, cfg.chunks_in_flight))
         finally:
             bar.close()
+    checked = judge_stage(out, cfg, coders, local_worker, progress)
     summary = summarize_run(out, cfg, coders, cache)
     summary.update(
         wall_s=round(time.time() - t0, 1),
-        llm_calls=bar.calls,
-        llm_tokens=bar.tokens,
+        llm_calls=bar.calls + sum(u["calls"] for u in checked.values()),
+        llm_tokens=bar.tokens + sum(u["tokens"] for u in checked.values()),
+        judge_check_llm=checked,
         chunks_by_worker=bar.by_worker,
     )
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
+def judge_stage(out: Path, cfg: RunConfig, coders: list[str], get_worker, progress: bool) -> dict:
+    """The judge check after every chunk is done (`autointerp.score.judge_check`), with the
+    scorers of a local worker (`get_worker`, built only when there is work; after a Ray run too).
+    Returns each checked scorer's LLM work done now."""
+    from autointerp.score.judge_check import run_checks
+
+    inputs = {
+        coder: (
+            {
+                r.id.latent: r
+                for r in read_records(out / "sample" / f"{coder}.jsonl")
+                if r.status == "ok"
+            },
+            read_explanations(out / "explanations" / f"{coder}.jsonl"),
+        )
+        for coder in coders
+    }
+    return run_checks(
+        out / "scores",
+        out / "judge_check",
+        cfg.score.judge_check,
+        cfg.score.scorers,
+        inputs,
+        lambda name, coder: SCORERS[name](get_worker().ctx, coder),
+        lambda record, explanation: get_worker().ctx.item(record, explanation),
+        cfg.score.latents_per_call,
+        progress,
+    )
+
+
 def summarize_run(out: Path, cfg: RunConfig, coders: list[str], cache: ActivationCache) -> dict:
-    """Counts and each scorer's mean main metric over the selected latents of every coder."""
+    """Counts and each scorer's mean main metric over the selected latents of every coder, with
+    the judge check's verdict per LLM scorer and coder (`judge_check`) and a flag per scorer
+    (`trusted`: its judge discriminates for every coder)."""
+    from autointerp.score.judge_check import folder_verdicts, trusted
+
     per_coder, values = {}, {name: [] for name in cfg.score.scorers}
     totals = dict(n_latents=0, n_skipped=0, n_explained=0, n_scored=0, n_failed=0)
     skipped: Counter[str] = Counter()
@@ -577,7 +624,17 @@ def summarize_run(out: Path, cfg: RunConfig, coders: list[str], cache: Activatio
         name: {"metric": MAIN_METRIC[name], "mean": float(np.mean(v)) if v else None}
         for name, v in values.items()
     }
-    return {**totals, "skipped": dict(skipped), "scorers": means, "coders": per_coder}
+    judged = folder_verdicts(out / "scores", out / "judge_check", cfg.score.scorers, coders)
+    for name, by_coder in judged.items():
+        means[name]["judge_check"] = {c: v["verdict"] for c, v in by_coder.items()}
+        means[name]["trusted"] = bool(by_coder) and all(trusted(v) for v in by_coder.values())
+    return {
+        **totals,
+        "skipped": dict(skipped),
+        "scorers": means,
+        "judge_check": judged,
+        "coders": per_coder,
+    }
 
 
 _SETTING = re.compile(r"\((\w+) is [^)]*\)")

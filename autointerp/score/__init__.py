@@ -8,11 +8,16 @@ Scorers (one module each; `SCORERS` maps names to builders):
 - surprisal (`surprisal.py`): loss drop of a local LM given the explanation; AUROC;
 - embedding (`embedding.py`): explanation-example similarity (MiniLM); AUROC;
 - intervention (`intervention.py`): steer the latent, surprisal of the explanation; mean drop;
-- simulation (`simulation.py`): predicted per-token activations; correlation.
+- simulation (`simulation.py`): predicted per-token activations; correlation;
+- intruder (`intruder.py`): an LLM picks the one non-activating example among activating ones;
+  accuracy (explanation-free);
+- example-embedding (`example_embedding.py`): similarity of held-out examples to the latent's train
+  examples (MiniLM); AUROC (explanation-free).
 
 Each latent's score is appended to its file as soon as it is finished, so an interrupted run resumes
 where it stopped. A latent whose explanation failed or is empty, or that has no test examples, gets a
-failed score with the reason; it never counts as a wrong answer.
+failed score with the reason; it never counts as a wrong answer. The explanation-free scorers
+(`EXPLANATION_FREE`) score every latent with test examples, whatever its explanation.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from autointerp.score.base import LatentItem, LatentScore, Scorer, failed
 from autointerp.score.classifier import ClassifierConfig, ClassifierScorer
 from autointerp.score.embedding import EmbeddingConfig
 from autointerp.score.intervention import InterventionConfig
+from autointerp.score.intruder import IntruderConfig
 from autointerp.score.judge_check import JudgeCheckConfig
 from autointerp.score.simulation import SimulationConfig
 from autointerp.score.surprisal import SurprisalConfig
@@ -43,7 +49,16 @@ from autointerp.types import Explanation, SampledLatent
 
 log = logging.getLogger(__name__)
 
-ScorerName = Literal["detection", "fuzzing", "surprisal", "embedding", "intervention", "simulation"]
+ScorerName = Literal[
+    "detection",
+    "fuzzing",
+    "surprisal",
+    "embedding",
+    "intervention",
+    "simulation",
+    "intruder",
+    "example-embedding",
+]
 MAIN_METRIC = {
     "detection": "balanced_accuracy",
     "fuzzing": "balanced_accuracy",
@@ -51,8 +66,12 @@ MAIN_METRIC = {
     "embedding": "auroc",
     "intervention": "score",
     "simulation": "correlation",
+    "intruder": "accuracy",
+    "example-embedding": "auroc",
 }
-LLM_SCORERS = {"detection", "fuzzing", "simulation"}
+LLM_SCORERS = {"detection", "fuzzing", "simulation", "intruder"}
+EXPLANATION_FREE = {"intruder", "example-embedding"}
+"""Scorers that read no explanation: they score latents whose explanation failed too."""
 
 
 class ScoreConfig(_Strict):
@@ -64,6 +83,9 @@ class ScoreConfig(_Strict):
     embedding: EmbeddingConfig = EmbeddingConfig()
     intervention: InterventionConfig = InterventionConfig()
     simulation: SimulationConfig = SimulationConfig()
+    intruder: IntruderConfig = IntruderConfig()
+    example_embedding: EmbeddingConfig = EmbeddingConfig()
+    """The `example-embedding` scorer's model."""
     latents_per_call: int = Field(8, ge=1)
     """Latents whose prompts go to the client together (all in flight at once)."""
     judge_check: JudgeCheckConfig = JudgeCheckConfig()
@@ -139,11 +161,16 @@ class ScoreContext:
             self._coders[name] = _load_coders(cfg, self.subject)[0]
         return self._coders[name]
 
-    def item(self, record: SampledLatent, explanation: Explanation) -> LatentItem:
+    def item(
+        self, record: SampledLatent, explanation: Explanation, train: bool = False
+    ) -> LatentItem:
+        """The latent rendered for a scorer; `train`: its train examples too."""
+
         def r(refs):
             return [render(x, self.tokens, self.decode, self.example_len) for x in refs]
 
-        return LatentItem(record, explanation, r(record.test), r(record.negatives))
+        shown = r(record.train) if train else []
+        return LatentItem(record, explanation, r(record.test), r(record.negatives), shown)
 
 
 def _detection(ctx: ScoreContext, coder: str) -> Scorer:
@@ -181,6 +208,18 @@ def _simulation(ctx: ScoreContext, coder: str) -> Scorer:
     return SimulationScorer(ctx.client, ctx.cfg.score.simulation)
 
 
+def _intruder(ctx: ScoreContext, coder: str) -> Scorer:
+    from autointerp.score.intruder import IntruderScorer
+
+    return IntruderScorer(ctx.client, ctx.cfg.score.intruder)
+
+
+def _example_embedding(ctx: ScoreContext, coder: str) -> Scorer:
+    from autointerp.score.example_embedding import ExampleEmbeddingScorer
+
+    return ExampleEmbeddingScorer(ctx.cfg.score.example_embedding)
+
+
 SCORERS: dict[str, Callable[[ScoreContext, str], Scorer]] = {
     "detection": _detection,
     "fuzzing": _fuzzing,
@@ -188,6 +227,8 @@ SCORERS: dict[str, Callable[[ScoreContext, str], Scorer]] = {
     "embedding": _embedding,
     "intervention": _intervention,
     "simulation": _simulation,
+    "intruder": _intruder,
+    "example-embedding": _example_embedding,
 }
 
 
@@ -196,17 +237,19 @@ def read_scores(path: Path) -> dict[int, LatentScore]:
 
 
 def precheck(record: SampledLatent, explanation: Explanation, scorer: str) -> LatentScore | None:
-    """A failed score when the latent cannot be scored at all; None when it can."""
+    """A failed score when the latent cannot be scored at all; None when it can. The
+    explanation-free scorers need only test examples."""
     reason = None
-    if explanation.text is None:
+    free = scorer in EXPLANATION_FREE
+    if not free and explanation.text is None:
         reason = f"the explanation failed: {explanation.error or 'no text'}"
-    elif not explanation.text.strip():
+    elif not free and not (explanation.text or "").strip():
         reason = "the explanation is empty"
     elif not record.test and scorer != "intervention":
         reason = "the latent has no test examples"
     if reason is None:
         return None
-    return failed(record.id, scorer, reason, explanation=explanation.text)
+    return failed(record.id, scorer, reason, explanation=None if free else explanation.text)
 
 
 def score_coder(
@@ -308,7 +351,8 @@ async def _score_chunk(ctx, name, scorer, ids, records, explanations):
         if bad is not None:
             out[i] = bad
         else:
-            ready.append(ctx.item(records[i], explanations[i]))
+            train = getattr(scorer, "needs_train", False)
+            ready.append(ctx.item(records[i], explanations[i], train=train))
     if ready:
         for item, result in zip(ready, await scorer.score(ready), strict=True):
             out[item.record.id.latent] = result

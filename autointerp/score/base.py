@@ -4,7 +4,7 @@ records, and the turn from per-example predictions into a latent's score."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import numpy as np
@@ -21,6 +21,8 @@ class LatentItem:
     explanation: Explanation
     test: list[Example]
     negatives: list[Example]
+    train: list[Example] = field(default_factory=list)
+    """The explainer's examples, rendered only for scorers that ask for them (`needs_train`)."""
 
     @property
     def text(self) -> str:

@@ -7,6 +7,7 @@ No LLM calls: the cheapest scorer.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -22,31 +23,39 @@ class EmbeddingConfig(_Strict):
     batch_size: int = Field(128, ge=1)
 
 
+@functools.cache
+def sentence_model(name: str):
+    """The sentence-transformers model `name` (`all-MiniLM-L6-v2`: the packaged one), loaded once
+    per process and shared by the scorers that embed text."""
+    if name == "all-MiniLM-L6-v2":
+        from autointerp.embed import load_embedder
+
+        return load_embedder()
+    from sentence_transformers import SentenceTransformer
+
+    from autointerp.subject import resolve_device
+
+    return SentenceTransformer(name, device=resolve_device("auto"))
+
+
+def encode(model, texts: list[str], batch_size: int) -> np.ndarray:
+    """Unit-norm embeddings of `texts`, one row each."""
+    return np.asarray(
+        model.encode(
+            texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False
+        )
+    )
+
+
 class EmbeddingScorer:
     name = "embedding"
 
     def __init__(self, cfg: EmbeddingConfig):
         self.cfg = cfg
-        if cfg.model == "all-MiniLM-L6-v2":
-            from autointerp.embed import load_embedder
-
-            self.model = load_embedder()
-        else:
-            from sentence_transformers import SentenceTransformer
-
-            from autointerp.subject import resolve_device
-
-            self.model = SentenceTransformer(cfg.model, device=resolve_device("auto"))
+        self.model = sentence_model(cfg.model)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        return np.asarray(
-            self.model.encode(
-                texts,
-                batch_size=self.cfg.batch_size,
-                normalize_embeddings=True,
-                show_progress_bar=False,
-            )
-        )
+        return encode(self.model, texts, self.cfg.batch_size)
 
     async def score(self, items: Sequence[LatentItem]) -> list[LatentScore]:
         return await asyncio.to_thread(self._score, items)
