@@ -137,7 +137,12 @@ def _identity(m: dict) -> dict:
     out.update({f"coder {k!r}": v for k, v in (fp.get("coders") or {}).items()})
     out.update({f"coder {k!r} layout": v for k, v in (m.get("coders") or {}).items()})
     out.update(ctx_len=m.get("ctx_len"), shard_seqs=m.get("shard_seqs"))
-    out["dtype"] = ((m.get("config") or {}).get("subject") or {}).get("dtype")
+    config = m.get("config") or {}
+    out["dtype"] = (config.get("subject") or {}).get("dtype")
+    # a baseline's cache and a trained one never share a folder (named, not only by fingerprints)
+    out["baseline"] = config.get("baseline")
+    if config.get("baseline"):
+        out["baseline_seed"] = config.get("baseline_seed", 0)
     return out
 
 
@@ -149,6 +154,8 @@ def _same_config(old: dict | None, new: dict | None) -> bool:
         if not c:
             return c
         return {
+            "baseline": None,  # caches made before baselines existed are of the trained model
+            "baseline_seed": 0,
             **c,
             "subject": {k: v for k, v in (c.get("subject") or {}).items() if k != "device"},
         }
@@ -232,7 +239,7 @@ def _load_coders(
         site = Site.parse(c.hookpoint, c.transcoder)
         with model_lock(subject.model):  # its hooks must not meet a scorer's (score/intervention)
             width = subject.width(site)
-        coder = (loaded or {}).get(i) or load_coder(c, width)
+        coder = (loaded or {}).get(i) or load_coder(c, width, cfg.baseline, cfg.baseline_seed)
         with model_lock(subject.model):
             coder.check_width(subject.width(coder.site), subject.name)
         coders.append(coder.to(subject.dtype, subject.device))
@@ -254,7 +261,11 @@ def check_inputs(cfg: CacheConfig) -> dict[int, SparseCoder]:
     architecture tells the width, fit the coders. Returns the loaded coders by index."""
     check_corpus(cfg.corpus)
     _check_names(cfg.coders)
-    loaded = {i: load_coder(c) for i, c in enumerate(cfg.coders) if c.format != "neurons"}
+    loaded = {  # a `neurons` coder has no files (under random-coder, load_coder refuses it)
+        i: load_coder(c, baseline=cfg.baseline, seed=cfg.baseline_seed)
+        for i, c in enumerate(cfg.coders)
+        if c.format != "neurons" or cfg.baseline == "random-coder"
+    }
     skeleton = _skeleton(cfg)
     if skeleton is None:
         return loaded
@@ -315,7 +326,7 @@ def _finished(root: Path, cfg: CacheConfig, loaded: dict[int, SparseCoder]) -> b
         return False
     if any((fp.get("coders") or {}).get(c.name) != c.fingerprint for c in loaded.values()):
         return False
-    model = model_fingerprint(cfg.subject)
+    model = model_fingerprint(cfg.subject, cfg.random_model_seed)
     if model is None or model != fp.get("model"):
         return False
     from autointerp.subject import load_tokenizer
@@ -367,7 +378,7 @@ def _build_cache(cfg: CacheConfig, root: Path, progress: bool) -> Path:
     if _finished(root, cfg, loaded):
         log.info("cache in %s is complete; nothing to do", root)
         return root
-    subject = load_subject(cfg.subject)
+    subject = load_subject(cfg.subject, cfg.random_model_seed)
     coders = _load_coders(cfg, subject, loaded)
     ctx = cfg.corpus.ctx_len
     shard_seqs = max(1, cfg.shard_tokens // ctx)

@@ -367,6 +367,13 @@ def train_sae_cmd(
     k: Annotated[int | None, typer.Option(help="Active latents per token.")] = None,
     hookpoint: Annotated[str | None, typer.Option(help="Module name, e.g. layers.15.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Passes over the tokens.")] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(help="`random-model`: train on the subject with re-initialised weights."),
+    ] = None,
+    baseline_seed: Annotated[
+        int | None, typer.Option(help="Seed of the random-model baseline (default 0).")
+    ] = None,
 ) -> None:
     """Train a TopK SAE on the subject model's activations."""
     from autointerp.train_sae import TrainSaeConfig, train_sae
@@ -379,6 +386,8 @@ def train_sae_cmd(
             ("k", k),
             ("hookpoint", hookpoint),
             ("epochs", epochs),
+            ("baseline", baseline),
+            ("baseline_seed", baseline_seed),
         ):
             if value is not None:
                 data[key] = value

@@ -99,6 +99,17 @@ class CacheConfig(_Strict):
     """Sequences per forward pass."""
     shard_tokens: int = Field(65_536, ge=256, le=65_536)
     """Tokens per shard (at most 65,536 so that a token's offset in its shard fits 16 bits)."""
+    baseline: Literal["random-model", "random-coder"] | None = None
+    """A baseline to compare trained results with (Heap et al., 2025): `random-model` re-initialises
+    the subject's weights (its architecture's own init, same tokenizer); `random-coder` replaces
+    each coder by one of the same shape with random weights. None: the trained model and coders."""
+    baseline_seed: int = 0
+    """Seed of the baseline's random weights."""
+
+    @property
+    def random_model_seed(self) -> int | None:
+        """The seed of the re-initialised subject under `baseline: random-model`, else None."""
+        return self.baseline_seed if self.baseline == "random-model" else None
 
 
 def load_yaml(path: str | Path, model: type[BaseModel]) -> BaseModel:

@@ -26,7 +26,9 @@ many latents in bounded memory; the HTML cards are `cards_per_page` to a page (`
 writes the pages and plots).
 
 `coders` names coders to keep (`name`, or `run/name` when several runs have a coder of that name);
-coders of several runs whose names collide are labelled `run/name`.
+coders of several runs whose names collide are labelled `run/name`. Coders of a baseline run
+(`baseline: random-model` or `random-coder`) are labelled `name [random-model]`, and a pair of a
+trained and a baseline coder says so in the `contrast` column (`trained vs random-model`).
 
 What the numbers mean: a failed score (the explanation failed, no example got an answer) never counts
 as a zero; it is counted in the `failed` columns only. `undefined` counts scored latents whose metric
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 import zlib
 from dataclasses import dataclass
 from functools import cached_property
@@ -129,7 +132,8 @@ def open_run(path: Path) -> RunFolder:
 
 def check_comparable(runs: list[RunFolder]) -> None:
     """Several runs must share the subject model, and each must share a coder name or hookpoint with
-    another run; otherwise there is nothing to compare."""
+    another run; otherwise there is nothing to compare. A baseline run (`baseline: random-model`
+    or `random-coder`) of the same subject compares with the trained one: that is its purpose."""
     names = run_labels(runs)
     if len({r.subject_model for r in runs}) > 1:
         uses = ", ".join(f"{n} uses {r.subject_model}" for n, r in zip(names, runs, strict=True))
@@ -159,15 +163,44 @@ def run_labels(runs: list[RunFolder]) -> list[str]:
     return out
 
 
+def run_baseline(run: RunFolder) -> str | None:
+    """The run's baseline (`random-model`, `random-coder`), None for a run of the trained model."""
+    return (run.manifest.get("config") or {}).get("baseline")
+
+
+def baseline_of(label: str) -> str | None:
+    """The baseline a coder label names (`layers.15 [random-model]`), None for a trained coder."""
+    m = _BASELINE_LABEL.search(label)
+    return m.group(1) if m else None
+
+
+_BASELINE_LABEL = re.compile(r" \[(random-model|random-coder)\]$")
+
+
+def contrast(label_a: str, label_b: str) -> str:
+    """What a pair of coders compares: `trained vs random-model` where one is a baseline's."""
+    a, b = baseline_of(label_a), baseline_of(label_b)
+    if a == b:
+        return ""
+    return f"{a or 'trained'} vs {b or 'trained'}"
+
+
 def select(runs: list[RunFolder], coders: list[str] | None = None) -> list[CoderRef]:
-    """The coders to report, labelled; `coders` keeps only those named (`name` or `run/name`)."""
+    """The coders to report, labelled; `coders` keeps only those named (`name` or `run/name`).
+    A baseline run's coders are named with the baseline, `layers.15 [random-model]`, so that its
+    coders and the trained run's stand side by side."""
     labels = run_labels(runs)
+
+    def tag(r: RunFolder, c: str) -> str:
+        baseline = run_baseline(r)
+        return f"{c} [{baseline}]" if baseline else c
+
     count: dict[str, int] = {}
     for r in runs:
         for c in r.coders:
-            count[c] = count.get(c, 0) + 1
+            count[tag(r, c)] = count.get(tag(r, c), 0) + 1
     refs = [
-        CoderRef(r, rl, c, c if count[c] == 1 else f"{rl}/{c}")
+        CoderRef(r, rl, c, tag(r, c) if count[tag(r, c)] == 1 else f"{rl}/{tag(r, c)}")
         for r, rl in zip(runs, labels, strict=True)
         for c in r.coders
     ]
@@ -424,10 +457,12 @@ def compare(scores: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict[str
             row = {"scorer": scorer, "metric": main_metric(scorer), "coder_a": a, "coder_b": b}
             row |= {"hookpoint_a": ha, "hookpoint_b": hb, "n_a": len(xa), "n_b": len(xb)}
             row |= {"mean_a": xa.mean(), "mean_b": xb.mean(), "diff": xa.mean() - xb.mean()}
-            pairs.append(row | {"ci_low": lo, "ci_high": hi, "p_mannwhitney": float(p)})
+            row |= {"ci_low": lo, "ci_high": hi, "p_mannwhitney": float(p)}
+            pairs.append(row | {"contrast": contrast(a, b)})
     coder_cols = ["scorer", "metric", "label", "hookpoint", "n", "mean", "ci_low", "ci_high"]
     pair_cols = ["scorer", "metric", "coder_a", "coder_b", "hookpoint_a", "hookpoint_b", "n_a"]
     pair_cols += ["n_b", "mean_a", "mean_b", "diff", "ci_low", "ci_high", "p_mannwhitney"]
+    pair_cols += ["contrast"]
     return {
         "coders": pd.DataFrame(coders, columns=coder_cols),
         "pairs": pd.DataFrame(pairs, columns=pair_cols),
@@ -504,9 +539,10 @@ def render_summary(a: Analysis) -> str:
                 f" failed {m.failed}{stat}"
             )
         for p in pairs[pairs.scorer == scorer].itertuples(index=False):
+            what = f" ({p.contrast})" if p.contrast else ""
             lines.append(
-                f"  {p.coder_a} - {p.coder_b}: {p.diff:+.3f} [{p.ci_low:+.3f}, {p.ci_high:+.3f}],"
-                f" Mann-Whitney p = {p.p_mannwhitney:.3g}"
+                f"  {p.coder_a} - {p.coder_b}{what}: {p.diff:+.3f} [{p.ci_low:+.3f},"
+                f" {p.ci_high:+.3f}], Mann-Whitney p = {p.p_mannwhitney:.3g}"
             )
     return "\n".join(lines)
 

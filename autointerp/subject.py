@@ -339,9 +339,22 @@ def load_config(cfg: SubjectConfig):
     return _pretrained(AutoConfig, cfg, "config.json")
 
 
-def model_fingerprint(cfg: SubjectConfig) -> str | None:
+def model_fingerprint(cfg: SubjectConfig, random_seed: int | None = None) -> str | None:
     """`Subject.fingerprint` of a GGUF file or a local model folder, from its files alone; None for
-    a hub model (its commit is known once it is loaded)."""
+    a hub model (its commit is known once it is loaded). `random_seed`: of the model re-initialised
+    with that seed (`load_subject`), which differs from the trained model's."""
+    fingerprint = _files_fingerprint(cfg)
+    if fingerprint is None or random_seed is None:
+        return fingerprint
+    return random_fingerprint(fingerprint, random_seed)
+
+
+def random_fingerprint(fingerprint: str, seed: int) -> str:
+    """The fingerprint of the model whose trained weights have `fingerprint`, re-initialised."""
+    return text_fingerprint(f"random-model seed {seed} of {fingerprint}")
+
+
+def _files_fingerprint(cfg: SubjectConfig) -> str | None:
     gguf = _gguf_location(cfg)
     if gguf is not None:
         path = gguf[0] / gguf[1]
@@ -354,10 +367,15 @@ def model_fingerprint(cfg: SubjectConfig) -> str | None:
     )
 
 
-def load_subject(cfg: SubjectConfig) -> Subject:
-    """Load the model named by `cfg`: the embedded SmolLM2, a folder, a hub id, or a GGUF file."""
+def load_subject(cfg: SubjectConfig, random_seed: int | None = None) -> Subject:
+    """Load the model named by `cfg`: the embedded SmolLM2, a folder, a hub id, or a GGUF file.
+
+    `random_seed` (`baseline: random-model`): the same architecture and tokenizer with its weights
+    re-initialised instead of loaded (see `random_model`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if random_seed is not None:
+        return random_model(cfg, random_seed)
     cfg = resolve_subject(cfg)
     dtype = getattr(torch, cfg.dtype)
     gguf = _gguf_location(cfg)
@@ -378,3 +396,39 @@ def load_subject(cfg: SubjectConfig) -> Subject:
             fingerprint = text_fingerprint(f"{cfg.model}@{commit}")
     model.to(cfg.device)
     return Subject(model, tokenizer, fingerprint=fingerprint, name=cfg.model)
+
+
+def random_model(cfg: SubjectConfig, seed: int) -> Subject:
+    """The subject's architecture with freshly initialised weights and its own tokenizer: the
+    `random-model` baseline of Heap et al. (2025), who find that SAEs of randomly initialised
+    transformers get autointerp scores close to those of trained ones.
+
+    The model is built from the subject's config by `from_config` under `torch.manual_seed(seed)`,
+    so the weights come from the architecture's own init (`_init_weights`: for Llama-like models,
+    normal(0, initializer_range) linear and embedding weights, unit norm weights, zero biases),
+    drawn in float32 on the CPU (the same model whatever the device; then cast to the dtype). The
+    trained weights are never loaded. Its fingerprint is derived from the trained model's and the
+    seed, so a cache of it never passes for one of the trained model."""
+    from transformers import AutoModelForCausalLM
+
+    cfg = resolve_subject(cfg)
+    try:
+        config = load_config(cfg)
+        tokenizer = load_tokenizer(cfg)
+    except Exception as e:
+        raise SubjectError(f"cannot load the config of model {cfg.model!r}: {e}") from None
+    trained = _files_fingerprint(cfg)
+    if trained is None:  # a hub model: its commit
+        trained = text_fingerprint(f"{cfg.model}@{getattr(config, '_commit_hash', '')}")
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):  # leave the caller's random state alone
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.to(device=cfg.device, dtype=getattr(torch, cfg.dtype))
+    log.info("%s re-initialised with seed %d (baseline random-model)", cfg.model, seed)
+    return Subject(
+        model,
+        tokenizer,
+        fingerprint=random_fingerprint(trained, seed),
+        name=f"{cfg.model} [random-model]",
+    )

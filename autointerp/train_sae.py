@@ -1,6 +1,8 @@
 """A short TopK SAE trainer, saving in EleutherAI sparsify's layout (`cfg.json` + `sae.safetensors`).
 
-Usage: `autointerp train-sae --out DIR [--tokens N --latents M --k K --hookpoint layers.15]`.
+Usage: `autointerp train-sae --out DIR [--tokens N --latents M --k K --hookpoint layers.15]`;
+`--baseline random-model [--baseline-seed 0]` trains on the subject re-initialised (the
+`random-model` baseline), which is the only kind of SAE a `baseline: random-model` run accepts.
 It made the embedded coder for SmolLM2-135M layer 15 (`autointerp/data/`). The recipe follows sparsify
 (Gao et al., 2024, "Scaling and evaluating sparse autoencoders"): TopK activation, unit-norm decoder
 rows, Adam with lr 2e-4 / sqrt(n_latents / 2**14), an AuxK loss on dead latents, FVU as the loss.
@@ -15,6 +17,7 @@ import logging
 import math
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -45,6 +48,10 @@ class TrainSaeConfig(_Strict):
     epochs: int = Field(1, ge=1)
     """Passes over the tokens; epochs after the first reuse activations kept in memory."""
     seed: int = 0
+    baseline: Literal["random-model"] | None = None
+    """`random-model`: train on the activations of the subject re-initialised with `baseline_seed`
+    (as `baseline: random-model` in a run config); the SAE's cfg.json records it."""
+    baseline_seed: int = 0
 
 
 class TopKSae(torch.nn.Module):
@@ -122,7 +129,7 @@ def train_sae(cfg: TrainSaeConfig, out: str | Path, progress: bool = True) -> di
     (bf16: n_tokens * d_in * 2 bytes) and later epochs reshuffle them without running the model again.
     """
     torch.manual_seed(cfg.seed)
-    subject = load_subject(cfg.subject)
+    subject = load_subject(cfg.subject, cfg.baseline_seed if cfg.baseline else None)
     site = Site.parse(cfg.hookpoint)
     d_in = subject.width(site)
     trainer = _Trainer(cfg, d_in)
@@ -167,6 +174,8 @@ def train_sae(cfg: TrainSaeConfig, out: str | Path, progress: bool = True) -> di
         "seconds": round(time.time() - start, 1),
         "model": cfg.subject.model,
     }
+    if cfg.baseline:
+        metrics.update(baseline=cfg.baseline, baseline_seed=cfg.baseline_seed)
     save_sparsify(trainer.sae, out, metrics)
     return metrics
 
@@ -198,6 +207,8 @@ def save_sparsify(sae: TopKSae, out: str | Path, metrics: dict | None = None) ->
         out / "sae.safetensors",
     )
     (out / "cfg.json").write_text(json.dumps(cfg, indent=2))
+    if metrics and metrics.get("baseline"):  # what it was trained on (coders.baseline checks it)
+        cfg.update(baseline=metrics["baseline"], baseline_seed=metrics["baseline_seed"])
     if metrics is not None:
         (out / "train.json").write_text(json.dumps(metrics, indent=2))
     return out

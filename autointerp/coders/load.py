@@ -11,6 +11,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from autointerp.coders.base import SparseCoder
+from autointerp.coders.baseline import check_trained_for, random_coder
 from autointerp.config import EMBEDDED_CODER, CoderConfig
 from autointerp.errors import CoderError
 from autointerp.paths import tree_fingerprint
@@ -217,9 +218,21 @@ def _load_gemmascope(cfg: CoderConfig, folder: Path, name: str) -> SparseCoder:
     )
 
 
-def load_coder(cfg: CoderConfig, width: int | None = None) -> SparseCoder:
-    """Load a coder; `width` (the hookpoint's width, for neurons) is required for `neurons`."""
+def load_coder(
+    cfg: CoderConfig, width: int | None = None, baseline: str | None = None, seed: int = 0
+) -> SparseCoder:
+    """Load a coder; `width` (the hookpoint's width, for neurons) is required for `neurons`.
+
+    `baseline`, `seed`: the cache config's `baseline` and `baseline_seed` (see
+    `autointerp.coders.baseline`): `random-coder` returns a coder of the same shape with random
+    weights (refused for `neurons`); `random-model` refuses a coder not trained on that random
+    model; without a baseline, a coder trained on a random model is refused."""
     name = cfg.name or cfg.hookpoint
+    if cfg.format == "neurons" and baseline == "random-coder":
+        raise CoderError(
+            f"coder {name!r} is a `neurons` coder: it has no weights to randomise under "
+            "`baseline: random-coder` (use `baseline: random-model` for neurons)"
+        )
     if cfg.format == "neurons":
         if width is None:
             raise CoderError("the neurons coder needs the hookpoint width")
@@ -238,4 +251,9 @@ def load_coder(cfg: CoderConfig, width: int | None = None) -> SparseCoder:
     loader = {"sparsify": _load_sparsify, "saelens": _load_saelens, "gemmascope": _load_gemmascope}[
         fmt
     ]
-    return loader(cfg, folder, name)
+    coder = loader(cfg, folder, name)
+    if baseline == "random-coder":
+        return random_coder(coder, seed)
+    what = "the embedded SAE, made for the trained model" if cfg.path == EMBEDDED_CODER else fmt
+    check_trained_for(name, folder, seed if baseline == "random-model" else None, what)
+    return coder

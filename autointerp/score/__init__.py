@@ -140,13 +140,16 @@ class ScoreContext:
     def subject(self):
         from autointerp.subject import load_subject
 
-        return load_subject(self.cache_cfg.subject)
+        # under `baseline: random-model`, the re-initialised model the cache was made with
+        return load_subject(self.cache_cfg.subject, self.cache_cfg.random_model_seed)
 
     def loss_model(self, model: str, batch_size: int):
         from autointerp.score.surprisal import LossModel
 
         if model not in self._loss_models:
-            if model == self.cache_cfg.subject.model:  # share the subject's weights
+            # share the subject's weights, unless they are a random-model baseline's: the
+            # loss model reads explanations, a judge's job, which a random model cannot do
+            if model == self.cache_cfg.subject.model and self.cache_cfg.random_model_seed is None:
                 self._loss_models[model] = LossModel.wrap(self.subject, batch_size)
             else:
                 self._loss_models[model] = LossModel(model, batch_size)
