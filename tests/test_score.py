@@ -313,6 +313,167 @@ def test_unscorable_latents_fail_with_the_reason():
     assert "no test examples" in precheck(rec, good, "detection").error
 
 
+# ---------------------------------------------------------------- the calibrated judge
+
+
+class LogOdds:
+    """A judge whose P(1) for an example depends on the explanation in the prompt: `p1[expl][text]`
+    (texts without `<<>>`); records every chat it is sent. `lose` drops the logprobs of answers to
+    prompts holding that explanation; `fail` makes those requests fail."""
+
+    model = "logodds"
+
+    def __init__(self, p1: dict[str, dict[str, float]], lose: str = "", fail: str = ""):
+        self.p1, self.lose, self.fail, self.chats = p1, lose, fail, []
+
+    async def complete(self, chats, params: GenParams):
+        out = []
+        for chat in chats:
+            self.chats.append(chat)
+            user = chat[1]["content"]
+            expl = re.match(r"Explanation: (.*)", user).group(1)
+            if expl == self.fail:
+                out.append(Completion(text=None, error="HTTP 500 after 3 retries"))
+                continue
+            texts = re.findall(r"^Example \d+: (.*)$", user, re.M)
+            probs = [self.p1[expl][t.replace("<<", "").replace(">>", "")] for t in texts]
+            digits = ["1" if q > 0.5 else "0" for q in probs]
+            lp = [
+                TokenLogprob(token=d, logprob=0.0, top=[("1", math.log(q)), ("0", math.log(1 - q))])
+                for d, q in zip(digits, probs, strict=True)
+            ]
+            out.append(
+                Completion(
+                    text=",".join(digits) + "]",  # prefilled with `[`
+                    logprobs=None if expl == self.lose else lp,
+                    prompt_tokens=50,
+                    completion_tokens=len(digits),
+                )
+            )
+        return out
+
+
+def _yes_biased(it: LatentItem) -> dict[str, dict[str, float]]:
+    """The explanation raises P(1) of activating examples a little (0.5 -> 0.6) and lowers that of
+    non-activating ones (0.95 -> 0.9), but the judge says yes to those regardless: by P(1) alone
+    the negatives rank above the positives; by the change in log-odds they rank below."""
+    expl, base = {}, {}
+    for e, label in it.labelled():
+        expl[text_of(e)], base[text_of(e)] = (0.6, 0.5) if label else (0.9, 0.95)
+    return {it.text: expl, "text": base}
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+@pytest.mark.parametrize("per_prompt", [1, 5])
+def test_calibrated_judge_ranks_by_the_change_in_log_odds(per_prompt):
+    it = item(NUMBERS, PROSE)
+    cfg = ClassifierConfig(examples_per_prompt=per_prompt, prefill=True)
+    plain_client, cal_client = LogOdds(_yes_biased(it)), LogOdds(_yes_biased(it))
+    [plain] = asyncio.run(ClassifierScorer("detection", plain_client, cfg).score([it]))
+    cal_cfg = cfg.model_copy(update={"calibrate": True})
+    [cal] = asyncio.run(ClassifierScorer("detection", cal_client, cal_cfg).score([it]))
+    assert plain.status == cal.status == "ok", (plain.error, cal.error)
+    assert plain.metrics["auroc"] == 0.0 and cal.metrics["auroc"] == 1.0
+    # the answers are the explanation's: every example "yes", balanced accuracy 0.5 both ways
+    assert cal.metrics["balanced_accuracy"] == plain.metrics["balanced_accuracy"] == 0.5
+    assert [p.prediction for p in cal.predictions] == [p.prediction for p in plain.predictions]
+    for p in cal.predictions:
+        expected = _logit(0.6) - _logit(0.5) if p.label else _logit(0.9) - _logit(0.95)
+        assert p.value == pytest.approx(expected)
+        assert p.probability == pytest.approx(0.6 if p.label else 0.9)
+    assert cal.per_group["q0"]["auroc"] is not None
+    # the uninformative prompts' LLM work counts in the latent's usage
+    assert len(cal_client.chats) == 2 * len(plain_client.chats) == cal.calls == 2 * plain.calls
+    assert cal.prompt_tokens == 2 * plain.prompt_tokens
+    assert cal.completion_tokens == 2 * plain.completion_tokens
+
+
+@pytest.mark.parametrize("name", ["detection", "fuzzing"])
+def test_calibration_asks_the_same_examples_with_the_uninformative_explanation(name):
+    it = item(NUMBERS, PROSE)
+    p1 = _yes_biased(it)
+    client = LogOdds({"text": p1["text"], it.text: p1[it.text]})
+    cfg = ClassifierConfig(examples_per_prompt=5, prefill=True, n_wrong=0, calibrate=True)
+    scorer = ClassifierScorer(name, client, cfg)
+    [s] = asyncio.run(scorer.score([it]))
+    assert s.status == "ok", s.error
+    explained = [c for c in client.chats if c[1]["content"].startswith(f"Explanation: {it.text}\n")]
+    neutral = [c for c in client.chats if c[1]["content"].startswith("Explanation: text\n")]
+    assert len(explained) == len(neutral) == 3 and len(client.chats) == 6
+    for a, b in zip(explained, neutral, strict=True):  # the same examples, in the same order
+        assert a[0] == b[0] and a[2] == b[2] == {"role": "assistant", "content": "["}
+        assert a[1]["content"].replace(it.text, "text", 1) == b[1]["content"]
+    shown = [e for e, _ in scorer.samples(it)]
+    chunks = [shown[j : j + 5] for j in range(0, len(shown), 5)]
+    assert sorted(map(str, neutral)) == sorted(str(scorer.prompt("text", c)) for c in chunks)
+    assert scorer.prompt_id.startswith(f"{name}+cal@")
+
+
+def test_golden_uninformative_prompt():
+    scorer = ClassifierScorer(
+        "detection",
+        LogOdds({}),
+        ClassifierConfig(examples_per_prompt=2, prefill=True, calibrate=True),
+    )
+    chat = scorer.prompt(
+        scorer.cfg.uninformative, [ex("In 1901 there were 7 ships"), ex("The cat sat\non it")]
+    )
+    assert chat == [
+        {
+            "role": "system",
+            "content": "You check explanations of a feature of a language model's activations. "
+            "A feature fires on some tokens of a text and stays at zero elsewhere; its explanation "
+            "says which tokens or contexts make it fire.\n\n"
+            "You get an explanation and numbered text examples. For each example in order, answer "
+            "1 if the feature described by the explanation would fire somewhere in the example, "
+            "else 0.\n\n"
+            "Answer with a list of 0s and 1s, one per example, and nothing else. "
+            "For three examples: [1,0,1]",
+        },
+        {
+            "role": "user",
+            "content": "Explanation: text\n\nExamples:\n"
+            "Example 1: In 1901 there were 7 ships\n"
+            "Example 2: The cat sat\\non it",
+        },
+        {"role": "assistant", "content": "["},
+    ]
+
+
+def test_calibration_is_in_the_prompt_id():
+    def pid(**kw) -> str:
+        return ClassifierScorer("detection", Scripted({}), ClassifierConfig(**kw)).prompt_id
+
+    plain, cal = pid(), pid(calibrate=True)
+    assert plain.startswith("detection@") and cal.startswith("detection+cal@") and plain != cal
+    assert pid(uninformative="nothing") == plain  # off: the calibration options do not count
+    assert pid(calibrate=True, uninformative="nothing") != cal
+
+
+def test_calibration_without_logprobs_fails_plainly():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="calibrate reads P\\(yes\\) from logprobs"):
+        ClassifierConfig(calibrate=True, logprobs=False)
+    it = item(NUMBERS, PROSE)
+    cfg = ClassifierConfig(calibrate=True, prefill=True)  # LogOdds answers after a prefilled `[`
+    for client, prefill in (
+        (LogOdds(_yes_biased(it), lose="text"), True),  # the uninformative answers lack them
+        (Scripted(_truth(it), "nologprobs"), False),  # every answer lacks them
+    ):
+        c = cfg.model_copy(update={"prefill": prefill})
+        [s] = asyncio.run(ClassifierScorer("detection", client, c).score([it]))
+        assert s.status == "failed" and "logprobs" in s.error and "calibration" in s.error
+        assert s.metrics == {} and all(p.value is None and p.error for p in s.predictions)
+    [s] = asyncio.run(
+        ClassifierScorer("detection", LogOdds(_yes_biased(it), fail="text"), cfg).score([it])
+    )
+    assert s.status == "failed" and "the uninformative prompt failed: HTTP 500" in s.error
+
+
 # ---------------------------------------------------------------- a real run folder
 
 

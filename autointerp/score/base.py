@@ -126,7 +126,8 @@ def classifier_score(
         return failed(
             item.record.id, scorer, "no answer could be used: " + "; ".join(errors), **common
         )
-    probs = [p.probability for p in answered]
+    # a calibrated judge ranks examples by `value` (change in log-odds of yes), others by P(yes)
+    probs = [p.probability if p.value is None else p.value for p in answered]
     m = metrics.classification(
         [p.label for p in answered], [bool(p.prediction) for p in answered], probs
     )
@@ -134,7 +135,7 @@ def classifier_score(
     intervals = metrics.classification_intervals(
         [p.label for p in answered], [bool(p.prediction) for p in answered], probs
     )
-    values = [np.nan if p.probability is None else p.probability for p in answered]
+    values = [np.nan if q is None else q for q in probs]
     per = metrics.by_group(
         [p.label for p in answered],
         values,

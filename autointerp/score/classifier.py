@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from autointerp.clients.base import Chat, Completion, GenParams, LLMClient
 from autointerp.config import _Strict
@@ -60,6 +60,28 @@ class ClassifierConfig(_Strict):
     n_wrong: int = Field(10, ge=0)
     """Fuzzing: activating examples shown again with wrong tokens marked, as extra negatives."""
     seed: int = 0
+    calibrate: bool = False
+    """Judge each example a second time, with an uninformative explanation (`uninformative`) in
+    place of the latent's, and rank it by the change in log-odds of yes: logit P(1 | explanation) -
+    logit P(1 | uninformative) (the surprisal scorer's idea applied to the judge: what the judge
+    says of an example whatever the explanation cancels out). AUROC uses that change (each
+    prediction's `value`); the yes/no answers, and so balanced accuracy, stay the explanation's.
+    Needs logprobs. A latent's uninformative prompts share their prefix (cheap with prefix caching);
+    their LLM work counts in the latent's usage. The prompt id reads `detection+cal@...`."""
+    uninformative: str = "text"
+    """Calibration: the explanation that says nothing (the surprisal scorer's, by default)."""
+
+    @model_validator(mode="after")
+    def _calibration_needs_logprobs(self) -> ClassifierConfig:
+        if self.calibrate and not self.logprobs:
+            raise ValueError("calibrate reads P(yes) from logprobs: it needs logprobs: true")
+        return self
+
+
+def log_odds(p: float, eps: float = 1e-6) -> float:
+    """logit(p), with p clipped to [eps, 1 - eps] (a judge sure of its answer has P(1) of 0 or 1)."""
+    p = min(max(p, eps), 1 - eps)
+    return math.log(p / (1 - p))
 
 
 def _is_local(client: LLMClient) -> bool:
@@ -121,10 +143,14 @@ class ClassifierScorer:
         self.user = template(f"score/{name}.user.txt").strip()
         self.prefill = cfg.prefill if cfg.prefill is not None else _is_local(client)
         self.per_prompt = cfg.examples_per_prompt or (1 if _is_local(client) else 5)
-        options = {**cfg.model_dump(mode="json"), "prefill": self.prefill}
+        # calibration's options count only when on (ids of uncalibrated scores stay as they were)
+        calibration = {"calibrate", "uninformative"} if not cfg.calibrate else set()
+        options = {**cfg.model_dump(mode="json", exclude=calibration), "prefill": self.prefill}
         options["examples_per_prompt"] = self.per_prompt
         self.prompt_id = template_id(
-            name, [f"score/{name}.system.txt", f"score/{name}.user.txt"], options
+            f"{name}+cal" if cfg.calibrate else name,
+            [f"score/{name}.system.txt", f"score/{name}.user.txt"],
+            options,
         )
 
     def samples(self, item: LatentItem) -> list[tuple[Example, Prediction]]:
@@ -184,10 +210,16 @@ class ClassifierScorer:
             s = self.samples(item)
             jobs += [(i, s[j : j + k]) for j in range(0, len(s), k)]
         chats = [self.prompt(items[i].text, [e for e, _ in chunk]) for i, chunk in jobs]
-        sizes = sorted({len(chunk) for _, chunk in jobs})
-        answers: list[Completion | None] = [None] * len(jobs)
-        for n in sizes:  # one call per answer length (the last prompt of a latent may be short)
-            idx = [j for j, (_, chunk) in enumerate(jobs) if len(chunk) == n]
+        sizes = [len(chunk) for _, chunk in jobs]
+        if self.cfg.calibrate:  # the same prompts with the uninformative explanation
+            chats += [
+                self.prompt(self.cfg.uninformative, [e for e, _ in chunk]) for _, chunk in jobs
+            ]
+            sizes += sizes
+        answers: list[Completion | None] = [None] * len(chats)
+        # one call per answer length (a latent's last prompt may be short)
+        for n in sorted(set(sizes)):
+            idx = [j for j, size in enumerate(sizes) if size == n]
             for j, c in zip(
                 idx,
                 await self.client.complete([chats[j] for j in idx], self.params(n)),
@@ -197,10 +229,17 @@ class ClassifierScorer:
         preds: list[list[Prediction]] = [[] for _ in items]
         notes: list[list[str]] = [[] for _ in items]
         usage = [new_usage() for _ in items]
-        for (i, chunk), c in zip(jobs, answers, strict=True):
+        for j, (i, chunk) in enumerate(jobs):
+            c = answers[j]
             assert c is not None
             tally(usage[i], c)
-            preds[i] += self._read(c, chunk, notes[i])
+            read = self._read(c, chunk, notes[i])
+            if self.cfg.calibrate:
+                base = answers[len(jobs) + j]
+                assert base is not None
+                tally(usage[i], base)
+                read = self._calibrated(read, base)
+            preds[i] += read
         return [
             classifier_score(item, self.name, p, n, self.prompt_id, **u)
             for item, p, n, u in zip(items, preds, notes, usage, strict=True)
@@ -232,15 +271,47 @@ class ClassifierScorer:
         ]
 
     def _read_single(self, c: Completion, p: Prediction) -> Prediction:
-        first = c.logprobs[0]  # type: ignore[index]
-        top = [(tok.strip(" ,[]"), math.exp(lp)) for tok, lp in first.top] or [
-            (first.token.strip(" ,[]"), 1.0)
-        ]
-        p0 = sum(q for tok, q in top if tok == "0")
-        p1 = sum(q for tok, q in top if tok == "1")
-        if p0 + p1 == 0:
+        prob = _first_p1(c)
+        if prob is None:
+            first = c.logprobs[0].token  # type: ignore[index]
             return p.model_copy(
-                update={"error": f"neither 0 nor 1 among the top answer tokens: {first.token!r}"}
+                update={"error": f"neither 0 nor 1 among the top answer tokens: {first!r}"}
             )
-        prob = p1 / (p0 + p1)
         return p.model_copy(update={"prediction": prob > 0.5, "probability": prob})
+
+    def _calibrated(self, read: list[Prediction], base: Completion) -> list[Prediction]:
+        """The explanation's predictions with `value` = logit P(1) minus logit P(1) of the same
+        example under the uninformative explanation (`base`); an example that lacks either P(1)
+        fails, naming why (never a zero)."""
+        n = len(read)
+        if not base.ok:
+            base_p: list[float] | None = None
+            why = f"the uninformative prompt failed: {base.error}"
+        else:
+            single = self.single(n) and base.logprobs
+            base_p = [_first_p1(base)] if single else answer_probabilities(base, n)  # type: ignore[assignment]
+            why = f"no P(yes) in the answer to the uninformative prompt: {NO_LOGPROBS}"
+        out = []
+        for j, p in enumerate(read):
+            if p.error is not None:
+                out.append(p)
+            elif p.probability is None:
+                out.append(p.model_copy(update={"error": f"calibration needs {NO_LOGPROBS}"}))
+            elif base_p is None or base_p[j] is None:
+                out.append(p.model_copy(update={"error": f"calibration: {why}"}))
+            else:
+                delta = log_odds(p.probability) - log_odds(base_p[j])  # type: ignore[arg-type]
+                out.append(p.model_copy(update={"value": delta}))
+        return out
+
+
+def _first_p1(c: Completion) -> float | None:
+    """P(1) / (P(0) + P(1)) from the top logprobs of the first answer token (the chosen token alone
+    when the top list is empty); None when neither 0 nor 1 is among them."""
+    first = c.logprobs[0]  # type: ignore[index]
+    top = [(tok.strip(" ,[]"), math.exp(lp)) for tok, lp in first.top] or [
+        (first.token.strip(" ,[]"), 1.0)
+    ]
+    p0 = sum(q for tok, q in top if tok == "0")
+    p1 = sum(q for tok, q in top if tok == "1")
+    return None if p0 + p1 == 0 else p1 / (p0 + p1)
