@@ -474,6 +474,32 @@ def test_calibration_without_logprobs_fails_plainly():
     assert s.status == "failed" and "the uninformative prompt failed: HTTP 500" in s.error
 
 
+def test_calibrated_judge_on_the_real_llamacpp_backend():
+    """The packaged SmolLM2 run by llama.cpp in this process: each calibrated value is the change
+    in log-odds between the same judge asked with the explanation and with `text`."""
+    pytest.importorskip("llama_cpp")
+    from autointerp.clients import make_client
+    from autointerp.config import ClientConfig
+    from autointerp.score.classifier import log_odds
+
+    client = make_client(ClientConfig(backend="llamacpp", model="smollm2", threads=1, n_ctx=512))
+    it = item(NUMBERS[:3], PROSE[:3])
+    neutral = item(NUMBERS[:3], PROSE[:3], text="text")
+    cfg = ClassifierConfig(examples_per_prompt=1)
+    [plain] = asyncio.run(ClassifierScorer("detection", client, cfg).score([it]))
+    [base] = asyncio.run(ClassifierScorer("detection", client, cfg).score([neutral]))
+    cal_cfg = cfg.model_copy(update={"calibrate": True})
+    [cal] = asyncio.run(ClassifierScorer("detection", client, cal_cfg).score([it]))
+    assert cal.status == "ok", cal.error
+    assert cal.prompt.startswith("detection+cal@") and cal.calls == 2 * plain.calls == 12
+    key = {(p.seq, p.start): p for p in base.predictions}
+    for p, q in zip(cal.predictions, plain.predictions, strict=True):
+        assert p.prediction == q.prediction
+        expected = log_odds(q.probability) - log_odds(key[p.seq, p.start].probability)
+        assert p.value == pytest.approx(expected, abs=0.05)
+    assert cal.metrics["auroc"] is not None
+
+
 # ---------------------------------------------------------------- a real run folder
 
 
