@@ -242,6 +242,51 @@ def _score_stage(
         f"scoring LLM calls {u['calls']}, prompt tokens {u['prompt_tokens']:,}, "
         f"generated {u['completion_tokens']:,}"
     )
+    _judge_check_stage(ctx, cfg, names, sample_dir, expl_dir, out)
+
+
+def _judge_check_stage(ctx, cfg, names: list[str], sample_dir: Path, expl_dir: Path, out: Path):
+    """`autointerp score`'s judge check (into OUT/../judge_check), and its verdicts printed."""
+    from autointerp.explain import read_explanations
+    from autointerp.sample import read_records
+    from autointerp.score import SCORERS
+    from autointerp.score.judge_check import folder_verdicts, run_checks
+
+    inputs = {
+        name: (
+            {
+                r.id.latent: r
+                for r in read_records(sample_dir / f"{name}.jsonl")
+                if r.status == "ok"
+            },
+            read_explanations(expl_dir / f"{name}.jsonl"),
+        )
+        for name in names
+    }
+    check_dir = out.parent / "judge_check"
+    used = run_checks(
+        out,
+        check_dir,
+        cfg.score.judge_check,
+        cfg.score.scorers,
+        inputs,
+        lambda scorer, coder: SCORERS[scorer](ctx, coder),
+        ctx.item,
+        cfg.score.latents_per_call,
+    )
+    _print_judge_check(folder_verdicts(out, check_dir, cfg.score.scorers, names), used)
+
+
+def _print_judge_check(verdicts: dict, used: dict) -> None:
+    from autointerp.score.judge_check import describe
+
+    for scorer, by_coder in verdicts.items():
+        for coder, v in by_coder.items():
+            typer.echo(f"{coder} {scorer}: {describe(scorer, v)}")
+    if used:
+        calls = sum(u["calls"] for u in used.values())
+        tokens = sum(u["tokens"] for u in used.values())
+        typer.echo(f"judge check LLM calls {calls:,}, tokens {tokens:,} (this run)")
 
 
 def _stage_config(config: Path | None, model, key: tuple[str, str], value):
@@ -332,8 +377,8 @@ def score(
     scorer: Annotated[
         list[str] | None,
         typer.Option(
-            help="detection | fuzzing | surprisal | embedding | intervention | simulation "
-            "(repeatable; default: the config's list)."
+            help="detection | fuzzing | surprisal | embedding | intervention | simulation | "
+            "intruder | example-embedding (repeatable; default: the config's list)."
         ),
     ] = None,
     coder: CoderOpt = None,
@@ -507,6 +552,7 @@ def _print_run(s: dict) -> None:
     for name, m in s["scorers"].items():
         mean = "n/a" if m["mean"] is None else f"{m['mean']:.3f}"
         typer.echo(f"{name}: mean {m['metric']} {mean}")
+    _print_judge_check(s.get("judge_check", {}), s.get("judge_check_llm", {}))
     typer.echo(f"LLM calls {s['llm_calls']:,}, tokens {s['llm_tokens']:,}, {s['wall_s']:.0f} s")
 
 

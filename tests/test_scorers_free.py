@@ -151,6 +151,8 @@ def test_intruder_truthful_judge_is_perfect_and_independent_of_the_batch():
     assert s.status == "ok" and s.scorer == "intruder" and s.explanation is None
     assert s.metrics["accuracy"] == 1.0 and s.metrics["chance"] == pytest.approx(0.2)
     assert s.metrics["n"] == 5 and s.metrics["n_failed"] == 0
+    low, high = s.intervals["accuracy"]  # Wilson: 5 of 5 is not certainty
+    assert 0.4 < low < 0.6 and high == 1.0
     assert s.metrics["mean_probability"] == pytest.approx(0.7 / 0.9)  # P(right) among numbers
     assert s.calls == 5 and s.prompt_tokens == 250 and s.prompt.startswith("intruder@")
     assert all(p.label and p.prediction for p in s.predictions)

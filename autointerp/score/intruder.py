@@ -7,9 +7,11 @@ score says whether the latent's activating text has something in common that a r
 - Activating examples come from the held-out `test` set. As in delphi, each prompt draws its examples
   from one activation quantile, the prompts cycling through the quantiles (filled from the nearest
   quantiles when one holds fewer than k), so the accuracy per quantile (`per_group` `q0`..) is read off.
-- Intruders are the latent's non-activating examples: its `similar` ones first (windows where
-  neighbouring latents fire, i.e. another latent's activating text, the paper's intruders), then its
-  random ones when the similar ones run out; each prediction's `kind` records which.
+- Intruders are the latent's non-activating examples: its `similar` ones first (by default windows
+  where its nearest latents by decoder direction fire: another latent's activating text, the paper's
+  intruders), then its random ones when the similar ones run out; each prediction's `kind` says
+  which. A latent has as many distinct intruders as non-activating examples; prompts beyond that
+  reuse them with other activating examples.
 - The intruder's place among the examples, the examples and the order of the intruders are drawn
   with a seed of the latent's id, so a latent's prompts do not depend on which latents are scored
   with it.
@@ -23,10 +25,11 @@ with `[` and read from the logprobs of the one answer token: each number's proba
 over the numbers shown; the prediction is the likeliest number, `probability` P(the right number).
 Otherwise the number is parsed from the text (and P read from logprobs when the server gives some).
 
-Metric: `accuracy`, the share of answered prompts whose intruder was found, against `chance`
-1/(k+1). Each prompt is one prediction (the intruder's window, `label` True, `prediction` whether it
-was found, `value` the number the judge named). A prompt whose answer cannot be used keeps its error
-and is left out (`n_failed`); a latent with no answered prompt gets a failed score.
+Metric: `accuracy`, the share of answered prompts whose intruder was found (its Wilson interval in
+`intervals`), against `chance` 1/(k+1). Each prompt is one prediction (the intruder's window, `label`
+True, `prediction` whether it was found, `value` the number the judge named). A prompt whose answer
+cannot be used keeps its error and is left out (`n_failed`); a latent with no answered prompt gets a
+failed score.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from pydantic import Field
 from autointerp.clients.base import Chat, Completion, GenParams, LLMClient
 from autointerp.config import _Strict
 from autointerp.explain import mark, template, template_id
+from autointerp.score import metrics
 from autointerp.score.base import (
     LatentItem,
     LatentScore,
@@ -302,10 +306,11 @@ def intruder_score(
             item.record.id, scorer, "no answer could be used: " + "; ".join(errors), **common
         )
     probs = [p.probability for p in answered]
+    found = sum(bool(p.prediction) for p in answered)
     m: dict[str, float | int | None] = {
         "n": len(answered),
         "n_failed": len(preds) - len(answered),
-        "accuracy": float(np.mean([bool(p.prediction) for p in answered])),
+        "accuracy": found / len(answered),
         "chance": 1 / (k + 1),
         "mean_probability": (
             float(np.mean(probs)) if all(q is not None for q in probs) else None  # type: ignore[arg-type]
@@ -318,6 +323,13 @@ def intruder_score(
     for name, member in groups:
         rows = [bool(p.prediction) for p in answered if member(p)]
         per[name] = {"n": len(rows), "accuracy": float(np.mean(rows))}
+    interval = metrics.wilson(found, len(answered))
     return LatentScore(
-        latent=item.record.id, scorer=scorer, status="ok", metrics=m, per_group=per, **common
+        latent=item.record.id,
+        scorer=scorer,
+        status="ok",
+        metrics=m,
+        per_group=per,
+        intervals={} if interval is None else {"accuracy": interval},
+        **common,
     )
