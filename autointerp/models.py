@@ -16,6 +16,7 @@ assembled file (assembled on first use when its parts are installed).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.util
@@ -24,6 +25,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -172,6 +174,7 @@ def assemble(name: str, force: bool = False) -> Path:
             f"({', '.join(missing)}); install them with: {m.pip_command(missing)}"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(path.parent, m.file)
     free = shutil.disk_usage(path.parent).free
     if free < m.size:
         raise ClientError(
@@ -193,6 +196,16 @@ def assemble(name: str, force: bool = False) -> Path:
     stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
     _stamp(path).write_text(json.dumps(stamp) + "\n")
     return path
+
+
+def _remove_stale(folder: Path, file: str, age_s: float = 3600) -> None:
+    """Temporary files of assemblies killed midway (an hour old: no assembly takes that long)."""
+    now = time.time()
+    for tmp in folder.glob(f".{file}.*.tmp"):
+        with contextlib.suppress(OSError):
+            if now - tmp.stat().st_mtime > age_s:
+                tmp.unlink()
+                log.info("removed %s, left by an interrupted assembly", tmp)
 
 
 def _concatenate(parts: list[Path], out) -> tuple[int, str, bytes]:

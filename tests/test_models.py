@@ -102,6 +102,17 @@ def test_assemble_concatenates_checks_and_stamps(fake, home):
     assert models.model_path("tiny") == path
 
 
+def test_an_interrupted_assemblys_old_temp_file_is_removed(fake, home):
+    folder = home / "models"
+    folder.mkdir(parents=True)
+    old, recent = folder / ".tiny.gguf.abc.tmp", folder / ".tiny.gguf.def.tmp"
+    for f in (old, recent):
+        f.write_bytes(b"GGUF partial")
+    os.utime(old, (0, 0))
+    models.assemble("tiny")
+    assert not old.exists() and recent.exists()  # a recent one may be another assembly's
+
+
 def test_a_changed_file_is_no_longer_assembled(fake):
     path = models.assemble("tiny")
     st = path.stat()
