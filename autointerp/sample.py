@@ -428,7 +428,9 @@ def _neighbours(cache: ActivationCache, coder: str, k: int) -> np.ndarray:
             "coder %r has no config in the cache; similar negatives by co-occurrence", coder
         )
         return _cooccurrence_neighbours(cache, coder, meta["n_latents"], k)
-    W = load_coder(cfg, width=meta["d_in"]).W_dec
+    config = cache.manifest["config"]  # the baseline's coder: random-coder's own decoder
+    baseline, seed = config.get("baseline"), config.get("baseline_seed", 0)
+    W = load_coder(cfg, width=meta["d_in"], baseline=baseline, seed=seed).W_dec
     if W is None:
         return _cooccurrence_neighbours(cache, coder, meta["n_latents"], k)
     W = torch.nn.functional.normalize(W.float(), dim=1)

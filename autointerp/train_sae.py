@@ -206,9 +206,9 @@ def save_sparsify(sae: TopKSae, out: str | Path, metrics: dict | None = None) ->
         {k: v.detach().to(torch.bfloat16).contiguous() for k, v in tensors.items()},
         out / "sae.safetensors",
     )
-    (out / "cfg.json").write_text(json.dumps(cfg, indent=2))
     if metrics and metrics.get("baseline"):  # what it was trained on (coders.baseline checks it)
         cfg.update(baseline=metrics["baseline"], baseline_seed=metrics["baseline_seed"])
+    (out / "cfg.json").write_text(json.dumps(cfg, indent=2))
     if metrics is not None:
         (out / "train.json").write_text(json.dumps(metrics, indent=2))
     return out

@@ -134,7 +134,7 @@ def test_train_sae_on_the_random_model_writes_a_coder_it_accepts(random_sae):
     assert coder.n_latents == 256 and coder.k == 8
     with pytest.raises(CoderError, match="another seed"):
         load_coder(cfg, baseline="random-model", seed=1)
-    with pytest.raises(CoderError, match="set `baseline: random-model`"):
+    with pytest.raises(CoderError, match="Set `baseline: random-model`"):
         load_coder(cfg)  # made for the random model: refused on the trained one
 
 
