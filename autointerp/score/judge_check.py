@@ -173,8 +173,10 @@ def run_checks(
     scorer's LLM work done now (calls, tokens, failed)."""
     from autointerp.score import read_scores
 
-    write_settings(check_dir, cfg)
     usage: dict[str, dict[str, int]] = {}
+    if not CHECKED & set(scorers):
+        return usage  # no LLM judge in this run: nothing to check or to record
+    write_settings(check_dir, cfg)
     if not cfg.enabled:
         return usage
     for scorer in [s for s in scorers if s in CHECKED]:
