@@ -5,6 +5,7 @@ paths it wrote:
     OUT/explanations.parquet   one row per sampled latent of every coder (columns below)
     OUT/explanations.jsonl     the same rows and columns, one JSON object a line
     OUT/neuronpedia.json       the explanations in Neuronpedia's Explanation shape
+    OUT/judge_check.json       per LLM scorer and coder, the run's judge check (verdict, AUROC, text)
     OUT/README.md              a dataset card: `datasets.load_dataset("OUT")` loads the parquet file
 
 Columns: model, hookpoint, coder, coder_kind, latent; status (`explained`, `explanation_failed`,
@@ -145,7 +146,7 @@ def export_run(
 ) -> dict[str, Path]:
     """Export a run folder's explanations, scores and top examples into `out` (default RUN/export).
 
-    Returns {"parquet", "jsonl", "neuronpedia", "card"} -> path. Raises RunError when `run` is not a
+    Returns {"parquet", "jsonl", "neuronpedia", "judge_check", "card"} -> path. Raises RunError when `run` is not a
     run folder, has no samples or no explanations, or `out` would land inside the run's stage folders.
     """
     if n_examples < 0:
@@ -158,21 +159,51 @@ def export_run(
     sources = _sources(folder.coders, neuronpedia_sources or {})
     records, left_out = neuronpedia_records(rows, scorers, model_id, sources)
     log.info("neuronpedia.json: %d explanations, %d failed ones left out", len(records), left_out)
+    judged = judge_checks(folder, scorers)
     card = dataset_card(folder, rows, scorers, model_id, sources, len(records), left_out, license)
+    card += _judge_section(judged)
     table = pa.Table.from_pylist(rows, schema=_schema(rows, scorers))
-    return _write_all(target, table, records, card)
+    return _write_all(target, table, records, card, judged)
 
 
-def _write_all(target: Path, table: pa.Table, records: list[dict], card: str) -> dict[str, Path]:
-    """The four files, each atomically; the card goes first and comes back last."""
+def judge_checks(run: RunFolder, scorers: list[str]) -> dict[str, dict[str, dict]]:
+    """Per LLM scorer and coder, the run's judge check (`autointerp.score.judge_check`), with the
+    sentence every place shows (`text`)."""
+    from autointerp.score.judge_check import describe, folder_verdicts
+
+    found = folder_verdicts(
+        run.root / "scores", run.root / "judge_check", scorers, list(run.coders)
+    )
+    return {s: {c: {**v, "text": describe(s, v)} for c, v in by.items()} for s, by in found.items()}
+
+
+def _judge_section(judged: dict[str, dict[str, dict]]) -> str:
+    if not judged:
+        return ""
+    lines = [
+        "\n## Judge check\n",
+        "A subset of latents was scored again with another latent's explanation: a judge that "
+        "cannot tell the two apart gives scores that are not evidence (`judge_check.json`).\n",
+    ]
+    lines += [f"- {s}, {c}: {v['text']}" for s, by in judged.items() for c, v in by.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _write_all(
+    target: Path, table: pa.Table, records: list[dict], card: str, judged: dict | None = None
+) -> dict[str, Path]:
+    """The files, each atomically; the card goes first and comes back last."""
     target.mkdir(parents=True, exist_ok=True)
     paths = {
         "parquet": target / "explanations.parquet",
         "jsonl": target / "explanations.jsonl",
         "neuronpedia": target / "neuronpedia.json",
+        "judge_check": target / "judge_check.json",
         "card": target / "README.md",
     }
     paths["card"].unlink(missing_ok=True)
+    text = json.dumps(judged or {}, indent=1) + "\n"
+    _atomic(paths["judge_check"], lambda p: p.write_text(text))
     _atomic(paths["parquet"], lambda p: pq.write_table(table, p))
     _atomic(paths["jsonl"], lambda p: _write_jsonl(table.to_pylist(), p))
     _atomic(paths["neuronpedia"], lambda p: p.write_text(json.dumps(records, indent=1) + "\n"))
@@ -249,9 +280,18 @@ def _explanation_fields(record: SampledLatent, e: Explanation | None) -> dict:
 
 def _score_fields(scorer: str, s: LatentScore | None) -> dict:
     if s is None:
-        return {scorer: None, f"{scorer}.status": "not_scored", f"{scorer}.error": None}
+        return {
+            scorer: None,
+            f"{scorer}_ci_low": None,
+            f"{scorer}_ci_high": None,
+            f"{scorer}.status": "not_scored",
+            f"{scorer}.error": None,
+        }
     main = s.metrics.get(MAIN_METRIC.get(scorer, "")) if s.status == "ok" else None
+    ci = s.intervals.get(MAIN_METRIC.get(scorer, "")) if s.status == "ok" else None
     fields = {scorer: _finite(main), f"{scorer}.status": s.status, f"{scorer}.error": s.error}
+    fields[f"{scorer}_ci_low"] = None if ci is None else _finite(ci[0])
+    fields[f"{scorer}_ci_high"] = None if ci is None else _finite(ci[1])
     fields |= {f"{scorer}.{k}": _finite(v) for k, v in s.metrics.items()}
     return fields
 
@@ -274,7 +314,8 @@ def _finite(v):
 def _schema(rows: list[dict], scorers: list[str]) -> pa.Schema:
     fields = list(BASE_SCHEMA)
     for scorer in scorers:
-        fields += [(scorer, pa.float64()), (f"{scorer}.status", pa.string())]
+        fields += [(scorer, pa.float64()), (f"{scorer}_ci_low", pa.float64())]
+        fields += [(f"{scorer}_ci_high", pa.float64()), (f"{scorer}.status", pa.string())]
         fields.append((f"{scorer}.error", pa.string()))
         fields += _metric_fields(rows, scorer)
     return pa.schema([*fields, ("top_examples", pa.list_(EXAMPLE))])
@@ -549,6 +590,7 @@ def _columns_section(scorers: list[str], filter_bos: bool | None = None) -> str:
                 s,
                 f"main metric of the {s} scorer ({MAIN_METRIC.get(s, '?')}); null if failed or not run",
             ),
+            (f"{s}_ci_low`, `{s}_ci_high", f"95% interval of `{s}` (null in old score files)"),
             (f"{s}.status", "ok, failed or not_scored"),
             (f"{s}.error", "why the score failed"),
             (f"{s}.<metric>", f"every metric the {s} scorer reported"),

@@ -495,6 +495,20 @@ class Analysis:
     def run_labels(self) -> list[str]:
         return run_labels(self.runs)
 
+    @cached_property
+    def judge(self) -> dict[str, dict[str, dict]]:
+        """Coder label -> LLM scorer -> its judge check (`judge_check.folder_verdicts`)."""
+        from autointerp.score.judge_check import folder_verdicts
+
+        out: dict[str, dict[str, dict]] = {}
+        for ref in self.refs:
+            root = ref.run.root
+            found = folder_verdicts(
+                root / "scores", root / "judge_check", ref.run.scorers(), [ref.coder]
+            )
+            out[ref.label] = {s: by[ref.coder] for s, by in found.items() if ref.coder in by}
+        return out
+
 
 def analyse(
     runs: list[Path], coders: list[str] | None = None, n_boot: int = 1000, seed: int = 0
@@ -538,6 +552,7 @@ def render_summary(a: Analysis) -> str:
                 f"  {m.label:<{width}}  {m.hookpoint}  scored {m.scored}{undefined},"
                 f" failed {m.failed}{stat}"
             )
+        lines += judge_lines(a, scorer)
         for p in pairs[pairs.scorer == scorer].itertuples(index=False):
             what = f" ({p.contrast})" if p.contrast else ""
             lines.append(
@@ -545,6 +560,17 @@ def render_summary(a: Analysis) -> str:
                 f" {p.ci_high:+.3f}], Mann-Whitney p = {p.p_mannwhitney:.3g}"
             )
     return "\n".join(lines)
+
+
+def judge_lines(a: Analysis, scorer: str) -> list[str]:
+    """What the judge check says of a scorer, per coder (none for a scorer without a judge)."""
+    from autointerp.score.judge_check import describe
+
+    return [
+        f"  {label}: {describe(scorer, by[scorer])}"
+        for label, by in a.judge.items()
+        if scorer in by
+    ]
 
 
 def _mean_ci(row) -> str:

@@ -22,10 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict
 from tqdm.auto import tqdm
 
+from autointerp.jsonl import read_jsonl
 from autointerp.report import Analysis, CoderRef, is_main, main_metric, main_values
-from autointerp.types import Example, ExampleRef, Explanation, SampledLatent
+from autointerp.types import Example, ExampleRef, Explanation, LatentId, SampledLatent
 
 HIGHLIGHT = (255, 120, 0)
 """RGB of a token at the latent's maximum activation."""
@@ -41,6 +43,8 @@ th { background: #f2f2f2; } td.l, th.l { text-align: left; }
 img { max-width: 100%; border: 1px solid #eee; margin: 4px 8px 8px 0; }
 .note { color: #555; font-size: 13px; }
 .failed { color: #b00020; font-weight: 600; }
+.warn { border: 2px solid #b00020; background: #fff3f3; color: #7a0016; padding: 6px 12px;
+        border-radius: 6px; font-size: 14px; margin: 6px 0; }
 .muted { color: #888; }
 nav { margin: 10px 0; font-size: 14px; } nav a, nav span { margin-right: 14px; }
 .card { border: 1px solid #bbb; border-radius: 6px; padding: 8px 14px 10px; margin: 14px 0; }
@@ -194,14 +198,38 @@ class ScoreCell:
     ok: bool
     value: float
     error: str | None
+    interval: tuple[float, float] | None = None
+    """The 95% interval of the main metric, when its score file has one."""
+
+
+class _IntervalView(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    latent: LatentId
+    intervals: dict[str, tuple[float, float]] = {}
+
+
+def interval_lookup(a: Analysis) -> dict[tuple[str, str, str], dict[int, tuple[float, float]]]:
+    """(run, coder, scorer) -> latent -> the interval of its main metric (old files: none)."""
+    out: dict[tuple[str, str, str], dict[int, tuple[float, float]]] = {}
+    for ref in a.refs:
+        for scorer in ref.run.scorers():
+            path = ref.run.root / "scores" / scorer / f"{ref.coder}.jsonl"
+            main = main_metric(scorer)
+            found = out.setdefault((ref.run_label, ref.coder, scorer), {})
+            for s in read_jsonl(path, _IntervalView):
+                if main in s.intervals:
+                    found[s.latent.latent] = s.intervals[main]
+    return out
 
 
 def score_lookup(a: Analysis) -> dict[tuple[str, str], dict[int, list[ScoreCell]]]:
     """(run, coder) -> latent -> its main-metric cell per scorer."""
     main = a.scores[is_main(a.scores)]
+    intervals = interval_lookup(a)
     out: dict[tuple[str, str], dict[int, list[ScoreCell]]] = {}
     for r in main.itertuples(index=False):
-        cell = ScoreCell(r.scorer, r.status == "ok", r.value, r.error)
+        ci = intervals.get((r.run, r.coder, r.scorer), {}).get(r.latent)
+        cell = ScoreCell(r.scorer, r.status == "ok", r.value, r.error, ci)
         out.setdefault((r.run, r.coder), {}).setdefault(r.latent, []).append(cell)
     return out
 
@@ -251,7 +279,9 @@ def _scores_html(cells: list[ScoreCell]) -> str:
     if not cells:
         return ""
     spans = [
-        f"<span>{esc(c.scorer)} {esc(main_metric(c.scorer))} <b>{esc(fmt(c.value))}</b></span>"
+        f"<span>{esc(c.scorer)} {esc(main_metric(c.scorer))} <b>{esc(fmt(c.value))}</b>"
+        + ("" if c.interval is None else f" [{c.interval[0]:.2f}, {c.interval[1]:.2f}]")
+        + "</span>"
         if c.ok
         else f'<span class="failed">{esc(c.scorer)} failed: {esc(c.error or "no reason")}</span>'
         for c in cells
@@ -443,14 +473,31 @@ def comparison_section(a: Analysis) -> list[str]:
     ]
     for scorer in dict.fromkeys(coders.scorer):
         c = coders[coders.scorer == scorer]
-        shown = c[["label", "hookpoint", "n", "mean", "ci_low", "ci_high"]]
-        parts += [f"<h3>{esc(scorer)}: {esc(main_metric(scorer))}</h3>", table(shown)]
+        shown = c[["label", "hookpoint", "n", "mean", "ci_low", "ci_high"]].copy()
+        judged = {label: by[scorer] for label, by in a.judge.items() if scorer in by}
+        if judged:
+            shown["judge check"] = [judged.get(x, {}).get("verdict", "–") for x in shown.label]
+        parts.append(f"<h3>{esc(scorer)}: {esc(main_metric(scorer))}</h3>")
+        parts += judge_boxes(scorer, judged)
+        parts.append(table(shown))
         p = pairs[pairs.scorer == scorer].copy()
         if len(p):
             p["verdict"] = [_verdict(x) for x in p.itertuples(index=False)]
             cols = ["coder_a", "coder_b", "n_a", "n_b", "diff", "ci_low", "ci_high"]
             parts.append(table(p[[*cols, "p_mannwhitney", "verdict"]]))
     return parts
+
+
+def judge_boxes(scorer: str, judged: dict[str, dict]) -> list[str]:
+    """A warning box per coder whose judge check does not show that the judge discriminates; a
+    plain note where it does."""
+    from autointerp.score.judge_check import describe, trusted
+
+    return [
+        f'<p class="{"note" if trusted(v) else "warn"}">{esc(label)}: '
+        f"{esc(describe(scorer, v))}</p>"
+        for label, v in judged.items()
+    ]
 
 
 def tables_section(a: Analysis) -> list[str]:
