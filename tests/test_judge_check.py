@@ -17,14 +17,12 @@ from autointerp.score.base import LatentItem
 from autointerp.score.classifier import ClassifierConfig, ClassifierScorer
 from autointerp.score.judge_check import (
     JudgeCheckConfig,
-    check_coder,
     describe,
     folder_verdicts,
     paired_auroc,
     plan,
     read_controls,
     run_checks,
-    verdict,
 )
 from autointerp.types import Example, Explanation, LatentId, SampledLatent
 
@@ -306,3 +304,60 @@ def test_paired_bootstrap_interval():
     assert lo <= auc <= hi and hi - lo > 0.1
     assert paired_auroc([0.5] * 5, [0.5] * 5) == (0.5, 0.5, 0.5)
     assert paired_auroc([1.0] * 5, [0.5] * 5) == (1.0, 1.0, 1.0)
+
+
+# ---------------------------------------------------------------- a real run
+
+
+@pytest.mark.slow
+def test_a_real_run_reports_its_judge_check(tmp_path, small_run):
+    """`autointerp run` with the packaged 135M model as explainer and detection judge, 4 latents:
+    the verdict is in summary.json, the printed output, the report and the export; a second run
+    makes no new control call."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from autointerp.cli import app
+
+    out = tmp_path / "run"
+    shutil.copytree(small_run / "cache", out / "cache")
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        "corpus: {n_tokens: 16384}\n"
+        "coders:\n  - {hookpoint: layers.15}\n"
+        "  - {hookpoint: layers.15, format: neurons, k: 32, name: neurons.15}\n"
+        "only_coders: [layers.15]\nmax_latents: 4\nchunk_latents: 4\n"
+        "client: {dtype: float32}\n"
+        "sample: {n_train: 10, n_test: 3, n_random_negatives: 2, n_similar_negatives: 1}\n"
+        "score: {scorers: [detection], detection: {examples_per_prompt: 1},"
+        " judge_check: {min_latents: 4}}\n"
+    )
+    r = CliRunner().invoke(app, ["run", str(cfg), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    summary = json.loads((out / "summary.json").read_text())
+    v = summary["judge_check"]["detection"]["layers.15"]
+    assert v["verdict"] in {"discriminates", "at chance", "worse than chance", "too few latents"}
+    assert v["calls"] > 0 and summary["judge_check_llm"]["detection"]["calls"] == v["calls"]
+    assert summary["scorers"]["detection"]["judge_check"] == {"layers.15": v["verdict"]}
+    text = describe("detection", v)
+    assert f"layers.15 detection: {text}" in r.output
+    controls = read_controls(out / "judge_check" / "detection" / "layers.15.jsonl")
+    assert controls and all(c.control_of != i for i, c in controls.items())
+    r = CliRunner().invoke(app, ["report", str(out)])
+    assert r.exit_code == 0, r.output
+    assert f"layers.15: {text}" in r.output
+    page = (out / "report" / "index.html").read_text()
+    assert "judge check" in page and (v["verdict"] == "discriminates" or 'class="warn"' in page)
+    r = CliRunner().invoke(app, ["export", str(out)])
+    assert r.exit_code == 0, r.output
+    exported = json.loads((out / "export" / "judge_check.json").read_text())
+    assert exported["detection"]["layers.15"]["text"] == text
+    assert "## Judge check" in (out / "export" / "README.md").read_text()
+    # resume: nothing new to score, no new control call
+    r = CliRunner().invoke(app, ["run", str(cfg), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert (
+        json.loads((out / "summary.json").read_text())["judge_check_llm"]["detection"]["calls"] == 0
+    )
