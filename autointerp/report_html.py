@@ -484,6 +484,7 @@ def comparison_section(a: Analysis) -> list[str]:
         if len(p):
             p["verdict"] = [_verdict(x) for x in p.itertuples(index=False)]
             cols = ["coder_a", "coder_b", "n_a", "n_b", "diff", "ci_low", "ci_high"]
+            cols += ["contrast"] if p.contrast.astype(bool).any() else []  # trained vs random
             parts.append(table(p[[*cols, "p_mannwhitney", "verdict"]]))
     return parts
 

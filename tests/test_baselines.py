@@ -236,3 +236,27 @@ def test_the_report_puts_trained_and_random_side_by_side(runs, tmp_path):
     assert "Mann-Whitney p" in line
     pairs = (tmp_path / "rep" / "compare_pairs.csv").read_text()
     assert "trained vs random-model" in pairs
+    assert "trained vs random-model" in (tmp_path / "rep" / "index.html").read_text()
+
+
+def test_a_random_coder_cache_encodes_with_the_random_weights(tmp_path):
+    from autointerp.cache import ActivationCache
+    from autointerp.coders.baseline import random_coder
+    from autointerp.sample import _neighbours
+
+    path = str(write_sparsify(tmp_path / "sae", n=256, k=8))
+    coders = [CoderConfig(hookpoint=HOOK, path=path, name="sae.3")]
+    corpus = {"n_tokens": 1024, "ctx_len": 64}
+    cfg = CacheConfig(subject=SUBJECT, corpus=corpus, coders=coders, baseline="random-coder")
+    cache = ActivationCache(build_cache(cfg, tmp_path / "random", progress=False))
+    trained = load_coder(coders[0])
+    assert cache.coders["sae.3"]["n_latents"] == 256 and cache.coders["sae.3"]["d_in"] == 576
+    assert cache.manifest["fingerprints"]["coders"]["sae.3"] != trained.fingerprint
+    base = ActivationCache(build_cache(cfg.model_copy(update={"baseline": None}), tmp_path / "t"))
+    counts = [c.stats("sae.3")["count"] for c in (cache, base)]
+    assert counts[0].sum() == counts[1].sum() == 1024 * 8  # k latents per token in both
+    assert (counts[0] != counts[1]).mean() > 0.5  # but other latents fire, other times
+    # similar negatives come from the random coder's own decoder
+    w = torch.nn.functional.normalize(random_coder(trained, 0).W_dec.float(), dim=1)
+    expected = (w @ w.T).topk(4, dim=1).indices[:, 1:].numpy()
+    assert (_neighbours(cache, "sae.3", 3) == expected).mean() > 0.95
