@@ -355,6 +355,16 @@ def test_a_real_run_reports_its_judge_check(tmp_path, small_run):
     exported = json.loads((out / "export" / "judge_check.json").read_text())
     assert exported["detection"]["layers.15"]["text"] == text
     assert "## Judge check" in (out / "export" / "README.md").read_text()
+    # per-latent intervals: next to the main metric in the export, and on the latent cards
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(out / "export" / "explanations.parquet").to_pylist()
+    scored = [x for x in rows if x["detection"] is not None]
+    assert scored and all(
+        x["detection_ci_low"] <= x["detection"] <= x["detection_ci_high"] for x in scored
+    )
+    cards = "".join(p.read_text() for p in (out / "report").glob("*/page-*.html"))
+    assert re.search(r"detection balanced_accuracy <b>[0-9.]+</b> \[[0-9.]+, [0-9.]+\]", cards)
     # resume: nothing new to score, no new control call
     r = CliRunner().invoke(app, ["run", str(cfg), "--out", str(out)])
     assert r.exit_code == 0, r.output
