@@ -203,9 +203,35 @@ class _Unrecorded:
         return "no value (saved by an older autointerp)"
 
 
+_ADDED_COMPATIBLE = {
+    "baseline": None,
+    "baseline_seed": 0,
+    "score.detection.calibrate": False,
+    "score.fuzzing.calibrate": False,
+    "score.detection.uninformative": "text",
+    "score.fuzzing.uninformative": "text",
+}
+"""Keys added after folders were written whose value here gives the results the older version
+gave: a folder saved without them is not refused for them."""
+_ADDED_SECTIONS = ("score.intruder.", "score.example_embedding.")
+"""Options of scorers added later: an older folder has no scores of theirs to contradict."""
+
+
+def _unchanged_by_upgrade(key: str, a: dict, b: dict) -> bool:
+    if key in a:
+        return False
+    if key.startswith(_ADDED_SECTIONS):
+        return True
+    return key in _ADDED_COMPATIBLE and b.get(key) == _ADDED_COMPATIBLE[key]
+
+
 def config_differences(old: dict, new: dict) -> list[tuple[str, object, object]]:
     a, b = _flat(old), _flat(new)
-    keys = [k for k in dict.fromkeys([*a, *b]) if not _free(k, b) and a.get(k) != b.get(k)]
+    keys = [
+        k
+        for k in dict.fromkeys([*a, *b])
+        if not _free(k, b) and a.get(k) != b.get(k) and not _unchanged_by_upgrade(k, a, b)
+    ]
     return [(k, a[k] if k in a else _Unrecorded(), b.get(k)) for k in keys]
 
 

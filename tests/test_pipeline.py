@@ -553,3 +553,30 @@ def test_run_on_a_finished_cache_loads_no_model(tmp_path, small_run, monkeypatch
     r = _cli("run", cfg, "--out", out)
     assert r.exit_code == 0, (r.output, r.exception)
     assert json.loads((out / "summary.json").read_text())["n_latents"] == 12
+
+
+def test_a_folder_saved_before_the_new_options_resumes_when_they_keep_its_results():
+    """Options added later (baselines, the calibrated judge, the explanation-free scorers' sections)
+    are not differences against a folder saved without them while they are at the values that
+    give the older results; set otherwise, they are."""
+    import copy
+
+    from autointerp.pipeline import RunConfig, config_dict, config_differences
+
+    now = config_dict(RunConfig())
+    older = copy.deepcopy(now)
+    for key in ("baseline", "baseline_seed"):
+        older.pop(key)
+    for name in ("detection", "fuzzing"):
+        older["score"][name].pop("calibrate")
+        older["score"][name].pop("uninformative")
+    older["score"].pop("intruder")
+    older["score"].pop("example_embedding")
+    assert config_differences(older, now) == []
+    changed = config_dict(
+        RunConfig(baseline="random-model", score={"detection": {"calibrate": True}})
+    )
+    assert [k for k, _, _ in config_differences(older, changed)] == [
+        "baseline",
+        "score.detection.calibrate",
+    ]
