@@ -363,7 +363,7 @@ def test_a_real_run_reports_its_judge_check(tmp_path, small_run):
     assert scored and all(
         x["detection_ci_low"] <= x["detection"] <= x["detection_ci_high"] for x in scored
     )
-    cards = "".join(p.read_text() for p in (out / "report").glob("*/page-*.html"))
+    cards = "".join(p.read_text() for p in (out / "report").rglob("page-*.html"))
     assert re.search(r"detection balanced_accuracy <b>[0-9.]+</b> \[[0-9.]+, [0-9.]+\]", cards)
     # resume: nothing new to score, no new control call
     r = CliRunner().invoke(app, ["run", str(cfg), "--out", str(out)])
