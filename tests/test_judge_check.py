@@ -156,6 +156,16 @@ class Judge:
                 TokenLogprob(token=d, logprob=math.log(0.9), top=[(d, math.log(0.9))])
                 for d in digits
             ]
+            if self.mode == "shy":  # always answers 0, but less surely where the word is
+                digits = ["0"] * len(texts)
+                lp = [
+                    TokenLogprob(
+                        token="0",
+                        logprob=math.log(1 - q),
+                        top=[("0", math.log(1 - q)), ("1", math.log(q))],
+                    )
+                    for q in (0.4 if a else 0.1 for a in yes)
+                ]
             text = "[" + ",".join(digits) + "]"
             out.append(Completion(text=text, logprobs=lp, prompt_tokens=50, completion_tokens=5))
         return out
@@ -231,6 +241,15 @@ def test_a_judge_that_reads_the_explanation_discriminates(tmp_path):
     _, again, _ = _check(tmp_path, judge, _items(12), JudgeCheckConfig(fraction=0.5))
     assert judge.calls - before == 12  # the true scores of `_check` only
     assert again == v
+
+
+def test_a_judge_leaning_to_no_is_judged_by_how_it_ranks_not_by_its_answers(tmp_path):
+    """Its answers are all no (balanced accuracy 0.5 for every explanation), but its P(yes) ranks
+    the examples holding the explanation's word first: the check compares per-latent AUROCs, and
+    the judge discriminates (a 1.5B judge behaved like this on planted latents)."""
+    usage, v, true = _check(tmp_path, Judge("shy"), _items(12), JudgeCheckConfig(fraction=0.5))
+    assert {s.metrics["balanced_accuracy"] for s in true.values()} == {0.5}
+    assert v["metric"] == "auroc" and v["verdict"] == "discriminates" and v["auroc"] == 1.0
 
 
 def test_the_subset_is_seeded_and_stable_as_a_run_grows():

@@ -2,10 +2,12 @@
 
 Every scored run (`autointerp run`, `autointerp score`) also scores a seeded subset of each coder's
 scored latents with a control explanation: another latent's explanation, on exactly the same
-examples. The judge's discrimination is the AUROC of the subset's true-explanation main-metric values
-against their control values (ties count half), with a paired percentile bootstrap interval over
-latents. Verdicts: `discriminates` (interval above 0.5), `at chance` (interval holds 0.5), `worse than
-chance` (interval below 0.5), `too few latents` (fewer than 4 usable pairs); and, for a run folder,
+examples. The judge's discrimination is the AUROC of the subset's true-explanation metric values
+against their control values (`check_metric`: detection's and fuzzing's AUROC from P(yes) where
+logprobs gave one, else the scorer's main metric; ties count half), with a paired percentile
+bootstrap interval over latents. Verdicts: `discriminates` (interval above 0.5), `at chance`
+(interval holds 0.5), `worse than chance` (interval below 0.5), `too few latents` (fewer than 4
+usable pairs); and, for a run folder,
 `disabled` (`judge_check.enabled: false`) or `not made` (a folder scored before the check existed).
 A judge that answers the same to everything has every value tied: AUROC 0.5, interval [0.5, 0.5].
 
@@ -223,6 +225,19 @@ def paired_auroc(
     return float(auc), float(lo), float(hi)  # type: ignore[arg-type]
 
 
+def check_metric(scorer: str, scores: list[LatentScore]) -> str:
+    """The metric the check compares: for detection and fuzzing their AUROC from P(yes) when every
+    score has one, else the main metric. Balanced accuracy thresholds P(yes) at 0.5, so a judge that
+    ranks examples well but leans to one answer (a 1.5B judge answered no to nearly every example of
+    planted latents, with per-latent AUROCs of 0.53-0.82) would read as at chance."""
+    from autointerp.score import MAIN_METRIC
+
+    if scorer in ("detection", "fuzzing") and scores:
+        if all(s.metrics.get("auroc") is not None for s in scores):
+            return "auroc"
+    return MAIN_METRIC[scorer]
+
+
 def verdict(
     true: dict[int, LatentScore],
     controls: dict[int, ControlScore],
@@ -233,16 +248,11 @@ def verdict(
     """The judge check of one scorer and coder from its true and control scores: auroc, ci_low,
     ci_high, n (usable pairs), verdict, calls and tokens (the control scoring's LLM work), failed
     (control scores that failed) and checked (latents in the subset)."""
-    from autointerp.score import MAIN_METRIC
-
-    key = MAIN_METRIC[scorer]
     wanted = plan(_ok_texts(true), coder, cfg)
     mine = [c for i, c in controls.items() if i in wanted and c.control_of == wanted[i]]
-    pairs = [
-        (true[c.latent.latent].metrics.get(key), c.metrics.get(key))
-        for c in mine
-        if c.status == "ok"
-    ]
+    ok = [(true[c.latent.latent], c) for c in mine if c.status == "ok"]
+    key = check_metric(scorer, [x for pair in ok for x in pair])
+    pairs = [(a.metrics.get(key), b.metrics.get(key)) for a, b in ok]
     pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
     out: dict = {
         "metric": key,
