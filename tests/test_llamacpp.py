@@ -110,3 +110,20 @@ def test_it_counts_as_a_local_judge_and_its_cache_key_names_the_file(client, tmp
     first = asyncio.run(cached.complete([_chat("In May.")], GenParams(max_tokens=1)))[0]
     second = asyncio.run(cached.complete([_chat("In May.")], GenParams(max_tokens=1)))[0]
     assert not first.from_cache and second.from_cache and second.text == first.text
+
+
+def test_a_process_holding_a_client_exits_without_errors(tmp_path):
+    """llama-cpp-python frees its model in __del__, which fails at interpreter exit once module
+    globals are gone; the client frees it before that."""
+    import subprocess
+    import sys
+
+    script = (
+        "from autointerp.clients import make_client\n"
+        "from autointerp.config import ClientConfig\n"
+        "c = make_client(ClientConfig(backend='llamacpp', model='smollm2', threads=1, n_ctx=256))\n"
+        "print('loaded')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "loaded" in r.stdout
+    assert "Exception ignored" not in r.stderr and "Traceback" not in r.stderr, r.stderr

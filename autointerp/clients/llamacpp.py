@@ -19,8 +19,10 @@ longest prefix it shares with the previous one. So the chats of a batch are run 
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +64,12 @@ def default_threads() -> int:
     return max(1, int((cores or 1) - round(busy)))
 
 
+def _close(ref: weakref.ref) -> None:
+    llm = ref()
+    if llm is not None:
+        llm.close()
+
+
 class LlamaCppClient(BlockingClient):
     def __init__(
         self,
@@ -91,6 +99,10 @@ class LlamaCppClient(BlockingClient):
             verbose=False,
             seed=seed,
         )
+        # Freed before the interpreter tears its modules down (llama-cpp-python's own __del__
+        # then fails with "'NoneType' object is not callable"); a weak reference, so that a
+        # client dropped earlier frees its model at once.
+        atexit.register(_close, weakref.ref(self.llm))
         self.n_ctx = n_ctx
         self.n_vocab = self.llm.n_vocab()
         self._rng = np.random.default_rng(seed)
