@@ -557,8 +557,25 @@ def run_job(
         return _run_job(cfg, out, force, ray, workers, progress, gpus_per_worker, retry_failed)
 
 
+def check_clients(cfg: RunConfig) -> None:
+    """Fail before any work when a local LLM client of the run cannot start (llama.cpp not
+    installed, its model neither a file nor assembled)."""
+    from autointerp.score import LLM_SCORERS
+
+    uses = [
+        (cfg.client, cfg.explain.explainer != "token-stats"),
+        (cfg.score_client or cfg.client, bool(LLM_SCORERS & set(cfg.score.scorers))),
+    ]
+    for client, used in uses:
+        if used and client.backend == "llamacpp":
+            from autointerp.clients.llamacpp import check
+
+            check(client.model)
+
+
 def _run_job(cfg, out, force, ray, workers, progress, gpus_per_worker, retry_failed) -> dict:
     t0 = time.time()
+    check_clients(cfg)
     prepare_folder(cfg, out, force)
     cache = ActivationCache(build_cache(cfg.cache_config(), out / "cache", progress))
     coders = select_coders(cache, cfg)

@@ -127,3 +127,26 @@ def test_a_process_holding_a_client_exits_without_errors(tmp_path):
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "loaded" in r.stdout
     assert "Exception ignored" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_a_run_whose_llamacpp_model_is_missing_fails_before_any_work(tmp_path):
+    from autointerp.pipeline import RunConfig, run_job
+
+    for where in ("client", "score_client"):
+        cfg = RunConfig.model_validate(
+            {where: {"backend": "llamacpp", "model": str(tmp_path / "missing.gguf")}}
+        )
+        with pytest.raises(AutointerpError, match="missing.gguf"):
+            run_job(cfg, tmp_path / where, progress=False)
+        assert not (tmp_path / where / "cache").exists()
+    # a token-stats explainer and LLM-free scorers never start the client
+    idle = RunConfig.model_validate(
+        {
+            "client": {"backend": "llamacpp", "model": str(tmp_path / "missing.gguf")},
+            "explain": {"explainer": "token-stats"},
+            "score": {"scorers": ["embedding"]},
+        }
+    )
+    from autointerp.pipeline import check_clients
+
+    check_clients(idle)

@@ -57,6 +57,19 @@ def gguf_path(model: str) -> Path:
     return Path(resolve_gguf(model))
 
 
+def check(model: str) -> Path:
+    """The model's GGUF file, after checking that llama-cpp-python is installed: a run that would
+    use this backend fails here, before any work, when it cannot."""
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise LlamaCppError(
+            "the llamacpp backend needs llama-cpp-python: `bash scripts/setup.sh` installs it, or "
+            "CMAKE_ARGS='-DGGML_NATIVE=OFF' pip install llama-cpp-python"
+        )
+    return gguf_path(model)
+
+
 def default_threads() -> int:
     """Cores this process may use, less those the one-minute load average says are busy."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -78,14 +91,9 @@ class LlamaCppClient(BlockingClient):
         threads: int | None = None,
         seed: int = 0,
     ):
-        try:
-            from llama_cpp import Llama
-        except ImportError:
-            raise LlamaCppError(
-                "the llamacpp backend needs llama-cpp-python: bash scripts/setup.sh installs it, or "
-                "CMAKE_ARGS='-DGGML_NATIVE=OFF' pip install llama-cpp-python"
-            ) from None
-        path = gguf_path(model)
+        path = check(model)
+        from llama_cpp import Llama
+
         self.model = model
         self.path = path
         self.threads = threads or default_threads()
