@@ -66,6 +66,7 @@ from autointerp.sample import SampleConfig, read_records, sample_coder, write_co
 from autointerp.score import MAIN_METRIC, ScoreConfig, ScoreContext, ScoreStageConfig, score_coder
 from autointerp.score.base import LatentScore
 from autointerp.score.classifier import ClassifierConfig
+from autointerp.score.intruder import IntruderConfig
 from autointerp.score.metrics import auroc
 from autointerp.score.simulation import SimulationConfig
 from autointerp.types import Explanation, LatentId
@@ -74,9 +75,22 @@ log = logging.getLogger("planted")
 REPO = Path(__file__).resolve().parents[1]
 CODER = "planted"
 VARIANTS = ("true", "other", "random")
-LLM_SCORERS = ("detection", "fuzzing", "simulation")
-ALL_SCORERS = ("detection", "fuzzing", "surprisal", "embedding", "simulation")
+LLM_SCORERS = ("detection", "fuzzing", "simulation", "intruder")
+EXPLANATION_FREE = ("intruder", "example-embedding")
+ALL_SCORERS = (
+    "detection",
+    "fuzzing",
+    "surprisal",
+    "embedding",
+    "simulation",
+    "intruder",
+    "example-embedding",
+)
+CALIBRATED = ("detection+cal", "fuzzing+cal")
+"""Detection and fuzzing with the calibrated judge (`calibrate: true`)."""
 LOCAL = "transformers:smollm2"
+FREE = "free"
+"""The explanation-free scorers' one scoring of all 2n latents (planted and their controls)."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -211,8 +225,16 @@ def real_cache(folder: Path, n_tokens: int) -> Path:
     return build_cache(cfg, folder)
 
 
+def noise_fires(pos: np.ndarray, densities: np.ndarray) -> np.ndarray:
+    """(len(pos), n) bool: control latent i fires on a fixed pseudo-random set of token positions,
+    as often as planted latent i does, whatever the text (a latent that means nothing)."""
+    return np.stack([_unit(pos, 3000 + i) < d for i, d in enumerate(densities)], axis=1)
+
+
 def add_planted(real: Path, folder: Path, tokenizer) -> ActivationCache:
-    """A copy of the real cache with the planted coder added (rebuilt whenever asked)."""
+    """A copy of the real cache with the planted coder added (rebuilt whenever asked): latents
+    0..n-1 are the planted ones, n..2n-1 their meaningless controls (`noise_fires`), which the
+    explanation-free scorers are checked against."""
     if folder.exists():
         shutil.rmtree(folder)
     shutil.copytree(real, folder)
@@ -223,25 +245,29 @@ def add_planted(real: Path, folder: Path, tokenizer) -> ActivationCache:
     manifest = json.loads((folder / "cache.json").read_text())
     manifest["coders"][CODER] = {
         "hookpoint": "tokens",
-        "n_latents": n,
+        "n_latents": 2 * n,
         "kind": "planted",
         "d_in": 0,
     }
     manifest["planted"] = [
         {"latent": i, "name": p.name, "explanation": p.explanation, "pattern": p.pattern}
         for i, p in enumerate(PLANTED)
-    ]
+    ] + [{"latent": n + i, "name": f"noise_{p.name}"} for i, p in enumerate(PLANTED)]
     (folder / "cache.json").write_text(json.dumps(manifest, indent=2))
+    tokens = {s: np.load(folder / "shards" / s / "tokens.npy") for s in cache.shard_names}
+    fires = {s: np.concatenate([firing(strings, row) for row in t]) for s, t in tokens.items()}
+    densities = sum(f.sum(0) for f in fires.values()) / sum(len(f) for f in fires.values())
     for shard in cache.shard_names:
-        tokens = np.load(folder / "shards" / shard / "tokens.npy")
-        fires = np.concatenate([firing(strings, row) for row in tokens])
-        vals = planted_values(tokens, fires, int(shard) * shard_tokens)
-        idx = np.broadcast_to(np.arange(n, dtype=np.int32), vals.shape)
+        first = int(shard) * shard_tokens
+        pos = np.arange(len(fires[shard]), dtype=np.int64) + first
+        both = np.concatenate([fires[shard], noise_fires(pos, densities)], axis=1)
+        vals = planted_values(tokens[shard], both, first)
+        idx = np.broadcast_to(np.arange(2 * n, dtype=np.int32), vals.shape)
         out = folder / "shards" / shard / CODER
         out.mkdir(exist_ok=True)
-        for key, arr in sparse_layout(vals, np.ascontiguousarray(idx), n).items():
+        for key, arr in sparse_layout(vals, np.ascontiguousarray(idx), 2 * n).items():
             np.save(out / f"{key}.npy", arr)
-    summary = write_stats(folder, [SimpleNamespace(name=CODER, n_latents=n)], cache.n_tokens)
+    summary = write_stats(folder, [SimpleNamespace(name=CODER, n_latents=2 * n)], cache.n_tokens)
     manifest["summary"] = {**manifest.get("summary", {}), **summary}
     (folder / "cache.json").write_text(json.dumps(manifest, indent=2))
     return ActivationCache(folder)
@@ -274,6 +300,8 @@ def write_explanations(folder: Path, tokenizer, seed: int) -> dict[str, dict[int
         "true": [p.explanation for p in PLANTED],
         "other": [PLANTED[perm[i]].explanation for i in range(n)],
         "random": random_words(tokenizer, n, 4, seed),
+        # The explanation-free scorers see no explanation: planted latents and their controls.
+        FREE: ["(unused by explanation-free scorers)"] * (2 * n),
     }
     out = {}
     for variant, column in texts.items():
@@ -298,15 +326,22 @@ def write_explanations(folder: Path, tokenizer, seed: int) -> dict[str, dict[int
 # Scoring
 
 
-def score_config(args, client: ClientConfig) -> ScoreStageConfig:
+def _base(key: str) -> str:
+    """The scorer of a scorer key (`detection+cal` -> `detection`)."""
+    return key.split("+")[0]
+
+
+def score_config(args, client: ClientConfig, key: str) -> ScoreStageConfig:
+    cal = {"calibrate": True} if key.endswith("+cal") else {}
     return ScoreStageConfig(
         score=ScoreConfig(
-            scorers=list(args.scorers),
-            detection=ClassifierConfig(),
-            fuzzing=ClassifierConfig(n_wrong=args.n_wrong),
+            scorers=[_base(key)],
+            detection=ClassifierConfig(**cal),
+            fuzzing=ClassifierConfig(n_wrong=args.n_wrong, **cal),
             simulation=SimulationConfig(
                 n_activating=args.sim_activating, n_negative=args.sim_negative
             ),
+            intruder=IntruderConfig(n_prompts=args.intruder_prompts),
             latents_per_call=len(PLANTED),
         ),
         client=client,
@@ -324,42 +359,65 @@ def clients(args) -> dict[str, ClientConfig]:
             api_key_env="PLANTED_UNUSED_KEY",
             max_concurrency=2,
         )
+    for name in args.llamacpp or ():
+        out[f"llamacpp:{name}"] = ClientConfig(
+            backend="llamacpp", model=name, n_ctx=2048, threads=args.threads
+        )
     return out
+
+
+def _variants(args, label: str, key: str) -> tuple[str, ...]:
+    if _base(key) in EXPLANATION_FREE:
+        return (FREE,)
+    return VARIANTS if label == LOCAL else tuple(args.judge_variants)
+
+
+def _out(work: Path, label: str, key: str, variant: str) -> Path:
+    """The folder `score_coder` writes `<scorer>/planted.jsonl` into."""
+    base = work / "scores" / _slug(label) / variant
+    return base / "cal" if key.endswith("+cal") else base
 
 
 def run_scoring(args, cache: ActivationCache, sample_path: Path, expl, work: Path) -> dict:
     """Score every (client, scorer, variant), one scorer at a time so that each is timed alone.
     Returns the seconds each took; they are kept in the work folder, so a re-run that finds the
     scores already written reports the time of the run that wrote them."""
-    from autointerp.clients import make_client
+    from autointerp.clients import BACKENDS, make_client
 
     timing = work / "scores" / "seconds.json"
     seconds = json.loads(timing.read_text()) if timing.exists() else {}
-    n = len(PLANTED)
     for label, ccfg in clients(args).items():
-        cfg = score_config(args, ccfg)
         cache_file = work / "llm_cache" / f"{_slug(label)}.sqlite"
-        ctx = ScoreContext(
-            cache, cfg, args.example_len, lambda c=cfg.client, f=cache_file: make_client(c, f)
-        )
-        for scorer in _scorers_for(args, label):
-            for variant in VARIANTS:
-                out = work / "scores" / _slug(label) / variant
-                if len(_scores(out / scorer / f"{CODER}.jsonl")) >= n:
+        inner = {}  # one model per client label, shared by its scorers
+
+        def factory(c=ccfg, f=cache_file, inner=inner):
+            if "client" not in inner:
+                inner["client"] = BACKENDS[c.backend](c)
+            return make_client(c, f, inner["client"])
+
+        for key in _scorers_for(args, label):
+            cfg = score_config(args, ccfg, key)
+            ctx = ScoreContext(cache, cfg, args.example_len, factory)
+            for variant in _variants(args, label, key):
+                out = _out(work, label, key, variant)
+                want = 2 * len(PLANTED) if variant == FREE else len(PLANTED)
+                if len(_scores(out / _base(key) / f"{CODER}.jsonl")) >= want:
                     continue
                 t0 = time.perf_counter()
-                score_coder(ctx, [scorer], sample_path, expl[variant], out)
+                score_coder(ctx, [_base(key)], sample_path, expl[variant], out)
                 dt = time.perf_counter() - t0
-                seconds.setdefault(_key(scorer, label), {})[variant] = round(dt, 1)
+                seconds.setdefault(_key(key, label), {})[variant] = round(dt, 1)
                 timing.write_text(json.dumps(seconds, indent=2))
-                log.info("%s %s %s: %.0f s", label, scorer, variant, dt)
+                log.info("%s %s %s: %.0f s", label, key, variant, dt)
     return seconds
 
 
 def _scorers_for(args, label: str) -> list[str]:
-    """Every chosen scorer with the local client; with a server, its chosen LLM scorers."""
+    """Every chosen scorer with the local client; with a server or llama.cpp, its LLM scorers."""
     if label == LOCAL:
         return list(args.scorers)
+    if label.startswith("llamacpp:"):
+        return list(args.llamacpp_scorers)
     return [s for s in args.openai_scorers if s in args.scorers and s in LLM_SCORERS]
 
 
@@ -368,12 +426,13 @@ def _slug(label: str) -> str:
 
 
 def _key(scorer: str, client: str) -> str:
-    return f"{scorer} | {client if scorer in LLM_SCORERS else _SCORER_CLIENT[scorer]}"
+    return f"{scorer} | {client if _base(scorer) in LLM_SCORERS else _SCORER_CLIENT[scorer]}"
 
 
 _SCORER_CLIENT = {
     "surprisal": "SmolLM2-135M loss",
     "embedding": "all-MiniLM-L6-v2",
+    "example-embedding": "all-MiniLM-L6-v2",
 }
 
 
@@ -447,12 +506,51 @@ def summarize_scores(args, work: Path, seconds: dict, n: int) -> dict:
     for label in clients(args):
         for scorer in _scorers_for(args, label):
             key = _key(scorer, label)
-            files = {
-                v: _scores(work / "scores" / _slug(label) / v / scorer / f"{CODER}.jsonl")
-                for v in VARIANTS
-            }
-            out[key] = _summarize_one(scorer, files, n) | {"seconds": seconds.get(key, {})}
+            if _base(scorer) in EXPLANATION_FREE:
+                both = _scores(_out(work, label, scorer, FREE) / scorer / f"{CODER}.jsonl")
+                files = {
+                    "true": {i: x for i, x in both.items() if i < n},
+                    "other": {i - n: x for i, x in both.items() if i >= n},
+                    "random": {},
+                }
+            else:
+                files = {
+                    v: _scores(_out(work, label, scorer, v) / _base(scorer) / f"{CODER}.jsonl")
+                    for v in VARIANTS
+                }
+            res = _summarize_one(_base(scorer), files, n)
+            res |= {"seconds": seconds.get(key, {}), "judge": label}
+            if _base(scorer) in EXPLANATION_FREE:
+                res["control"] = "meaningless latents firing as often as each planted one"
+            elif _base(scorer) in LLM_SCORERS:
+                res["judge_check"] = judge_verdict(res, _base(scorer))
+            out[key] = res
     return out
+
+
+def judge_verdict(res: dict, scorer: str) -> dict:
+    """What a run's judge check (autointerp.score.judge_check) concludes from these latents, with
+    another planted latent's explanation as the control, on the metric the check compares
+    (detection's and fuzzing's per-latent AUROC from P(yes) where every score has one)."""
+    from autointerp.score.judge_check import MIN_PAIRS, TRUSTED, paired_auroc
+
+    per, metric = res["per_latent"], res["metric"]
+    by_p = res.get("per_latent_p_yes_auroc")
+    if by_p and all(x is not None for v in ("true", "other") for x in by_p[v]):
+        per, metric = by_p, "auroc"
+    pairs = [(a, b) for a, b in zip(per["true"], per["other"], strict=True) if None not in (a, b)]
+    if len(pairs) < MIN_PAIRS:
+        return {"verdict": "too few latents", "n": len(pairs)}
+    a, b = zip(*pairs, strict=True)
+    auc, lo, hi = paired_auroc(list(a), list(b))
+    word = TRUSTED if lo > 0.5 else "worse than chance" if hi < 0.5 else "at chance"
+    return {
+        "metric": metric,
+        "auroc": round(auc, 4),
+        "ci95": [round(lo, 3), round(hi, 3)],
+        "n": len(pairs),
+        "verdict": word,
+    }
 
 
 def _per_latent(files: dict, metric: str, n: int) -> dict[str, list]:
@@ -491,6 +589,7 @@ def _summarize_one(scorer: str, files: dict, n: int) -> dict:
         res |= {
             "auroc_p_yes": {f"mean_{v}": _mean(pa[v]) for v in VARIANTS},
             "auroc_true_vs_other_by_p_yes_auroc": _auroc_over_latents(pa["true"], pa["other"]),
+            "auroc_true_vs_other_by_p_yes_auroc_ci95": _bootstrap_ci(pa["true"], pa["other"]),
             "per_latent_p_yes_auroc": pa,
             "diagnostics": {v: _classifier_diagnostics(files[v]) for v in VARIANTS},
         }
@@ -548,10 +647,10 @@ def _f(x, digits: int = 3) -> str:
 
 def scorer_table(res: dict) -> list[str]:
     lines = [
-        "| scorer | client | metric | AUROC true vs other | AUROC true vs random | true > other "
-        "(latents) | mean true | mean other | mean random | failed (true/other/random) "
-        "| seconds (true/other/random) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|",
+        "| scorer | judge / model | metric | AUROC true vs other | 95% interval | judge check "
+        "| AUROC true vs random | true > other (latents) | mean true | mean other | mean random "
+        "| failed (true/other/random) | seconds (true/other/random) |",
+        "|---|---|---|---:|---|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for key, r in res["scorers"].items():
         scorer, client = key.split(" | ")
@@ -562,6 +661,8 @@ def scorer_table(res: dict) -> list[str]:
             client,
             r["metric"],
             _f(r["auroc_true_vs_other"]),
+            _ci(r["auroc_true_vs_other_ci95"]),
+            _check(r.get("judge_check")),
             _f(r["auroc_true_vs_random"]),
             _f(r["win_rate_true_vs_other"], 2),
             _f(r["mean_score_true_explanation"]),
@@ -572,6 +673,18 @@ def scorer_table(res: dict) -> list[str]:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def _ci(ci: list[float] | None) -> str:
+    return "-" if not ci else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def _check(v: dict | None) -> str:
+    if not v:
+        return "-"
+    if "auroc" not in v:
+        return v["verdict"]
+    return f"{v['verdict']} ({v['metric']}: {v['auroc']:.2f} {_ci(v['ci95'])})"
 
 
 def per_latent_table(res: dict) -> list[str]:
@@ -771,6 +884,14 @@ def render_markdown(res: dict) -> str:
         "other one (ties count half). The intervention scorer is not run: it steers the latent's decoder direction, "
         "and a planted latent has none.",
         "",
+        "The explanation-free scorers (intruder, example-embedding) see no explanation, so their "
+        "'other' is a control latent instead: for each planted latent, one that fires on a fixed "
+        "pseudo-random set of tokens as often as it does (a latent that means nothing), sampled "
+        "and scored the same way; their 'AUROC true vs other' is planted against control latents. "
+        "'judge check' is what a run's judge check concludes from the true and other scores (the "
+        "control is another latent's explanation): `discriminates` when the 95% interval of the "
+        "AUROC lies above 0.5. The interval is a paired percentile bootstrap over latents.",
+        "",
         "## Scores",
         "",
     ]
@@ -863,7 +984,7 @@ def _signature(args) -> str:
         "tokens": args.tokens,
         "sample": sample_config(args).model_dump(mode="json"),
         "seed": args.seed,
-        "version": 1,
+        "version": 2,
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -907,15 +1028,16 @@ def prepare(args, work: Path, tokenizer) -> tuple[ActivationCache, Path]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m eval.planted", description=__doc__.split("\n")[0])
     p.add_argument("--tokens", type=int, default=200_000, help="tokens of the default corpus")
-    p.add_argument("--n-test", type=int, default=40, help="activating test examples per latent")
+    p.add_argument("--n-test", type=int, default=20, help="activating test examples per latent")
     p.add_argument(
-        "--n-negatives", type=int, default=20, help="random and (as many) similar negatives"
+        "--n-negatives", type=int, default=10, help="random and (as many) similar negatives"
     )
     p.add_argument("--n-wrong", type=int, default=10, help="fuzzing: wrong-token negatives")
     p.add_argument("--sim-activating", type=int, default=6, help="simulation: activating examples")
     p.add_argument(
         "--sim-negative", type=int, default=3, help="simulation: non-activating examples"
     )
+    p.add_argument("--intruder-prompts", type=int, default=5, help="intruder: prompts per latent")
     p.add_argument("--example-len", type=int, default=32)
     p.add_argument("--scorers", nargs="+", default=list(ALL_SCORERS), choices=ALL_SCORERS)
     p.add_argument("--seed", type=int, default=0)
@@ -928,6 +1050,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=LLM_SCORERS,
         help="LLM scorers run with --openai-url",
     )
+    p.add_argument(
+        "--llamacpp",
+        nargs="+",
+        default=[],
+        help="also judge with these llama.cpp models (a known name such as qwen2.5-coder-1.5b, "
+        "or a .gguf file)",
+    )
+    p.add_argument(
+        "--llamacpp-scorers",
+        nargs="+",
+        default=["detection", "fuzzing", "intruder"],
+        choices=[*LLM_SCORERS, *CALIBRATED],
+        help="scorers run with each --llamacpp model (+cal: the calibrated judge)",
+    )
+    p.add_argument(
+        "--judge-variants",
+        nargs="+",
+        default=["true", "other"],
+        choices=VARIANTS,
+        help="explanations the --llamacpp and --openai judges score",
+    )
+    p.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: auto)")
     p.add_argument("--workdir", type=Path, default=REPO / "runs" / "planted")
     p.add_argument("--results", type=Path, default=REPO / "results")
     return p.parse_args(argv)
@@ -961,6 +1105,7 @@ def main(argv: list[str] | None = None) -> dict:
             "derangement": derangement(n, args.seed),
             "random_explanations": [e.text for e in expl["random"].values()],
             "n_wrong": args.n_wrong,
+            "intruder_prompts": args.intruder_prompts,
             "sim_activating": args.sim_activating,
             "sim_negative": args.sim_negative,
             "intervention": "not run: planted latents have no decoder direction to steer",
