@@ -271,8 +271,12 @@ def test_the_subset_is_seeded_and_stable_as_a_run_grows():
 
 def test_few_latents_identical_texts_and_one_latent(tmp_path):
     usage, v, _ = _check(tmp_path, Judge("keyword"), _items(3), JudgeCheckConfig())
-    assert v["checked"] == 3 and v["n"] == 3 and v["verdict"] == "too few latents"  # all 3 used
-    assert "too few latents (3 usable pairs, 4 needed)" in describe("detection", v)
+    # all 3 would be checked, but 3 pairs can give no verdict: no LLM call is spent on them
+    assert v["checked"] == 3 and v["n"] == 0 and v["verdict"] == "too few latents"
+    assert usage["detection"]["calls"] == 0
+    assert "too few latents (0 usable pairs, 4 needed)" in describe("detection", v)
+    usage, v, _ = _check(tmp_path / "four", Judge("keyword"), _items(4), JudgeCheckConfig())
+    assert v["n"] == 4 and v["verdict"] == "discriminates" and usage["detection"]["calls"] == 4
     one = tmp_path / "one"
     usage, v, _ = _check(one, Judge("keyword"), _items(1), JudgeCheckConfig())
     assert v["verdict"] == "too few latents" and v["n"] == 0 and usage["detection"]["calls"] == 0

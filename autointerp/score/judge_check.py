@@ -129,8 +129,8 @@ def check_coder(
         and (i not in done or done[i].control_of != j)
     ]
     usage = {"calls": 0, "tokens": 0, "failed": 0}
-    if not todo:
-        return usage
+    if not todo or sum(j is not None for j in todo_plan.values()) < MIN_PAIRS:
+        return usage  # nothing to do, or too few latents for a verdict: spend no LLM call
     scorer = get_scorer()
     with (
         open(path, "a") as f,
