@@ -444,10 +444,15 @@ def train_sae_cmd(
         _fail(e)
 
 
+def default_run_config() -> Path:
+    """The embedded default's config (`autointerp run` without one)."""
+    return Path(__file__).parent / "data" / "default_run.yaml"
+
+
 def _run_config(config: Path | None, overrides: dict):
     from autointerp.pipeline import RunConfig
 
-    cfg = load_yaml(config, RunConfig) if config else RunConfig()
+    cfg = load_yaml(config or default_run_config(), RunConfig)
     data = cfg.model_dump()
     for key, value in overrides.items():
         if value is not None:

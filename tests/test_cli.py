@@ -13,8 +13,9 @@ runner = CliRunner()
 
 
 def test_run_embedded_default_end_to_end(tmp_path):
-    """`autointerp run` with the real packaged model, coder and corpus: cache, sample, explain,
-    score, report."""
+    """`autointerp run` with the real packaged models, coder and corpus (the embedded default:
+    autointerp/data/default_run.yaml, Qwen2.5-Coder-1.5B explaining and judging through llama.cpp):
+    cache, sample, explain, score, judge check, report."""
     out = tmp_path / "run"
     cmd = [
         sys.executable,
@@ -45,10 +46,10 @@ def test_run_embedded_default_end_to_end(tmp_path):
     ]
     assert len(explained) == sum(s["status"] == "ok" for s in samples) > 0
     assert all(
-        e["model"] == "smollm2" and (e["text"] is None) == (e["error"] is not None)
+        e["model"] == "qwen2.5-coder-1.5b" and (e["text"] is None) == (e["error"] is not None)
         for e in explained
     )
-    for scorer in ("detection", "fuzzing", "embedding"):
+    for scorer in ("detection", "embedding", "example-embedding"):
         scores = [
             json.loads(x)
             for x in (out / "scores" / scorer / "layers.15.jsonl").read_text().splitlines()
@@ -59,10 +60,14 @@ def test_run_embedded_default_end_to_end(tmp_path):
         for s in scores:  # a failed explanation is a failed score, never a zero
             assert (s["status"] == "failed") == (s["explanation"] is None) or s["error"]
             if s["status"] == "ok":
-                assert 0 <= s["metrics"]["auroc" if scorer == "embedding" else "accuracy"] <= 1
+                key = "accuracy" if scorer == "detection" else "auroc"
+                assert 0 <= s["metrics"][key] <= 1
         assert f"{scorer}: mean " in done.stdout
+    # 3 latents are too few for the judge check's verdict, and the run says so
+    assert "judge check: too few latents" in done.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_latents"] == 3 and summary["llm_calls"] > 0
+    assert summary["judge_check"]["detection"]["layers.15"]["verdict"] == "too few latents"
     index = out / "report" / "index.html"
     assert f"report: {index.resolve()}" in done.stdout and index.exists()
     # A second run reuses everything: no LLM call, nothing written twice.
@@ -132,3 +137,17 @@ def test_stages_on_an_incomplete_cache_fail_before_loading_anything(
     for stage in ("sample", "explain", "score"):
         r = _cli(stage, run / "cache")
         assert r.exit_code == 1 and "is unfinished" in r.output, (stage, r.output)
+
+
+def test_run_without_a_config_runs_the_packaged_default_and_overrides_apply():
+    from autointerp.cli import _run_config, default_run_config
+    from autointerp.config import load_yaml
+    from autointerp.pipeline import RunConfig
+
+    packaged = load_yaml(default_run_config(), RunConfig)
+    cfg = _run_config(None, {"max_latents": 3, "corpus.n_tokens": 16384})
+    assert cfg.client.backend == "llamacpp" and cfg.client.model == "qwen2.5-coder-1.5b"
+    assert cfg.score_client is None  # the explainer judges too
+    assert cfg.score.scorers == ["detection", "embedding", "example-embedding"]
+    assert (cfg.max_latents, cfg.corpus.n_tokens) == (3, 16384)
+    assert cfg.sample == packaged.sample and cfg.sample.n_test == 10

@@ -96,6 +96,7 @@ def test_wheel_holds_prompts_and_sae(tmp_path):
         assert f"autointerp/prompts/{p.relative_to(ROOT / 'prompts')}" in names
     assert "autointerp/data/smollm2-135m-layers.15-topk/sae.safetensors" in names
     assert "autointerp/data/models.yaml" in names  # the known GGUF judge models
+    assert "autointerp/data/default_run.yaml" in names  # `autointerp run` without a config
     assert "autointerp/score/classifier.py" in names
     sources = {n.replace("prompts/", "autointerp/prompts/", 1) for n in listed if n}
     shipped = {n for n in names if n.startswith("autointerp/")}
