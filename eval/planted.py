@@ -655,7 +655,11 @@ def scorer_table(res: dict) -> list[str]:
     for key, r in res["scorers"].items():
         scorer, client = key.split(" | ")
         failed = "/".join(str(r["failed_latents"][v]) for v in VARIANTS)
-        secs = "/".join(str(r["seconds"].get(v, "-")) for v in VARIANTS)
+        secs = (
+            f"{r['seconds'][FREE]} (planted and control latents together)"
+            if FREE in r["seconds"]
+            else "/".join(str(r["seconds"].get(v, "-")) for v in VARIANTS)
+        )
         cells = [
             scorer,
             client,
@@ -1072,6 +1076,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="explanations the --llamacpp and --openai judges score",
     )
     p.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: auto)")
+    p.add_argument(
+        "--summarize-only",
+        action="store_true",
+        help="write the results from the scores already in the work folder (score nothing)",
+    )
     p.add_argument("--workdir", type=Path, default=REPO / "runs" / "planted")
     p.add_argument("--results", type=Path, default=REPO / "results")
     return p.parse_args(argv)
@@ -1090,7 +1099,11 @@ def main(argv: list[str] | None = None) -> dict:
     tokenizer = load_tokenizer(SubjectConfig())
     cache, sample_path = prepare(args, work, tokenizer)
     expl = write_explanations(work / "explanations", tokenizer, args.seed)
-    seconds = run_scoring(args, cache, sample_path, expl, work)
+    if args.summarize_only:  # what earlier invocations scored, nothing new
+        timing = work / "scores" / "seconds.json"
+        seconds = json.loads(timing.read_text()) if timing.exists() else {}
+    else:
+        seconds = run_scoring(args, cache, sample_path, expl, work)
     n = len(PLANTED)
     res = {
         "scorers": summarize_scores(args, work, seconds, n),
