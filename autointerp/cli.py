@@ -247,29 +247,17 @@ def _score_stage(
 
 def _judge_check_stage(ctx, cfg, names: list[str], sample_dir: Path, expl_dir: Path, out: Path):
     """`autointerp score`'s judge check (into OUT/../judge_check), and its verdicts printed."""
-    from autointerp.explain import read_explanations
-    from autointerp.sample import read_records
     from autointerp.score import SCORERS
-    from autointerp.score.judge_check import folder_verdicts, run_checks
+    from autointerp.score.judge_check import folder_verdicts, load_from, run_checks
 
-    inputs = {
-        name: (
-            {
-                r.id.latent: r
-                for r in read_records(sample_dir / f"{name}.jsonl")
-                if r.status == "ok"
-            },
-            read_explanations(expl_dir / f"{name}.jsonl"),
-        )
-        for name in names
-    }
     check_dir = out.parent / "judge_check"
     used = run_checks(
         out,
         check_dir,
         cfg.score.judge_check,
         cfg.score.scorers,
-        inputs,
+        names,
+        load_from(sample_dir, expl_dir),
         lambda scorer, coder: SCORERS[scorer](ctx, coder),
         ctx.item,
         cfg.score.latents_per_call,

@@ -605,7 +605,7 @@ def _run_job(cfg, out, force, ray, workers, progress, gpus_per_worker, retry_fai
                 asyncio.run(run_local(local_worker(), chunks, sink, cfg.chunks_in_flight))
         finally:
             bar.close()
-    checked = judge_stage(out, cfg, coders, local_worker, progress)
+    checked = judge_stage(out, cfg, coders, local_worker, progress, retry_failed)
     summary = summarize_run(out, cfg, coders, cache)
     summary.update(
         wall_s=round(time.time() - t0, 1),
@@ -618,33 +618,27 @@ def _run_job(cfg, out, force, ray, workers, progress, gpus_per_worker, retry_fai
     return summary
 
 
-def judge_stage(out: Path, cfg: RunConfig, coders: list[str], get_worker, progress: bool) -> dict:
+def judge_stage(
+    out: Path, cfg: RunConfig, coders: list[str], get_worker, progress: bool, retry_failed=False
+) -> dict:
     """The judge check after every chunk is done (`autointerp.score.judge_check`), with the
     scorers of a local worker (`get_worker`, built only when there is work; after a Ray run too).
-    Returns each checked scorer's LLM work done now."""
-    from autointerp.score.judge_check import run_checks
+    Only the checked latents' records and explanations are read; with `retry_failed`, failed
+    controls are scored again. Returns each checked scorer's LLM work done now."""
+    from autointerp.score.judge_check import load_from, run_checks
 
-    inputs = {
-        coder: (
-            {
-                r.id.latent: r
-                for r in read_records(out / "sample" / f"{coder}.jsonl")
-                if r.status == "ok"
-            },
-            read_explanations(out / "explanations" / f"{coder}.jsonl"),
-        )
-        for coder in coders
-    }
     return run_checks(
         out / "scores",
         out / "judge_check",
         cfg.score.judge_check,
         cfg.score.scorers,
-        inputs,
+        coders,
+        load_from(out / "sample", out / "explanations"),
         lambda name, coder: SCORERS[name](get_worker().ctx, coder),
         lambda record, explanation: get_worker().ctx.item(record, explanation),
         cfg.score.latents_per_call,
         progress,
+        retry_failed,
     )
 
 

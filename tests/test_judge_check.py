@@ -16,6 +16,7 @@ from autointerp.score import metrics, read_scores
 from autointerp.score.base import LatentItem
 from autointerp.score.classifier import ClassifierConfig, ClassifierScorer
 from autointerp.score.judge_check import (
+    ControlScore,
     JudgeCheckConfig,
     describe,
     folder_verdicts,
@@ -95,7 +96,8 @@ def test_classifier_scores_carry_intervals_and_old_files_still_load(tmp_path):
 # ---------------------------------------------------------------- scripted judges
 
 WORDS = ["apple", "river", "violin", "copper", "tiger", "pencil", "rocket", "garden", "silver"]
-WORDS += ["winter", "marble", "falcon"]
+WORDS += ["winter", "marble", "falcon", "candle", "harbor", "meadow", "lantern", "pepper", "saddle"]
+WORDS += ["thunder", "walnut", "cobalt", "ferry", "glacier", "hammer"]
 FILLER = ["The old man walked slowly", "A quiet evening fell on town", "They spoke of many things"]
 
 
@@ -184,25 +186,40 @@ def _true_scores(tmp_path: Path, judge: Judge, items: list[LatentItem]) -> Path:
     return path
 
 
-def _check(tmp_path: Path, judge: Judge, items: list[LatentItem], cfg: JudgeCheckConfig):
+def _check(
+    tmp_path: Path,
+    judge: Judge,
+    items: list[LatentItem],
+    cfg: JudgeCheckConfig,
+    retry_failed: bool = False,
+    drop: frozenset[int] = frozenset(),
+    loaded: list[set[int]] | None = None,
+):
+    """The true scores and the judge check of `items` (coder `c`); the loader serves every item
+    but those in `drop` and notes in `loaded` the latents asked for."""
     true_path = _true_scores(tmp_path, judge, items)
     by_id = {it.record.id.latent: it for it in items}
+
+    def load(coder: str, latents: set[int]):
+        assert coder == "c"
+        if loaded is not None:
+            loaded.append(set(latents))
+        keep = [i for i in latents if i in by_id and i not in drop]
+        return {i: by_id[i].record for i in keep}, {i: by_id[i].explanation for i in keep}
+
     usage = run_checks(
         tmp_path / "scores",
         tmp_path / "judge_check",
         cfg,
         ["detection", "embedding"],
-        {
-            "c": (
-                {i: it.record for i, it in by_id.items()},
-                {i: it.explanation for i, it in by_id.items()},
-            )
-        },
+        ["c"],
+        load,
         lambda scorer, coder: _detection(judge),
         lambda rec, expl: LatentItem(
             rec, expl, by_id[rec.id.latent].test, by_id[rec.id.latent].negatives
         ),
         step=3,
+        retry_failed=retry_failed,
     )
     v = folder_verdicts(
         tmp_path / "scores", tmp_path / "judge_check", ["detection", "embedding"], ["c"]
@@ -308,13 +325,115 @@ def test_a_disabled_check_and_a_folder_without_one_say_so(tmp_path):
         tmp_path / "judge_check",
         JudgeCheckConfig(enabled=False),
         ["detection"],
-        {},
+        ["c"],
+        None,
         None,
         None,  # fmt: skip
     )
     v = folder_verdicts(tmp_path / "scores", tmp_path / "judge_check", ["detection"], ["c"])
     assert v["detection"]["c"]["verdict"] == "disabled"
     assert "judge_check.enabled is false" in describe("detection", v["detection"]["c"])
+
+
+def test_the_plan_of_100k_latents_takes_seconds_and_every_control_differs():
+    """Item: the plan was O(checked x latents) in hashing and normalising (~35 min for 100k)."""
+    texts = {i: f"Latent {i % 997}" if i % 2 else f"  latent   {i % 997} " for i in range(100_000)}
+    cfg = JudgeCheckConfig(seed=3)
+    p = plan(texts, "c", cfg)
+    assert len(p) == 10_000 and plan(texts, "c", cfg) == p
+    norm = {i: " ".join(t.lower().split()) for i, t in texts.items()}
+    assert all(j is not None and j != i and norm[j] != norm[i] for i, j in p.items())
+    assert len(set(p.values())) > 5_000  # controls spread over the run, not one popular latent
+    # all the same text but one: that one is every control, and its own control is another
+    same = {i: "the same" for i in range(20)} | {7: "other"}
+    p = plan(same, "c", JudgeCheckConfig(min_latents=20))
+    assert p[7] not in (None, 7) and all(j == 7 for i, j in p.items() if i != 7)
+
+
+def test_only_the_checked_latents_are_loaded_and_nothing_when_nothing_is_to_do(tmp_path):
+    loaded: list[set[int]] = []
+    judge = Judge("keyword")
+    _check(tmp_path, judge, _items(24), JudgeCheckConfig(), loaded=loaded)
+    controls = read_controls(tmp_path / "judge_check" / "detection" / "c.jsonl")
+    assert loaded == [set(controls)] and len(controls) == 8  # the 8 checked of 24, once
+    loaded.clear()
+    usage, v, _ = _check(tmp_path, judge, _items(24), JudgeCheckConfig(), loaded=loaded)
+    assert loaded == [] and usage["detection"]["calls"] == 0 and v["n"] == 8
+
+
+def test_load_from_reads_only_the_latents_asked_for(tmp_path):
+    from autointerp.score.judge_check import load_from
+
+    items = _items(6)
+    (tmp_path / "sample").mkdir()
+    (tmp_path / "explanations").mkdir()
+    (tmp_path / "sample" / "c.jsonl").write_text(
+        "".join(it.record.model_dump_json() + "\n" for it in items)
+    )
+    (tmp_path / "explanations" / "c.jsonl").write_text(
+        "".join(it.explanation.model_dump_json() + "\n" for it in items) + '{"torn'
+    )
+    records, explanations = load_from(tmp_path / "sample", tmp_path / "explanations")("c", {1, 4})
+    assert set(records) == set(explanations) == {1, 4}
+    assert records[4] == items[4].record and explanations[1] == items[1].explanation
+
+
+def test_a_grown_run_keeps_its_controls_and_counts_only_the_controls_it_uses(tmp_path):
+    """12 latents, then 24: the checked latents already controlled are not scored again (their
+    control is kept), and the verdict's calls count only the controls it uses."""
+    judge = Judge("keyword")
+    path = tmp_path / "judge_check" / "detection" / "c.jsonl"
+    _check(tmp_path, judge, _items(12), JudgeCheckConfig())
+    first = read_controls(path)
+    n_lines = len(path.read_text().splitlines())
+    usage, v, _ = _check(tmp_path, judge, _items(24), JudgeCheckConfig())
+    lines = path.read_text().splitlines()
+    new = {ControlScore.model_validate_json(x).latent.latent for x in lines[n_lines:]}
+    now = read_controls(path)
+    checked = set(plan({i: f"the word {WORDS[i]}" for i in range(24)}, "c", JudgeCheckConfig()))
+    kept = checked & set(first)
+    assert kept and not new & kept  # not re-scored
+    assert all(now[i].control_of == first[i].control_of for i in kept)
+    assert new == checked - kept and usage["detection"]["calls"] == len(new)
+    assert v["n"] == v["checked"] == 8 and v["calls"] == 8  # one call per used control
+    assert set(now) - checked  # the file still holds controls of latents no longer checked
+
+
+def test_stale_controls_do_not_count_in_the_verdicts_llm_work(tmp_path):
+    _, v, true = _check(tmp_path, Judge("keyword"), _items(12), JudgeCheckConfig())
+    path = tmp_path / "judge_check" / "detection" / "c.jsonl"
+    stale = [i for i in range(12) if i not in read_controls(path)][0]  # not a checked latent
+    c = ControlScore(**true[stale].model_dump(), control_of=(stale + 1) % 12)
+    with open(path, "a") as f:
+        f.write(c.model_copy(update={"calls": 100, "prompt_tokens": 1000}).model_dump_json())
+        f.write("\n")
+    again = folder_verdicts(tmp_path / "scores", tmp_path / "judge_check", ["detection"], ["c"])
+    assert again["detection"]["c"] == v and v["calls"] == 8
+
+
+def test_failed_controls_are_scored_again_only_with_retry_failed(tmp_path):
+    cfg = JudgeCheckConfig(min_latents=11)
+    path = tmp_path / "judge_check" / "detection" / "c.jsonl"
+    _, v, _ = _check(tmp_path, Judge("keyword", fail_control=WORDS[1]), _items(12), cfg)
+    failed = {i for i, c in read_controls(path).items() if c.status == "failed"}
+    assert failed and v["failed"] == len(failed)
+    usage, again, _ = _check(tmp_path, Judge("keyword"), _items(12), cfg)
+    assert usage["detection"]["calls"] == 0 and again["failed"] == len(failed)
+    usage, again, _ = _check(tmp_path, Judge("keyword"), _items(12), cfg, retry_failed=True)
+    assert usage["detection"]["calls"] == len(failed) and usage["detection"]["failed"] == 0
+    now = read_controls(path)  # appended: the last line of a latent wins
+    assert all(now[i].status == "ok" and now[i].control_of == 1 for i in failed)
+    assert len(path.read_text().splitlines()) == 11 + len(failed)
+    assert again["failed"] == 0 and again["n"] == 11
+
+
+def test_no_call_when_fewer_than_a_verdicts_latents_have_records(tmp_path):
+    # 4 checked latents with a control, but one has no sample record: 3 pairs, no verdict
+    usage, v, _ = _check(
+        tmp_path, Judge("keyword"), _items(4), JudgeCheckConfig(), drop=frozenset({2})
+    )
+    assert usage["detection"]["calls"] == 0 and v["verdict"] == "too few latents"
+    assert read_controls(tmp_path / "judge_check" / "detection" / "c.jsonl") == {}
 
 
 def test_paired_bootstrap_interval():

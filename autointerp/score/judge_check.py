@@ -13,13 +13,17 @@ A judge that answers the same to everything has every value tied: AUROC 0.5, int
 
 Subset: the latents of a coder whose true score is ok, ranked by a seeded hash of (seed, coder,
 latent); the n lowest, n = min(n_ok, max(min_latents, ceil(fraction * n_ok))), so the subset is
-stable as a run grows. The control of latent i: among the other latents whose explanation differs
-(case and whitespace ignored), the one with the lowest seeded hash of (seed, coder, i, j).
+stable as a run grows. The control of latent i: with all latents ranked by that hash, the first one,
+walking forward (and round) from position hash(seed, coder, i) mod n_ok, whose explanation differs
+from i's (case and whitespace ignored); O(n log n) in the latents, also for 100k of them.
 
 Files: RUN/judge_check/config.json (the settings last used), RUN/judge_check/<scorer>/<coder>.jsonl
-(ControlScore lines: a LatentScore of latent i scored with latent `control_of`'s explanation). A
-latent already control-scored with its current control is not scored again (resume). The verdict
-is computed from these files (`folder_verdicts`), by the run, the report and the export alike.
+(ControlScore lines: a LatentScore of latent i scored with latent `control_of`'s explanation; the
+last line of a latent wins). A recorded control is kept while its control latent is still ok with a
+different explanation, so a resumed or grown run scores only the checked latents without one (and,
+with `--retry-failed`, those whose control failed); records and explanations are read for those
+latents only. The verdict is computed from these files (`folder_verdicts`), by the run, the report
+and the export alike.
 """
 
 from __future__ import annotations
@@ -28,18 +32,22 @@ import asyncio
 import hashlib
 import json
 import math
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
-from pydantic import Field
+from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
 from autointerp.config import _Strict
 from autointerp.jsonl import cut_torn_line, read_jsonl
 from autointerp.score import metrics
 from autointerp.score.base import LatentItem, LatentScore, Scorer
-from autointerp.types import Explanation, SampledLatent
+from autointerp.types import Explanation, LatentId, SampledLatent
+
+R = TypeVar("R", bound=BaseModel)
 
 CHECKED = frozenset({"detection", "fuzzing", "simulation"})
 """The scorers whose score depends on the explanation through an LLM judge."""
@@ -75,16 +83,51 @@ def _norm(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def plan(texts: dict[int, str], coder: str, cfg: JudgeCheckConfig) -> dict[int, int | None]:
+def plan(
+    texts: dict[int, str],
+    coder: str,
+    cfg: JudgeCheckConfig,
+    recorded: dict[int, int] | None = None,
+) -> dict[int, int | None]:
     """The checked latents of a coder (`texts`: latent -> explanation of its ok true scores), each
-    with its control latent (None when every other explanation has the same text)."""
-    n_all = len(texts)
+    with its control latent (None when every other explanation has the same text). A control
+    already `recorded` (latent -> control latent) is kept while that latent is still ok with a
+    different text, so that a run that grows keeps, and does not score again, its controls.
+
+    O(n log n): the texts are normalised once and the latents ranked once by a seeded hash; the
+    control of latent i is the first latent, walking the ranking forward (and round) from position
+    hash(seed, coder, i) mod n, whose text differs from i's."""
+    norm = {i: _norm(t) for i, t in texts.items()}
+    ranked = sorted(texts, key=lambda i: _hash(cfg.seed, coder, i))
+    n_all = len(ranked)
     n = min(n_all, max(cfg.min_latents, math.ceil(cfg.fraction * n_all)))
-    chosen = sorted(texts, key=lambda i: _hash(cfg.seed, coder, i))[:n]
+    recorded = recorded or {}
+    ids: dict[str, int] = {}
+    kind = [ids.setdefault(norm[i], len(ids)) for i in ranked]  # text of each ranked position
+    after = _next_other(kind)
     out: dict[int, int | None] = {}
-    for i in sorted(chosen):
-        others = [j for j in texts if j != i and _norm(texts[j]) != _norm(texts[i])]
-        out[i] = min(others, key=lambda j: _hash(cfg.seed, coder, i, j)) if others else None
+    for i in sorted(ranked[:n]):
+        j = recorded.get(i)
+        if j is not None and j != i and j in norm and norm[j] != norm[i]:
+            out[i] = j
+            continue
+        p = _hash(cfg.seed, coder, i, "control") % n_all
+        q = p if kind[p] != ids[norm[i]] else after[p]
+        out[i] = None if q is None else ranked[q]
+    return out
+
+
+def _next_other(kind: list[int]) -> list[int | None]:
+    """For each position p of a cyclic sequence, the first position after p (going round) whose
+    value differs from the value at p; None everywhere when all values are the same."""
+    n = len(kind)
+    out: list[int | None] = [None] * n
+    nxt = None
+    for q in range(2 * n - 1, -1, -1):  # twice round backwards: every position sees a change
+        p, r = q % n, (q + 1) % n
+        if kind[p] != kind[r]:
+            nxt = r
+        out[p] = nxt
     return out
 
 
@@ -100,37 +143,94 @@ def read_controls(path: Path) -> dict[int, ControlScore]:
     return {s.latent.latent: s for s in read_jsonl(path, ControlScore)}
 
 
+def _recorded(controls: dict[int, ControlScore]) -> dict[int, int]:
+    return {i: c.control_of for i, c in controls.items()}
+
+
+Loader = Callable[[str, set[int]], tuple[dict[int, SampledLatent], dict[int, Explanation]]]
+"""(coder, latents) -> the ok sample records and the explanations of those latents only."""
+
+_LATENT = re.compile(r'"latent":\s*(\d+)')
+
+
+def _read_some(
+    path: Path, model: type[R], key: Callable[[R], LatentId], latents: set[int]
+) -> Iterator[R]:
+    """The records of a results file whose latent is in `latents`; the others are not parsed
+    (a record's first `"latent":` is its own id's: its coder name, a JSON string, cannot hold
+    one). An unreadable line is skipped, as `read_jsonl` does."""
+    if not path.exists():
+        return
+    with open(path) as f:
+        for line in f:
+            m = _LATENT.search(line, 0, 400)
+            if m is not None and int(m.group(1)) not in latents:
+                continue
+            try:
+                rec = model.model_validate_json(line)
+            except ValueError:
+                continue
+            if key(rec).latent in latents:
+                yield rec
+
+
+def load_from(sample_dir: Path, expl_dir: Path) -> Loader:
+    """A loader reading, of a coder's sample and explanation files, only the latents asked for."""
+
+    def load(coder: str, latents: set[int]):
+        records = {
+            r.id.latent: r
+            for r in _read_some(
+                sample_dir / f"{coder}.jsonl", SampledLatent, lambda r: r.id, latents
+            )
+            if r.status == "ok"
+        }
+        explanations = {
+            e.latent.latent: e
+            for e in _read_some(
+                expl_dir / f"{coder}.jsonl", Explanation, lambda e: e.latent, latents
+            )
+        }
+        return records, explanations
+
+    return load
+
+
 def check_coder(
     get_scorer: Callable[[], Scorer],
     coder: str,
-    records: dict[int, SampledLatent],
-    explanations: dict[int, Explanation],
+    load: Loader,
     true: dict[int, LatentScore],
     path: Path,
     cfg: JudgeCheckConfig,
     make_item: Callable[[SampledLatent, Explanation], LatentItem],
     step: int = 8,
     progress: bool = False,
+    retry_failed: bool = False,
 ) -> dict[str, int]:
-    """Control-score the checked latents of one coder and scorer that are not yet in `path`
-    (appended one group of `step` latents at a time); returns the LLM work done now. The scorer
-    is built (`get_scorer`) only when there is work."""
-    todo_plan = plan(_ok_texts(true), coder, cfg)
+    """Control-score the checked latents of one coder and scorer that have no control in `path`
+    yet (and, with `retry_failed`, those whose control failed), appended one group of `step`
+    latents at a time; returns the LLM work done now. Only those latents' records and
+    explanations are loaded (`load`), and the scorer built (`get_scorer`), when there is work."""
     path.parent.mkdir(parents=True, exist_ok=True)
     cut_torn_line(path)
     done = read_controls(path)
     texts = _ok_texts(true)
+    wanted = plan(texts, coder, cfg, _recorded(done))
+    kept = {i for i, j in wanted.items() if i in done and done[i].control_of == j}
+    n_ok = sum(done[i].status == "ok" for i in kept)
     todo = [
         i
-        for i, j in todo_plan.items()
-        if j is not None
-        and i in records
-        and i in explanations
-        and (i not in done or done[i].control_of != j)
+        for i, j in wanted.items()
+        if j is not None and (i not in kept or (retry_failed and done[i].status == "failed"))
     ]
     usage = {"calls": 0, "tokens": 0, "failed": 0}
-    if not todo or sum(j is not None for j in todo_plan.values()) < MIN_PAIRS:
-        return usage  # nothing to do, or too few latents for a verdict: spend no LLM call
+    if not todo or n_ok + len(todo) < MIN_PAIRS:
+        return usage  # nothing to do, or too few latents for a verdict: nothing loaded
+    records, explanations = load(coder, set(todo))
+    todo = [i for i in todo if i in records and i in explanations]
+    if not todo or n_ok + len(todo) < MIN_PAIRS:
+        return usage  # spend no LLM call on a check that cannot give a verdict
     scorer = get_scorer()
     with (
         open(path, "a") as f,
@@ -143,13 +243,13 @@ def check_coder(
             items = [
                 make_item(
                     records[i],
-                    explanations[i].model_copy(update={"text": texts[todo_plan[i]]}),  # type: ignore[index]
+                    explanations[i].model_copy(update={"text": texts[wanted[i]]}),  # type: ignore[index]
                 )
                 for i in ids
             ]
             scores = asyncio.run(scorer.score(items))
             for i, sc in zip(ids, scores, strict=True):
-                rec = ControlScore(**sc.model_dump(), control_of=todo_plan[i])  # type: ignore[arg-type]
+                rec = ControlScore(**sc.model_dump(), control_of=wanted[i])  # type: ignore[arg-type]
                 f.write(rec.model_dump_json() + "\n")
                 usage["calls"] += sc.calls
                 usage["tokens"] += sc.prompt_tokens + sc.completion_tokens
@@ -164,15 +264,17 @@ def run_checks(
     check_dir: Path,
     cfg: JudgeCheckConfig,
     scorers: list[str],
-    inputs: dict[str, tuple[dict[int, SampledLatent], dict[int, Explanation]]],
+    coders: list[str],
+    load: Loader,
     get_scorer: Callable[[str, str], Scorer],
     make_item: Callable[[SampledLatent, Explanation], LatentItem],
     step: int = 8,
     progress: bool = False,
+    retry_failed: bool = False,
 ) -> dict[str, dict[str, int]]:
-    """The judge check of every checked scorer and coder (`inputs`: coder -> (records,
-    explanations)); saves the settings first, so that a disabled check is on record. Returns each
-    scorer's LLM work done now (calls, tokens, failed)."""
+    """The judge check of every checked scorer and coder (`load`: see `Loader`, e.g. `load_from`);
+    saves the settings first, so that a disabled check is on record. With `retry_failed`, controls
+    that failed are scored again. Returns each scorer's LLM work done now (calls, tokens, failed)."""
     from autointerp.score import read_scores
 
     usage: dict[str, dict[str, int]] = {}
@@ -183,18 +285,18 @@ def run_checks(
         return usage
     for scorer in [s for s in scorers if s in CHECKED]:
         usage[scorer] = {"calls": 0, "tokens": 0, "failed": 0}
-        for coder, (records, explanations) in inputs.items():
+        for coder in coders:
             u = check_coder(
                 lambda s=scorer, c=coder: get_scorer(s, c),
                 coder,
-                records,
-                explanations,
+                load,
                 read_scores(scores_dir / scorer / f"{coder}.jsonl"),
                 check_dir / scorer / f"{coder}.jsonl",
                 cfg,
                 make_item,
                 step,
                 progress,
+                retry_failed,
             )
             for k in u:
                 usage[scorer][k] += u[k]
@@ -248,7 +350,7 @@ def verdict(
     """The judge check of one scorer and coder from its true and control scores: auroc, ci_low,
     ci_high, n (usable pairs), verdict, calls and tokens (the control scoring's LLM work), failed
     (control scores that failed) and checked (latents in the subset)."""
-    wanted = plan(_ok_texts(true), coder, cfg)
+    wanted = plan(_ok_texts(true), coder, cfg, _recorded(controls))
     mine = [c for i, c in controls.items() if i in wanted and c.control_of == wanted[i]]
     ok = [(true[c.latent.latent], c) for c in mine if c.status == "ok"]
     key = check_metric(scorer, [x for pair in ok for x in pair])
@@ -259,8 +361,8 @@ def verdict(
         "checked": len(wanted),
         "n": len(pairs),
         "failed": sum(c.status == "failed" for c in mine),
-        "calls": sum(c.calls for c in controls.values()),
-        "tokens": sum(c.prompt_tokens + c.completion_tokens for c in controls.values()),
+        "calls": sum(c.calls for c in mine),
+        "tokens": sum(c.prompt_tokens + c.completion_tokens for c in mine),
         "auroc": None,
         "ci_low": None,
         "ci_high": None,
