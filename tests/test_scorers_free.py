@@ -176,6 +176,64 @@ def test_intruder_read_from_the_answer_tokens_logprobs():
     assert any("logprobs" in n for n in nolp.notes)
 
 
+class WordyJudge(Judge):
+    """Its one answer token is "Example", with the right number among the top alternatives."""
+
+    async def complete(self, chats, params: GenParams):
+        out = []
+        for c in await super().complete(chats, params):
+            right = c.logprobs[0].token
+            other = "1" if right != "1" else "2"
+            top = [("Example", math.log(0.6)), (right, math.log(0.3)), (other, math.log(0.1))]
+            lp = [TokenLogprob(token="Example", logprob=math.log(0.6), top=top)]
+            out.append(c.model_copy(update={"text": "Example", "logprobs": lp}))
+        return out
+
+
+def test_intruder_single_token_reads_the_digits_when_the_chosen_token_is_a_word():
+    judge = WordyJudge({text_of(e) for e in PROSE})
+    s = _score(item(NUMBERS, PROSE), judge, n_prompts=3, prefill=True)
+    assert s.status == "ok" and s.metrics["accuracy"] == 1.0
+    assert all(p.probability == pytest.approx(0.75) and p.error is None for p in s.predictions)
+
+
+def test_a_shared_sentence_model_encodes_one_call_at_a_time():
+    """The embedding scorers share one model across threads; a fast tokenizer used by two threads
+    at once raises "Already borrowed" (this model raises as it does)."""
+    import threading
+    import time
+
+    import numpy as np
+
+    from autointerp.score.embedding import encode
+
+    class Model:
+        busy = False
+
+        def encode(self, texts, **kw):
+            if self.busy:
+                raise RuntimeError("Already borrowed")
+            self.busy = True
+            time.sleep(0.05)
+            self.busy = False
+            return np.ones((len(texts), 2)) / np.sqrt(2)
+
+    model, errors = Model(), []
+
+    def run():
+        try:
+            assert encode(model, ["a", "b"], 8).shape == (2, 2)
+        except Exception as e:  # noqa: BLE001 - collected for the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
 def test_intruder_garbage_answers_fail_never_count_as_wrong():
     it = item(NUMBERS, PROSE)
     s = _score(it, Judge(set(map(text_of, PROSE)), reply="I cannot tell"), n_prompts=3)

@@ -39,12 +39,17 @@ def sentence_model(name: str):
 
 
 def encode(model, texts: list[str], batch_size: int) -> np.ndarray:
-    """Unit-norm embeddings of `texts`, one row each."""
-    return np.asarray(
-        model.encode(
-            texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False
+    """Unit-norm embeddings of `texts`, one row each. One call at a time per model: the model is
+    shared (`sentence_model`) by scorers running in threads, and a Hugging Face fast tokenizer
+    used by two threads at once raises "RuntimeError: Already borrowed"."""
+    from autointerp.locks import model_lock
+
+    with model_lock(model):
+        return np.asarray(
+            model.encode(
+                texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False
+            )
         )
-    )
 
 
 class EmbeddingScorer:

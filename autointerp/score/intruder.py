@@ -237,7 +237,7 @@ class IntruderScorer:
         n = len(p.shown)
         if not c.ok:
             return p.intruder.model_copy(update={"error": f"request failed: {c.error}"})
-        probs = number_probabilities(c, n) if self.cfg.logprobs else None
+        probs = number_probabilities(c, n, first=self.single()) if self.cfg.logprobs else None
         if self.cfg.logprobs and probs is None and not c.logprobs:
             note = f"{NO_LOGPROBS}: P(intruder) not computed"
             if note not in notes:
@@ -270,11 +270,13 @@ def parse_number(text: str, n: int) -> int:
     return value
 
 
-def number_probabilities(c: Completion, n: int) -> dict[int, float] | None:
-    """P(each example number 1..n) at the first answer token that is a number, from its top
-    logprobs, normalised over the numbers; None without logprobs or without such a token."""
-    for t in c.logprobs or []:
-        if not t.token.strip(" [],").isdigit():
+def number_probabilities(c: Completion, n: int, first: bool = False) -> dict[int, float] | None:
+    """P(each example number 1..n) at the first answer token that is a number (`first`: at the
+    first answer token, whatever was chosen there, as in single-token mode, where a judge that
+    picked "Example" still ranks the digits among its top alternatives), from its top logprobs,
+    normalised over the numbers; None without logprobs or without such a token."""
+    for t in (c.logprobs or [])[:1] if first else c.logprobs or []:
+        if not first and not t.token.strip(" [],").isdigit():
             continue
         top = t.top or [(t.token, t.logprob)]
         mass = {i: 0.0 for i in range(1, n + 1)}
