@@ -459,19 +459,50 @@ def test_calibration_without_logprobs_fails_plainly():
     with pytest.raises(ValidationError, match="calibrate reads P\\(yes\\) from logprobs"):
         ClassifierConfig(calibrate=True, logprobs=False)
     it = item(NUMBERS, PROSE)
-    cfg = ClassifierConfig(calibrate=True, prefill=True)  # LogOdds answers after a prefilled `[`
-    for client, prefill in (
-        (LogOdds(_yes_biased(it), lose="text"), True),  # the uninformative answers lack them
-        (Scripted(_truth(it), "nologprobs"), False),  # every answer lacks them
-    ):
-        c = cfg.model_copy(update={"prefill": prefill})
-        [s] = asyncio.run(ClassifierScorer("detection", client, c).score([it]))
-        assert s.status == "failed" and "logprobs" in s.error and "calibration" in s.error
-        assert s.metrics == {} and all(p.value is None and p.error for p in s.predictions)
-    [s] = asyncio.run(
-        ClassifierScorer("detection", LogOdds(_yes_biased(it), fail="text"), cfg).score([it])
+    cfg = ClassifierConfig(calibrate=True)
+    [s] = asyncio.run(  # every answer lacks them
+        ClassifierScorer("detection", Scripted(_truth(it), "nologprobs"), cfg).score([it])
     )
-    assert s.status == "failed" and "the uninformative prompt failed: HTTP 500" in s.error
+    assert s.status == "failed" and "logprobs" in s.error and "calibration" in s.error
+    assert s.metrics == {} and all(p.value is None and p.error for p in s.predictions)
+
+
+@pytest.mark.parametrize("broken", ["fail", "lose"])
+def test_calibration_whose_uninformative_prompt_failed_keeps_the_answers(broken):
+    """The uninformative prompts fail (or their answers lack logprobs): the explanation's answers
+    still count (balanced accuracy as without calibration); only the calibrated values, and so
+    the calibrated AUROC, are missing, and a note says why."""
+    it = item(NUMBERS, PROSE)
+    cfg = ClassifierConfig(calibrate=True, prefill=True)  # LogOdds answers after a prefilled `[`
+    client = LogOdds(_yes_biased(it), **{broken: "text"})
+    [s] = asyncio.run(ClassifierScorer("detection", client, cfg).score([it]))
+    plain_cfg = cfg.model_copy(update={"calibrate": False})
+    [plain] = asyncio.run(
+        ClassifierScorer("detection", LogOdds(_yes_biased(it)), plain_cfg).score([it])
+    )
+    assert s.status == "ok" and s.metrics["n_failed"] == 0
+    assert s.metrics["balanced_accuracy"] == plain.metrics["balanced_accuracy"] == 0.5
+    assert s.metrics["auroc"] is None and "auroc" not in s.intervals
+    assert all(p.error is None and p.value is None for p in s.predictions)
+    why = "HTTP 500" if broken == "fail" else "logprobs"
+    assert any(n.startswith("calibration: ") and why in n for n in s.notes)
+
+
+def test_calibrated_per_group_mean_is_p_yes_and_the_log_odds_change_has_its_own_key():
+    it = item(NUMBERS, PROSE)
+    cfg = ClassifierConfig(prefill=True)
+    [plain] = asyncio.run(ClassifierScorer("detection", LogOdds(_yes_biased(it)), cfg).score([it]))
+    cal_cfg = cfg.model_copy(update={"calibrate": True})
+    [cal] = asyncio.run(
+        ClassifierScorer("detection", LogOdds(_yes_biased(it)), cal_cfg).score([it])
+    )
+    assert set(cal.per_group) == set(plain.per_group)
+    for g, row in cal.per_group.items():
+        assert row["mean"] == pytest.approx(plain.per_group[g]["mean"])  # P(yes) both ways
+        positive = g.startswith("q")
+        expected = _logit(0.6) - _logit(0.5) if positive else _logit(0.9) - _logit(0.95)
+        assert row["mean_delta_logodds"] == pytest.approx(expected)
+        assert "mean_delta_logodds" not in plain.per_group[g]
 
 
 def test_calibrated_judge_on_the_real_llamacpp_backend():

@@ -110,9 +110,13 @@ def classifier_score(
     preds: list[Prediction],
     notes: list[str],
     prompt: str | None = None,
+    calibrated: bool = False,
     **usage,
 ) -> LatentScore:
-    """A classifier's latent score; failed when no example got an answer."""
+    """A classifier's latent score; failed when no example got an answer. Answers, balanced
+    accuracy and the per-group `mean` come from the explanation's answers (P(yes)); a `calibrated`
+    judge ranks examples by `value` (change in log-odds of yes) instead, for the AUROC and the
+    per-group `auroc` and `mean_delta_logodds`, over the examples that have one."""
     answered = [p for p in preds if p.error is None]
     common = {
         "explanation": item.text,
@@ -126,22 +130,36 @@ def classifier_score(
         return failed(
             item.record.id, scorer, "no answer could be used: " + "; ".join(errors), **common
         )
-    # a calibrated judge ranks examples by `value` (change in log-odds of yes), others by P(yes)
-    probs = [p.probability if p.value is None else p.value for p in answered]
-    m = metrics.classification(
-        [p.label for p in answered], [bool(p.prediction) for p in answered], probs
-    )
+    labels = [p.label for p in answered]
+    said = [bool(p.prediction) for p in answered]
+    probs = [p.probability for p in answered]
+    ranked = [p.value for p in answered] if calibrated else probs
+    m = metrics.classification(labels, said, probs)
     m["n_failed"] = len(preds) - len(answered)
-    intervals = metrics.classification_intervals(
-        [p.label for p in answered], [bool(p.prediction) for p in answered], probs
-    )
-    values = [np.nan if q is None else q for q in probs]
+    intervals = metrics.classification_intervals(labels, said, probs)
+    if calibrated:  # the AUROC over the answers that have a calibrated value
+        y = [a for a, q in zip(labels, ranked, strict=True) if q is not None]
+        v = [q for q in ranked if q is not None]
+        m["auroc"] = metrics.auroc(y, v) if v else None
+        intervals.pop("auroc", None)
+        auc = metrics.auroc_interval(y, v) if m["auroc"] is not None else None
+        if auc is not None:
+            intervals["auroc"] = auc
     per = metrics.by_group(
-        [p.label for p in answered],
-        values,
+        labels,
+        [np.nan if q is None else q for q in ranked],
         [group(p) for p in answered],
         [p.prediction == p.label for p in answered],
     )
+    if calibrated:  # the mean change in log-odds under its own key; `mean` stays P(yes)
+        plain = metrics.by_group(
+            labels, [np.nan if q is None else q for q in probs], [group(p) for p in answered]
+        )
+        for g, row in per.items():
+            if "mean" in row:
+                row["mean_delta_logodds"] = row.pop("mean")
+            if "mean" in plain[g]:
+                row["mean"] = plain[g]["mean"]
     return LatentScore(
         latent=item.record.id,
         scorer=scorer,

@@ -238,10 +238,10 @@ class ClassifierScorer:
                 base = answers[len(jobs) + j]
                 assert base is not None
                 tally(usage[i], base)
-                read = self._calibrated(read, base)
+                read = self._calibrated(read, base, notes[i])
             preds[i] += read
         return [
-            classifier_score(item, self.name, p, n, self.prompt_id, **u)
+            classifier_score(item, self.name, p, n, self.prompt_id, self.cfg.calibrate, **u)
             for item, p, n, u in zip(items, preds, notes, usage, strict=True)
         ]
 
@@ -279,10 +279,14 @@ class ClassifierScorer:
             )
         return p.model_copy(update={"prediction": prob > 0.5, "probability": prob})
 
-    def _calibrated(self, read: list[Prediction], base: Completion) -> list[Prediction]:
+    def _calibrated(
+        self, read: list[Prediction], base: Completion, notes: list[str]
+    ) -> list[Prediction]:
         """The explanation's predictions with `value` = logit P(1) minus logit P(1) of the same
-        example under the uninformative explanation (`base`); an example that lacks either P(1)
-        fails, naming why (never a zero)."""
+        example under the uninformative explanation (`base`). An example whose own answer lacks
+        P(1) fails, naming why (never a zero); one whose uninformative answer failed or lacks P(1)
+        keeps its answer (it counts for balanced accuracy) without a value (it is left out of the
+        calibrated AUROC), and `notes` says why."""
         n = len(read)
         if not base.ok:
             base_p: list[float] | None = None
@@ -298,7 +302,10 @@ class ClassifierScorer:
             elif p.probability is None:
                 out.append(p.model_copy(update={"error": f"calibration needs {NO_LOGPROBS}"}))
             elif base_p is None or base_p[j] is None:
-                out.append(p.model_copy(update={"error": f"calibration: {why}"}))
+                note = f"calibration: {why} (those examples are not in the calibrated AUROC)"
+                if note not in notes:
+                    notes.append(note)
+                out.append(p)
             else:
                 delta = log_odds(p.probability) - log_odds(base_p[j])  # type: ignore[arg-type]
                 out.append(p.model_copy(update={"value": delta}))
