@@ -72,17 +72,38 @@ def test_generation_stops_at_max_tokens_and_stop_strings(client):
     assert stopped.ok and " " not in stopped.text.strip()
 
 
-def test_sampling_is_seeded_per_client_and_differs_from_greedy():
-    chat = _chat("Name a month.", prefill=None)
+def test_sampling_is_seeded_per_prompt_whatever_the_batch(client):
+    """At temperature > 0 a prompt's answer depends on the client's seed and the prompt only: the
+    same alone, in a batch, in another order, and from a fresh client."""
+    chats = [_chat(f"Name a {x}.", prefill=None) for x in ("month", "colour", "fruit")]
     params = GenParams(max_tokens=12, temperature=1.5)
 
-    def sample() -> list[str]:
-        c = make_client(ClientConfig(backend="llamacpp", model="smollm2", threads=1, n_ctx=512))
-        return [x.text for x in asyncio.run(c.complete([chat, chat, chat], params))]
+    def texts(c, batch) -> list[str]:
+        return [x.text for x in asyncio.run(c.complete(batch, params))]
 
-    first = sample()
-    assert first == sample()  # the same seed, the same answers
-    assert len(set(first)) > 1  # but not one answer repeated: it samples
+    batch = texts(client, chats)
+    assert [texts(client, [c])[0] for c in chats] == batch
+    assert texts(client, chats[::-1]) == batch[::-1]
+    fresh = make_client(ClientConfig(backend="llamacpp", model="smollm2", threads=1, n_ctx=512))
+    assert texts(fresh, chats) == batch
+    greedy = asyncio.run(client.complete(chats, GenParams(max_tokens=12)))
+    assert [x.text for x in greedy] != batch  # it samples
+
+
+def test_a_recurrent_model_computes_every_prompt_from_the_start(client, monkeypatch):
+    """llama.cpp cannot cut a recurrent (or hybrid) model's state back to a shared prefix: such a
+    model is reset before each prompt (flagged here on the packaged model), with the same answers."""
+    chats = [_chat("We met in March."), _chat("In May.")]
+    params = GenParams(max_tokens=1, logprobs=True, top_logprobs=3)
+    reused = asyncio.run(client.complete(chats, params))
+    assert max(c.cached_tokens for c in reused) > 20
+    monkeypatch.setattr(client.llm, "_is_recurrent", True)
+    fresh = asyncio.run(client.complete(chats, params))
+    assert [c.cached_tokens for c in fresh] == [0, 0]
+    assert [c.text for c in fresh] == [c.text for c in reused]
+    assert [c.logprobs[0].logprob for c in fresh] == pytest.approx(
+        [c.logprobs[0].logprob for c in reused], abs=1e-3
+    )
 
 
 def test_a_prompt_longer_than_the_context_fails_alone(client):

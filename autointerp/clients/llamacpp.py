@@ -11,7 +11,10 @@ longest prefix it shares with the previous one. So the chats of a batch are run 
   assembled from its packages on first use), or `smollm2` (the embedded GGUF).
 - One-token answers (the judges' `max_tokens: 1` at temperature 0) read the logits of the last prompt
   token: no sampling, logprobs of the top alternatives. Longer answers are generated token by token
-  (greedy, or sampled at `temperature` with a seeded generator), with logprobs when asked.
+  (greedy, or sampled at `temperature` with a generator seeded by the client's seed and the prompt,
+  so an answer never depends on the other prompts of its batch), with logprobs when asked.
+- Recurrent and hybrid models (llama.cpp's `_is_recurrent` / `_is_hybrid`) keep a state that cannot
+  be cut back to a shared prefix: every prompt is computed from the start.
 - `threads`: None picks the cores not already busy (the one-minute load average subtracted from the
   cores this process may use, at least one): on a loaded 2-core machine two threads ran far slower
   than one.
@@ -23,6 +26,7 @@ import atexit
 import logging
 import os
 import weakref
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -113,7 +117,7 @@ class LlamaCppClient(BlockingClient):
         atexit.register(_close, weakref.ref(self.llm))
         self.n_ctx = n_ctx
         self.n_vocab = self.llm.n_vocab()
-        self._rng = np.random.default_rng(seed)
+        self.seed = seed
         self._template = self._chat_template()
         self._eos = {self.llm.token_eos()}
         eot = self._special_id("<|im_end|>")
@@ -157,12 +161,15 @@ class LlamaCppClient(BlockingClient):
         """Evaluate `ids` after the longest prefix already in the KV cache; the log-softmax of the
         last position and how many prompt tokens were reused."""
         llm = self.llm
-        held = llm.input_ids[: llm.n_tokens]
-        n = min(len(held), len(ids) - 1)
         reuse = 0
-        while reuse < n and held[reuse] == ids[reuse]:
-            reuse += 1
-        llm.n_tokens = reuse
+        if getattr(llm, "_is_recurrent", False) or getattr(llm, "_is_hybrid", False):
+            llm.reset()  # a recurrent state holds the whole past: no prefix to keep
+        else:
+            held = llm.input_ids[: llm.n_tokens]
+            n = min(len(held), len(ids) - 1)
+            while reuse < n and held[reuse] == ids[reuse]:
+                reuse += 1
+            llm.n_tokens = reuse
         llm.eval(ids[reuse:])
         return self._last_logprobs(), reuse
 
@@ -200,13 +207,15 @@ class LlamaCppClient(BlockingClient):
 
     def _generate(self, ids: list[int], params: GenParams) -> Completion:
         logp, reused = self._feed(ids)
+        # seeded per prompt: the same answer alone or in any batch
+        rng = np.random.default_rng([self.seed, zlib.crc32(np.asarray(ids, np.int32).tobytes())])
         tokens: list[int] = []
         lps: list[TokenLogprob] = []
         text = ""
         while True:
             if params.temperature > 0:
                 p = np.exp(logp / params.temperature - (logp / params.temperature).max())
-                token = int(self._rng.choice(len(p), p=p / p.sum()))
+                token = int(rng.choice(len(p), p=p / p.sum()))
             else:
                 token = int(logp.argmax())
             if token in self._eos:
