@@ -87,7 +87,8 @@ def render(res: dict) -> str:
         "# SAE latents vs neurons, and trained vs random model",
         "",
         f"Command: `{res['command']}` ({res['date']}, {res['cores']} CPU cores, load average "
-        f"{res['load_before']} before). Runs: "
+        f"{res['load_before']} before). Runs (seconds of this invocation; a run folder finished "
+        "earlier is only read): "
         + "; ".join(
             f"`{n}` {s.get('n_scored', '?')} latents scored, {s.get('n_skipped', 0)} skipped, "
             f"{s.get('wall_s', '?')} s"
