@@ -56,6 +56,10 @@ def run(python: str, keep: Path | None) -> dict:
             name: {"metric": m["metric"], "mean": m["mean"]}
             for name, m in summary["scorers"].items()
         },
+        "judge_check": {
+            scorer: {coder: v for coder, v in by_coder.items()}
+            for scorer, by_coder in summary.get("judge_check", {}).items()
+        },
         "llm_calls": summary["llm_calls"],
         "llm_tokens": summary["llm_tokens"],
         "report_printed": bool(report),
@@ -81,6 +85,13 @@ def write(result: dict) -> None:
     rows += [
         (f"mean {m['metric']} ({name})", "n/a" if m["mean"] is None else f"{m['mean']:.3f}")
         for name, m in result["scorers"].items()
+    ]
+    from autointerp.score.judge_check import describe
+
+    rows += [
+        (f"judge check ({scorer}, {coder})", describe(scorer, v))
+        for scorer, by_coder in result.get("judge_check", {}).items()
+        for coder, v in by_coder.items()
     ]
     lines = [
         "# The embedded default, end to end",
