@@ -761,6 +761,15 @@ def findings(res: dict) -> list[str]:
                 "latent scores failed (see below)."
             )
             continue
+        if r.get("control"):  # explanation-free: planted latents against meaningless ones
+            out.append(
+                f"- {scorer} ({client}): {_separates(r['auroc_true_vs_other'])} planted and "
+                f"control latents: AUROC {_f(r['auroc_true_vs_other'], 2)}"
+                + (f" (95% bootstrap interval {ci[0]:.2f}-{ci[1]:.2f})" if ci else "")
+                + f"; mean {r['metric']} planted {_f(r['mean_score_true_explanation'])}, "
+                f"control {_f(r['mean_score_other_explanation'])}."
+            )
+            continue
         out.append(
             f"- {scorer} ({client}): {_separates(r['auroc_true_vs_other'])} true and other "
             f"explanations: AUROC {_f(r['auroc_true_vs_other'], 2)}"
