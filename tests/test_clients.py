@@ -173,7 +173,7 @@ def test_api_key_from_env_is_sent_but_never_logged_or_dumped(fake, monkeypatch, 
 
 def test_unknown_backend_is_a_config_error():
     with pytest.raises(
-        ConfigError, match="backend: Input should be 'transformers', 'openai' or 'vllm'"
+        ConfigError, match="backend: Input should be 'transformers', 'llamacpp', 'openai' or 'vllm'"
     ):
         validate({"backend": "gpt5"}, ClientConfig)
 
