@@ -171,3 +171,28 @@ def test_a_run_whose_llamacpp_model_is_missing_fails_before_any_work(tmp_path):
     from autointerp.pipeline import check_clients
 
     check_clients(idle)
+
+
+def test_threads_follow_the_cores_idle_now_not_the_minutes_average(monkeypatch):
+    """A run's own cache stage raises the one-minute load average right before its judge starts;
+    the thread count follows the idle share of the CPUs measured now."""
+    import os
+
+    from autointerp.clients import llamacpp
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.0, 2.0, 2.0))  # just busy, quiet now
+    samples = iter([(100.0, 200.0), (159.0, 260.0)])  # 59 of 60 jiffies idle
+    monkeypatch.setattr(llamacpp, "_cpu_times", lambda: next(samples))
+    assert llamacpp.default_threads() == 2
+    samples = iter([(100.0, 200.0), (130.0, 260.0)])  # half idle: one core busy
+    monkeypatch.setattr(llamacpp, "_cpu_times", lambda: next(samples))
+    assert llamacpp.default_threads() == 1
+    samples = iter([(100.0, 200.0), (100.0, 260.0)])  # all busy: still one
+    monkeypatch.setattr(llamacpp, "_cpu_times", lambda: next(samples))
+    assert llamacpp.default_threads() == 1
+    monkeypatch.setattr(llamacpp, "_cpu_times", lambda: None)  # no /proc/stat: load average
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.2, 0.2))
+    assert llamacpp.default_threads() == 2
+    assert llamacpp.idle_cores(0.01) is None

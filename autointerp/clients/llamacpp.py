@@ -15,9 +15,8 @@ longest prefix it shares with the previous one. So the chats of a batch are run 
   so an answer never depends on the other prompts of its batch), with logprobs when asked.
 - Recurrent and hybrid models (llama.cpp's `_is_recurrent` / `_is_hybrid`) keep a state that cannot
   be cut back to a shared prefix: every prompt is computed from the start.
-- `threads`: None picks the cores not already busy (the one-minute load average subtracted from the
-  cores this process may use, at least one): on a loaded 2-core machine two threads ran far slower
-  than one.
+- `threads`: None picks the cores idle right now (sampled from /proc/stat over 0.3 s; at least one):
+  on a loaded 2-core machine two threads ran far slower than one.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import time
 import weakref
 import zlib
 from pathlib import Path
@@ -74,11 +74,37 @@ def check(model: str) -> Path:
     return gguf_path(model)
 
 
+def _cpu_times() -> tuple[float, float] | None:
+    """(idle, total) jiffies of all CPUs since boot, from /proc/stat; None where there is none."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [float(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return fields[3] + (fields[4] if len(fields) > 4 else 0.0), sum(fields[:8])
+
+
+def idle_cores(seconds: float = 0.3) -> float | None:
+    """How many of the machine's cores were idle over the last `seconds` (None without
+    /proc/stat). Measured now, not averaged over a minute: the load average still counts the work
+    this process itself has just finished (a run's cache stage right before its judge starts)."""
+    a = _cpu_times()
+    time.sleep(seconds)
+    b = _cpu_times()
+    if a is None or b is None or b[1] <= a[1]:
+        return None
+    return (os.cpu_count() or 1) * (b[0] - a[0]) / (b[1] - a[1])
+
+
 def default_threads() -> int:
-    """Cores this process may use, less those the one-minute load average says are busy."""
+    """The cores this process may use that are idle now (at least one); where that cannot be
+    measured, the cores less the one-minute load average."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return max(1, int((cores or 1) - round(busy)))
+    cores = cores or 1
+    idle = idle_cores()
+    if idle is None:
+        idle = cores - (os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0)
+    return max(1, min(cores, int(round(idle))))
 
 
 def _close(ref: weakref.ref) -> None:
