@@ -26,6 +26,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
+from autointerp.clients import is_local
 from autointerp.clients.base import Chat, Completion, GenParams, LLMClient
 from autointerp.config import _Strict
 from autointerp.explain import mark, template, template_id
@@ -84,12 +85,6 @@ def log_odds(p: float, eps: float = 1e-6) -> float:
     return math.log(p / (1 - p))
 
 
-def _is_local(client: LLMClient) -> bool:
-    from autointerp.clients import is_local
-
-    return is_local(client)
-
-
 def parse_answer(text: str, n: int) -> list[bool]:
     """The 0/1 list of an answer; ValueError (naming the problem) when it is not a list of n."""
     m = _LIST.search(text)
@@ -141,8 +136,8 @@ class ClassifierScorer:
         self.fuzz = name == "fuzzing"
         self.system = template(f"score/{name}.system.txt").strip()
         self.user = template(f"score/{name}.user.txt").strip()
-        self.prefill = cfg.prefill if cfg.prefill is not None else _is_local(client)
-        self.per_prompt = cfg.examples_per_prompt or (1 if _is_local(client) else 5)
+        self.prefill = cfg.prefill if cfg.prefill is not None else is_local(client)
+        self.per_prompt = cfg.examples_per_prompt or (1 if is_local(client) else 5)
         # calibration's options count only when on (ids of uncalibrated scores stay as they were)
         calibration = {"calibrate", "uninformative"} if not cfg.calibrate else set()
         options = {**cfg.model_dump(mode="json", exclude=calibration), "prefill": self.prefill}

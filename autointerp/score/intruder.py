@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import Field
 
+from autointerp.clients import is_local
 from autointerp.clients.base import Chat, Completion, GenParams, LLMClient
 from autointerp.config import _Strict
 from autointerp.explain import mark, template, template_id
@@ -55,7 +56,7 @@ from autointerp.score.base import (
     prediction,
     tally,
 )
-from autointerp.score.classifier import NO_LOGPROBS, _is_local
+from autointerp.score.classifier import NO_LOGPROBS
 from autointerp.types import Example
 
 _NUMBER = re.compile(r"\d+")
@@ -95,7 +96,7 @@ class IntruderScorer:
         self.client, self.cfg = client, cfg
         self.system = template(TEMPLATES[0]).strip()
         self.user = template(TEMPLATES[1]).strip()
-        self.prefill = cfg.prefill if cfg.prefill is not None else _is_local(client)
+        self.prefill = cfg.prefill if cfg.prefill is not None else is_local(client)
         options = {**cfg.model_dump(mode="json"), "prefill": self.prefill}
         self.prompt_id = template_id("intruder", TEMPLATES, options)
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import Field
 
+from autointerp.clients import is_local
 from autointerp.clients.base import Chat, Completion, GenParams, LLMClient
 from autointerp.config import _Strict
 from autointerp.explain import template, template_id
@@ -30,7 +31,6 @@ from autointerp.score.base import (
     prediction,
     tally,
 )
-from autointerp.score.classifier import _is_local
 from autointerp.types import Example
 
 _LIST = re.compile(r"\[([^\[\]]*)\]?")
@@ -93,7 +93,7 @@ class SimulationScorer:
         self.client, self.cfg = client, cfg
         self.system = template("score/simulation.system.txt").strip()
         self.user = template("score/simulation.user.txt").strip()
-        self.prefill = cfg.prefill if cfg.prefill is not None else _is_local(client)
+        self.prefill = cfg.prefill if cfg.prefill is not None else is_local(client)
         self.prompt_id = template_id(
             self.name,
             ["score/simulation.system.txt", "score/simulation.user.txt"],
