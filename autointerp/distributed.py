@@ -86,7 +86,9 @@ def run_ray(
     sink: Callable,
     gpus_per_worker: float = 0.0,
 ) -> None:
-    """Process `chunks` on `workers` Ray actors; `sink` (the driver's writer) gets each result."""
+    """Process `chunks` (`autointerp.pipeline.PlannedChunk`) on `workers` Ray actors; `sink` (the
+    driver's writer) gets each result. A chunk's records are read on the driver as it is submitted,
+    so at most workers x chunks_in_flight chunks are held."""
     ray = _import_ray()
     started = connect(address, workers)
     try:
@@ -97,7 +99,7 @@ def run_ray(
 
         def submit(a) -> None:
             if todo:
-                pending[a.process.remote(todo.pop())] = a
+                pending[a.process.remote(todo.pop().load())] = a
 
         for _ in range(cfg.chunks_in_flight):  # round-robin: every worker starts at once
             for a in pool:

@@ -2,19 +2,29 @@
 
 A run killed mid-write leaves at most one torn last line; readers skip it and writers cut it off before
 appending, so a resumed run continues at the first unfinished latent and writes nothing twice.
+
+What is done is read through heads (`SampleHead`, `ExplanationHead`, `ScoreHead`): models of the
+first fields of a line that ignore the rest, so a line's examples or predictions are checked as JSON
+but never built into Python objects (a sample record is ~15x larger in memory than on disk, a score
+with its predictions ~10x). A `LineIndex` keeps where each latent's line starts, so that a stage
+reads the full records of the latents it is about to process, and holds no more than those.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
-from pydantic import BaseModel
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from autointerp.types import LatentId
 
 log = logging.getLogger(__name__)
 R = TypeVar("R", bound=BaseModel)
+V = TypeVar("V")
 
 
 def read_jsonl(path: Path, model: type[R]) -> Iterator[R]:
@@ -35,3 +45,116 @@ def cut_torn_line(path: Path) -> None:
         data = path.read_bytes()
         if not data.endswith(b"\n"):
             path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+class _Head(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    cut: ClassVar[bytes | None] = None
+    """The key after which a line holds nothing the head needs: a complete line (ending in a
+    newline) is parsed only up to it (10x faster than the whole line, measured on a 9 KB sample
+    line and a 19 KB score line; 100x faster than the full record). The key cannot occur inside
+    a string, where its quotes would be escaped, so its first occurrence is the record's own."""
+
+    @classmethod
+    def parse(cls, line: bytes):
+        i = line.find(cls.cut) if cls.cut and line.endswith(b"\n") else -1
+        if i > 0:
+            try:
+                return cls.model_validate_json(line[:i] + b"}")
+            except ValueError:
+                pass
+        return cls.model_validate_json(line)
+
+
+class SampleHead(_Head):
+    """What a sample line says of its latent, without its examples."""
+
+    cut: ClassVar[bytes | None] = b',"train":'
+    id: LatentId
+    status: str
+    reason: str | None = None
+
+
+class ExplanationHead(_Head):
+    """An explanation line without the explainer's raw answer."""
+
+    latent: LatentId
+    text: str | None
+    error: str | None = None
+    model: str = ""
+    prompt: str = ""
+
+
+class ScoreHead(_Head):
+    """A score line without its per-example predictions."""
+
+    cut: ClassVar[bytes | None] = b',"predictions":'
+    latent: LatentId
+    scorer: str = ""
+    status: str
+    error: str | None = None
+    explanation: str | None = None
+    metrics: dict[str, float | int | None] = {}
+    per_group: dict[str, dict[str, float | int | None]] = {}
+    intervals: dict[str, tuple[float, float]] = {}
+
+
+def scan(path: Path, model: type[R]) -> Iterator[tuple[int, R]]:
+    """(byte offset, record) of every readable line of a results file (none if it does not exist);
+    an unreadable line (an interrupted write) is skipped, as `read_jsonl` does."""
+    if not path.exists():
+        return
+    parse = model.parse if issubclass(model, _Head) else model.model_validate_json
+    with open(path, "rb") as f:
+        offset = 0
+        for line in f:
+            start, offset = offset, offset + len(line)
+            try:
+                record = parse(line)
+            except ValueError:
+                log.warning("ignoring an unreadable line in %s (interrupted write)", path)
+                continue
+            yield start, record
+
+
+def latest(
+    path: Path, model: type[R], key: Callable[[R], int], value: Callable[[R], V]
+) -> dict[int, tuple[int, V]]:
+    """Latent (`key`) -> (offset, `value`) of its last line, as readers keep a latent's last line."""
+    return {key(r): (offset, value(r)) for offset, r in scan(path, model)}
+
+
+class LineIndex:
+    """Latent -> byte offset of its line in a results file, held as two sorted numpy arrays (16
+    bytes a latent); `read` seeks to the lines of the latents asked for and parses only those."""
+
+    def __init__(self, path: Path, offsets: dict[int, int]):
+        self.path = path
+        latents = np.fromiter(offsets, np.int64, len(offsets))
+        order = np.argsort(latents, kind="stable")
+        self.latents = latents[order]
+        self.offsets = np.fromiter(offsets.values(), np.int64, len(offsets))[order]
+
+    def __len__(self) -> int:
+        return len(self.latents)
+
+    def __contains__(self, latent: int) -> bool:
+        i = int(np.searchsorted(self.latents, latent))
+        return i < len(self.latents) and self.latents[i] == latent
+
+    def __iter__(self) -> Iterator[int]:
+        return (int(i) for i in self.latents)
+
+    def read(self, latents: Iterable[int], model: type[R]) -> dict[int, R]:
+        """The records of those of `latents` that the index holds, in the order asked."""
+        out: dict[int, R] = {}
+        with open(self.path, "rb") as f:
+            for latent in latents:
+                i = int(np.searchsorted(self.latents, latent))
+                if i < len(self.latents) and self.latents[i] == latent:
+                    f.seek(int(self.offsets[i]))
+                    out[latent] = model.model_validate_json(f.readline())
+        return out
+
+    def one(self, latent: int, model: type[R]) -> R | None:
+        return self.read([latent], model).get(latent)

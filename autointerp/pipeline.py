@@ -38,17 +38,24 @@ from tqdm.auto import tqdm
 from autointerp.cache import ActivationCache, build_cache
 from autointerp.config import CacheConfig, ClientConfig
 from autointerp.errors import ConfigError, RunError
-from autointerp.explain import ExplainConfig, Explainer, read_explanations
-from autointerp.jsonl import cut_torn_line
+from autointerp.explain import ExplainConfig, Explainer
+from autointerp.jsonl import (
+    ExplanationHead,
+    LineIndex,
+    SampleHead,
+    ScoreHead,
+    cut_torn_line,
+    latest,
+    scan,
+)
 from autointerp.locks import folder_lock
-from autointerp.sample import SampleConfig, parse_latents, read_records, sample_coder, write_config
+from autointerp.sample import SampleConfig, parse_latents, sample_coder, write_config
 from autointerp.score import (
     MAIN_METRIC,
     SCORERS,
     ScoreConfig,
     ScoreContext,
     ScoreStageConfig,
-    read_scores,
     score_latents,
     write_scores,
 )
@@ -348,43 +355,72 @@ class ChunkResult:
 
 def plan(
     out: Path, cfg: RunConfig, coders: list[str], cache: ActivationCache, retry: bool = False
-) -> list[Chunk]:
+) -> list[PlannedChunk]:
     """The chunks still to do, in latent order; torn last lines are cut first. With `retry`, failed
     explanations and scores count as not done (their new lines are appended; readers keep a
-    latent's last line), and only chunks holding such a failure bypass the response cache."""
+    latent's last line), and only chunks holding such a failure bypass the response cache. Each
+    file is read once, through heads (`autointerp.jsonl`): no full record is built here."""
     chunks = []
     for coder in coders:
+@dataclass(frozen=True)
+class PlannedChunk:
+    """A chunk still to do, as latent ids: its records and explanations are read from their files
+    (`load`) only when it is about to be processed, so a run holds the chunks in flight, not every
+    latent's record."""
+
+    coder: str
+    latents: list[int]
+    explained: list[int]
+    """Those of `latents` whose explanation is kept (read by `load`)."""
+    wanted: dict[str, set[int]]
+    refresh: bool
+    samples: LineIndex = field(repr=False, compare=False)
+    explanation_lines: LineIndex = field(repr=False, compare=False)
+
+    def load(self) -> Chunk:
+        records = self.samples.read(self.latents, SampledLatent)
+        explanations = self.explanation_lines.read(self.explained, Explanation)
+        return Chunk(self.coder, records, explanations, self.wanted, self.refresh)
+
+
         wanted = set(latent_ids(cfg, cache.coders[coder]["n_latents"]))
-        records = {
-            r.id.latent: r
-            for r in read_records(out / "sample" / f"{coder}.jsonl")
-            if r.status == "ok" and r.id.latent in wanted
-        }
+        sample_path = out / "sample" / f"{coder}.jsonl"
+        lines = latest(sample_path, SampleHead, lambda h: h.id.latent, lambda h: h.status == "ok")
+        records = LineIndex(
+            sample_path, {i: at for i, (at, ok) in lines.items() if ok and i in wanted}
+        )
+        del lines
         expl_path = out / "explanations" / f"{coder}.jsonl"
         cut_torn_line(expl_path)
-        explanations = read_explanations(expl_path)
-        failed = {i for i, e in explanations.items() if retry and e.text is None}
-        explained = {i: e for i, e in explanations.items() if i not in failed}
+        heads = latest(expl_path, ExplanationHead, _key, _no_text)
+        failed = {i for i, (_, none) in heads.items() if retry and none}
+        explained = LineIndex(
+            expl_path, {i: at for i, (at, _) in heads.items() if i not in failed and i in records}
+        )
+        del heads
         done = {}
         for name in cfg.score.scorers:
             path = out / "scores" / name / f"{coder}.jsonl"
             cut_torn_line(path)
-            scores = read_scores(path)
-            redo = {i for i, x in scores.items() if retry and x.status == "failed"}
+            scores = latest(path, ScoreHead, _key, lambda h: h.status)
+            redo = {i for i, (_, status) in scores.items() if retry and status == "failed"}
             failed |= redo
             done[name] = set(scores) - redo
-        ids = sorted(records)
+        ids = list(records)
         for k in range(0, len(ids), cfg.chunk_latents):
             part = ids[k : k + cfg.chunk_latents]
             todo = {name: {i for i in part if i not in done[name]} for name in done}
-            if any(i not in explained for i in part) or any(todo.values()):
+            kept = [i for i in part if i in explained]
+            if len(kept) < len(part) or any(todo.values()):
                 chunks.append(
-                    Chunk(
+                    PlannedChunk(
                         coder,
-                        {i: records[i] for i in part},
-                        {i: explained[i] for i in part if i in explained},
+                        part,
+                        kept,
                         todo,
-                        refresh=any(i in failed for i in part),
+                        any(i in failed for i in part),
+                        records,
+                        explained,
                     )
                 )
     return chunks
@@ -398,6 +434,14 @@ class Worker:
 
         cfg = cfg.model_copy(
             update={
+def _no_text(e: ExplanationHead) -> bool:
+    return e.text is None
+
+
+def _key(line: ExplanationHead | ScoreHead) -> int:
+    return line.latent.latent
+
+
                 "client": _server(cfg.client, index),
                 "score_client": _server(cfg.score_client, index),
             }
@@ -524,15 +568,16 @@ def write_chunk(out: Path, r: ChunkResult) -> None:
             write_scores(f, scores)
 
 
-async def run_local(worker: Worker, chunks: list[Chunk], sink, in_flight: int) -> None:
-    """Process chunks with up to `in_flight` under way; `sink` gets each result as it finishes."""
-    queue: asyncio.Queue[Chunk] = asyncio.Queue()
+async def run_local(worker: Worker, chunks: list[PlannedChunk], sink, in_flight: int) -> None:
+    """Process chunks with up to `in_flight` under way, each read from its files as it starts;
+    `sink` gets each result as it finishes."""
+    queue: asyncio.Queue[PlannedChunk] = asyncio.Queue()
     for c in chunks:
         queue.put_nowait(c)
 
     async def lane() -> None:
         while not queue.empty():
-            sink(await worker.process(queue.get_nowait()))
+            sink(await worker.process(queue.get_nowait().load()))
 
     await asyncio.gather(*(lane() for _ in range(in_flight)))
 
@@ -582,7 +627,7 @@ def _run_job(cfg, out, force, ray, workers, progress, gpus_per_worker, retry_fai
     ids = {name: latent_ids(cfg, cache.coders[name]["n_latents"]) for name in coders}
     sample_stage(cache, cfg.sample, out / "sample", ids)
     chunks = plan(out, cfg, coders, cache, retry_failed)
-    bar = Progress(total=sum(len(c.records) for c in chunks))
+    bar = Progress(total=sum(len(c.latents) for c in chunks))
     workers_here: list[Worker] = []
 
     def local_worker() -> Worker:  # built once, and only when there is work for it
@@ -688,7 +733,7 @@ def _reason_kind(reason: str) -> str:
     )
 
 
-def skip_reasons(records: list[SampledLatent]) -> dict[str, int]:
+def skip_reasons(records: list[SampledLatent] | list[SampleHead]) -> dict[str, int]:
     """How many latents were skipped for each reason (numbers that vary shown as N)."""
     return dict(
         Counter(_reason_kind(r.reason or "no reason given") for r in records if r.status != "ok")
@@ -706,29 +751,40 @@ def skip_settings(reasons: dict[str, int]) -> list[str]:
 
 def _coder_summary(out, cfg, coder, cache, values) -> dict:
     wanted = set(latent_ids(cfg, cache.coders[coder]["n_latents"]))
-    records = [r for r in read_records(out / "sample" / f"{coder}.jsonl") if r.id.latent in wanted]
-    ok = {r.id.latent for r in records if r.status == "ok"}
-    expl = {
-        i: e
-        for i, e in read_explanations(out / "explanations" / f"{coder}.jsonl").items()
-        if i in ok
-    }
-    failed = {i for i, e in expl.items() if e.text is None}
+    n_records, ok, skipped = 0, set(), []
+    for _, r in scan(out / "sample" / f"{coder}.jsonl", SampleHead):
+        if r.id.latent in wanted:
+            n_records += 1
+            if r.status == "ok":
+                ok.add(r.id.latent)
+            else:
+                skipped.append(r)
+    heads = latest(out / "explanations" / f"{coder}.jsonl", ExplanationHead, _key, _no_text)
+    expl = {i: none for i, (_, none) in heads.items() if i in ok}
+    failed = {i for i, none in expl.items() if none}
     n_explained = len(expl) - len(failed)
+    """One coder's counts, from the heads of its files (each read once); the main metric values
+    of its good scores are added to `values`."""
     scored = ok - failed
     for name in cfg.score.scorers:
-        scores = read_scores(out / "scores" / name / f"{coder}.jsonl")
-        good = {i for i, s in scores.items() if i in ok and s.status == "ok"}
-        failed |= {i for i, s in scores.items() if i in ok and s.status == "failed"}
-        scored &= good
         metric = MAIN_METRIC[name]
-        values[name] += [
-            scores[i].metrics[metric] for i in good if scores[i].metrics.get(metric) is not None
-        ]
+        scores = {
+            i: v
+            for i, (_, v) in latest(
+                out / "scores" / name / f"{coder}.jsonl",
+                ScoreHead,
+                _key,
+                lambda s, m=metric: (s.status, s.metrics.get(m)),
+            ).items()
+        }
+        good = {i for i, s in scores.items() if i in ok and s[0] == "ok"}
+        failed |= {i for i, s in scores.items() if i in ok and s[0] == "failed"}
+        scored &= good
+        values[name] += [scores[i][1] for i in good if scores[i][1] is not None]
     return dict(
-        n_latents=len(records),
-        n_skipped=len(records) - len(ok),
-        skipped=skip_reasons(records),
+        n_latents=n_records,
+        n_skipped=n_records - len(ok),
+        skipped=skip_reasons(skipped),
         n_explained=n_explained,
         n_scored=len(scored),
         n_failed=len(failed),

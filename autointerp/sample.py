@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from autointerp.cache import ActivationCache
 from autointerp.config import _Strict
 from autointerp.errors import ConfigError, SubjectError
-from autointerp.jsonl import cut_torn_line, read_jsonl
+from autointerp.jsonl import SampleHead, cut_torn_line, read_jsonl, scan
 from autointerp.types import Example, ExampleRef, LatentId, SampledLatent
 
 log = logging.getLogger(__name__)
@@ -529,7 +529,7 @@ def sample_coder(
     (`bos_id`: see Sampler)."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{coder}.jsonl"
-    done = {r.id.latent for r in read_records(path)}
+    done = {h.id.latent for _, h in scan(path, SampleHead)}
     cut_torn_line(path)
     todo = [
         i
