@@ -54,8 +54,9 @@ import logging
 import math
 import os
 import re
+import textwrap
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pyarrow as pa
@@ -63,6 +64,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from autointerp.errors import RunError
+from autointerp.jsonl import ExplanationHead, ScoreHead, scan
 from autointerp.runfolder import RunFolder
 from autointerp.score import MAIN_METRIC
 from autointerp.score.base import LatentScore
@@ -153,17 +155,36 @@ def export_run(
         raise RunError(f"n_examples must be >= 0, got {n_examples}")
     folder = RunFolder(run)
     target = _out_folder(folder.root, out)
-    rows = list_rows(folder, n_examples)
+    _check_inputs(folder)
     scorers = folder.scorers()
     model_id = neuronpedia_model_id or slug(folder.subject_model)
     sources = _sources(folder.coders, neuronpedia_sources or {})
-    records, left_out = neuronpedia_records(rows, scorers, model_id, sources)
-    log.info("neuronpedia.json: %d explanations, %d failed ones left out", len(records), left_out)
     judged = judge_checks(folder, scorers)
-    card = dataset_card(folder, rows, scorers, model_id, sources, len(records), left_out, license)
+    paths = _paths(target)
+    target.mkdir(parents=True, exist_ok=True)
+    paths["card"].unlink(missing_ok=True)
+    text = json.dumps(judged, indent=1) + "\n"
+    _atomic(paths["judge_check"], lambda p: p.write_text(text))
+    tally = Tally(scorers)
+    rows_tmp = target / ".explanations.rows.partial"
+    try:
+        _atomic(
+            paths["neuronpedia"],
+            lambda p: _write_rows(folder, n_examples, tally, rows_tmp, p, model_id, sources),
+        )
+        log.info(
+            "neuronpedia.json: %d explanations, %d failed ones left out",
+            tally.n_neuronpedia,
+            tally.left_out,
+        )
+        schema = tally.schema()
+        _atomic2(paths["parquet"], paths["jsonl"], lambda p, j: _convert(rows_tmp, schema, p, j))
+    finally:
+        rows_tmp.unlink(missing_ok=True)
+    card = dataset_card(folder, tally, scorers, model_id, sources, license)
     card += _judge_section(judged)
-    table = pa.Table.from_pylist(rows, schema=_schema(rows, scorers))
-    return _write_all(target, table, records, card, judged)
+    _atomic(paths["card"], lambda p: p.write_text(card))
+    return paths
 
 
 def judge_checks(run: RunFolder, scorers: list[str]) -> dict[str, dict[str, dict]]:
@@ -189,26 +210,14 @@ def _judge_section(judged: dict[str, dict[str, dict]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_all(
-    target: Path, table: pa.Table, records: list[dict], card: str, judged: dict | None = None
-) -> dict[str, Path]:
-    """The files, each atomically; the card goes first and comes back last."""
-    target.mkdir(parents=True, exist_ok=True)
-    paths = {
+def _paths(target: Path) -> dict[str, Path]:
+    return {
         "parquet": target / "explanations.parquet",
         "jsonl": target / "explanations.jsonl",
         "neuronpedia": target / "neuronpedia.json",
         "judge_check": target / "judge_check.json",
         "card": target / "README.md",
     }
-    paths["card"].unlink(missing_ok=True)
-    text = json.dumps(judged or {}, indent=1) + "\n"
-    _atomic(paths["judge_check"], lambda p: p.write_text(text))
-    _atomic(paths["parquet"], lambda p: pq.write_table(table, p))
-    _atomic(paths["jsonl"], lambda p: _write_jsonl(table.to_pylist(), p))
-    _atomic(paths["neuronpedia"], lambda p: p.write_text(json.dumps(records, indent=1) + "\n"))
-    _atomic(paths["card"], lambda p: p.write_text(card))
-    return paths
 
 
 def _out_folder(root: Path, out: str | Path | None) -> Path:
@@ -227,24 +236,90 @@ def _out_folder(root: Path, out: str | Path | None) -> Path:
 # ---- rows ----------------------------------------------------------------------------------------
 
 
-def list_rows(run: RunFolder, n_examples: int = 10) -> list[dict]:
-    """One row per sampled latent of every coder (the columns of the module docstring)."""
-    if not any((run.root / "sample" / f"{c}.jsonl").exists() for c in run.coders):
+ROW_BATCH = 1024
+"""Rows converted and written together: one parquet row group, and what export holds at a time."""
+
+
+def _check_inputs(run: RunFolder) -> None:
+    if not any(run.sample_path(c).exists() for c in run.coders):
         raise RunError(f"{run.root} has no samples (no sample/<coder>.jsonl); run the sample stage")
-    explanations = {c: run.explanations(c) for c in run.coders}
-    if not any(explanations.values()):
+    if not any(next(scan(run.explanation_path(c), ExplanationHead), None) for c in run.coders):
         raise RunError(f"{run.root} has no explanations (explanations/ is empty or missing)")
-    scores = {s: {c: run.scores(s, c) for c in run.coders} for s in run.scorers()}
-    rows = []
+
+
+def iter_rows(run: RunFolder, n_examples: int = 10, tally: Tally | None = None) -> Iterator[dict]:
+    """One row per sampled latent of every coder (the columns of the module docstring), built one
+    at a time from the files: a latent's last line of each, found through line indexes. `tally`
+    counts the sample records' examples."""
+    scorers = run.scorers()
     for coder, meta in run.coders.items():
-        for latent, record in sorted(run.samples(coder).items()):
+        explanations = run.explanation_index(coder)
+        scores = {s: run.score_index(s, coder) for s in scorers}
+        for record in run.iter_samples(coder):
+            latent = record.id.latent
             row = _base_row(run.subject_model, coder, meta, record)
-            row |= _explanation_fields(record, explanations[coder].get(latent))
-            for scorer, by_coder in scores.items():
-                row |= _score_fields(scorer, by_coder[coder].get(latent))
+            e = explanations.read([latent], ExplanationHead).get(latent)
+            row |= _explanation_fields(record, e)
+            for scorer, index in scores.items():
+                row |= _score_fields(scorer, index.read([latent], ScoreHead).get(latent))
             row["top_examples"] = _top_examples(run, record, n_examples)
-            rows.append(row)
-    return rows
+            if tally is not None:
+                tally.add_sample(record)
+            yield row
+
+
+def _write_rows(
+    run: RunFolder,
+    n_examples: int,
+    tally: Tally,
+    rows_path: Path,
+    neuronpedia: Path,
+    model_id: str,
+    sources: Mapping[str, str],
+) -> None:
+    """Every row into `rows_path` (plain JSON lines, typed later by `_convert` once the schema is
+    known) and the explained ones into `neuronpedia` (a JSON array, as `json.dumps(.., indent=1)`
+    writes it), counting what the card needs into `tally`."""
+    with (
+        open(rows_path, "w", encoding="utf-8") as rows,
+        open(neuronpedia, "w", encoding="utf-8") as np_file,
+    ):
+        for row in iter_rows(run, n_examples, tally):
+            rows.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
+            tally.add(row)
+            if _left_out(row):
+                tally.left_out += 1
+            elif row["status"] == "explained":
+                rec = _neuronpedia_record(row, tally.scorers, model_id, sources[row["coder"]])
+                item = textwrap.indent(json.dumps(rec, indent=1), " ")
+                np_file.write(("[\n" if not tally.n_neuronpedia else ",\n") + item)
+                tally.n_neuronpedia += 1
+        np_file.write("\n]\n" if tally.n_neuronpedia else "[]\n")
+
+
+def _convert(rows_path: Path, schema: pa.Schema, parquet: Path, jsonl: Path) -> None:
+    """The rows, typed by `schema`, into the parquet file (a row group per batch) and the JSONL
+    file (each row as the parquet file gives it back: every column, in schema order)."""
+    with (
+        open(rows_path, encoding="utf-8") as f,
+        pq.ParquetWriter(parquet, schema) as writer,
+        open(jsonl, "w", encoding="utf-8") as out,
+    ):
+        for batch in _batches((json.loads(line) for line in f), ROW_BATCH):
+            table = pa.Table.from_pylist(batch, schema=schema)
+            writer.write_table(table)
+            _write_jsonl(table.to_pylist(), out)
+
+
+def _batches(items: Iterator[dict], size: int) -> Iterator[list[dict]]:
+    batch: list[dict] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _base_row(model: str, coder: str, meta: dict, record: SampledLatent) -> dict:
@@ -260,7 +335,7 @@ def _base_row(model: str, coder: str, meta: dict, record: SampledLatent) -> dict
     }
 
 
-def _explanation_fields(record: SampledLatent, e: Explanation | None) -> dict:
+def _explanation_fields(record: SampledLatent, e: Explanation | ExplanationHead | None) -> dict:
     if record.status == "skipped":
         status = "skipped"
     elif e is None:
@@ -278,7 +353,7 @@ def _explanation_fields(record: SampledLatent, e: Explanation | None) -> dict:
     }
 
 
-def _score_fields(scorer: str, s: LatentScore | None) -> dict:
+def _score_fields(scorer: str, s: LatentScore | ScoreHead | None) -> dict:
     if s is None:
         return {
             scorer: None,
@@ -311,32 +386,68 @@ def _finite(v):
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
-def _schema(rows: list[dict], scorers: list[str]) -> pa.Schema:
-    fields = list(BASE_SCHEMA)
-    for scorer in scorers:
-        fields += [(scorer, pa.float64()), (f"{scorer}_ci_low", pa.float64())]
-        fields += [(f"{scorer}_ci_high", pa.float64()), (f"{scorer}.status", pa.string())]
-        fields.append((f"{scorer}.error", pa.string()))
-        fields += _metric_fields(rows, scorer)
-    return pa.schema([*fields, ("top_examples", pa.list_(EXAMPLE))])
+class Tally:
+    """What the schema and the dataset card need of the rows, counted as they stream past: counts
+    by status and coder, explainers, each scorer's sum of main values in row order, which metric
+    columns occur and whether each holds only integers, the sampled latents' example counts."""
+
+    def __init__(self, scorers: list[str]):
+        self.scorers = scorers
+        self.n = 0
+        self.status: Counter[str] = Counter()
+        self.by_coder: dict[str, Counter[str]] = {}
+        self.explainers: Counter[tuple[str, str]] = Counter()
+        self.means: dict[tuple[str, str | None], list] = {}
+        """(scorer, coder or None for all) -> [sum of main values, count, failed]."""
+        self.metric_ints: dict[str, dict[str, bool]] = {s: {} for s in scorers}
+        self.n_neuronpedia = 0
+        self.left_out = 0
+        self.n_ok = self.n_train = self.n_test = 0
+
+    def add(self, row: dict) -> None:
+        self.n += 1
+        self.status[row["status"]] += 1
+        self.by_coder.setdefault(row["coder"], Counter())[row["status"]] += 1
+        if row["explainer_model"]:
+            self.explainers[row["explainer_model"], row["explainer_prompt"]] += 1
+        for s in self.scorers:
+            for key in (s, row["coder"]), (s, None):
+                cell = self.means.setdefault(key, [0, 0, 0])
+                if row[s] is not None:
+                    cell[0] += row[s]
+                    cell[1] += 1
+                cell[2] += row[f"{s}.status"] == "failed"
+            prefix, fixed = f"{s}.", {f"{s}.status", f"{s}.error"}
+            ints = self.metric_ints[s]
+            for k, v in row.items():
+                if k.startswith(prefix) and k not in fixed and v is not None:
+                    ints[k] = ints.get(k, True) and _is_int(v)
+
+    def add_sample(self, record: SampledLatent) -> None:
+        if record.status == "ok":
+            self.n_ok += 1
+            self.n_train += len(record.train)
+            self.n_test += len(record.test)
+
+    def schema(self) -> pa.Schema:
+        fields = list(BASE_SCHEMA)
+        for scorer in self.scorers:
+            fields += [(scorer, pa.float64()), (f"{scorer}_ci_low", pa.float64())]
+            fields += [(f"{scorer}_ci_high", pa.float64()), (f"{scorer}.status", pa.string())]
+            fields.append((f"{scorer}.error", pa.string()))
+            fields += self._metric_fields(scorer)
+        return pa.schema([*fields, ("top_examples", pa.list_(EXAMPLE))])
+
+    def _metric_fields(self, scorer: str) -> list[tuple[str, pa.DataType]]:
+        """`<scorer>.<metric>` columns, the main metric first: int64 if every value is an int."""
+        ints = self.metric_ints[scorer]
+        main = f"{scorer}." + MAIN_METRIC.get(scorer, "")
+        names = sorted(ints, key=lambda k: (k != main, k))
+        return [(k, pa.int64() if ints[k] else pa.float64()) for k in names]
 
 
-def _metric_fields(rows: list[dict], scorer: str) -> list[tuple[str, pa.DataType]]:
-    """`<scorer>.<metric>` columns, the main metric first: int64 if every value is an int."""
-    prefix, fixed = f"{scorer}.", {f"{scorer}.status", f"{scorer}.error"}
-    values: dict[str, list] = {}
-    for row in rows:
-        for k, v in row.items():
-            if k.startswith(prefix) and k not in fixed and v is not None:
-                values.setdefault(k, []).append(v)
-    main = prefix + MAIN_METRIC.get(scorer, "")
-    names = sorted(values, key=lambda k: (k != main, k))
-    return [(k, _metric_type(values[k])) for k in names]
-
-
-def _metric_type(values: list) -> pa.DataType:
-    ints = all(isinstance(v, int) and not isinstance(v, bool) for v in values)
-    return pa.int64() if ints else pa.float64()
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 # ---- files ---------------------------------------------------------------------------------------
@@ -352,10 +463,21 @@ def _atomic(path: Path, write: Callable[[Path], object]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _write_jsonl(rows: list[dict], path: Path) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
+def _atomic2(a: Path, b: Path, write: Callable[[Path, Path], object]) -> None:
+    """`_atomic` for two files written together: both renamed into place once both are whole."""
+    tmp_a, tmp_b = (p.with_name(f".{p.name}.partial") for p in (a, b))
+    try:
+        write(tmp_a, tmp_b)
+        os.replace(tmp_a, a)
+        os.replace(tmp_b, b)
+    finally:
+        tmp_a.unlink(missing_ok=True)
+        tmp_b.unlink(missing_ok=True)
+
+
+def _write_jsonl(rows: list[dict], f) -> None:
+    for row in rows:
+        f.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
 
 
 # ---- Neuronpedia ---------------------------------------------------------------------------------
@@ -391,20 +513,11 @@ def _source_id(hookpoint: str, tag: str) -> str:
     return f"{layer.group() if layer else slug(module)}-{site}-{slug(tag)}"
 
 
-def neuronpedia_records(
-    rows: list[dict], scorers: list[str], model_id: str, sources: Mapping[str, str]
-) -> tuple[list[dict], int]:
-    """Neuronpedia Explanation records of the explained latents, and how many failed ones were left
-    out (failed or empty explanations)."""
-    records, left_out = [], 0
-    for row in rows:
-        if row["status"] == "explanation_failed" or (
-            row["status"] == "explained" and not (row["explanation"] or "").strip()
-        ):
-            left_out += 1
-        elif row["status"] == "explained":
-            records.append(_neuronpedia_record(row, scorers, model_id, sources[row["coder"]]))
-    return records, left_out
+def _left_out(row: dict) -> bool:
+    """A failed or empty explanation: left out of neuronpedia.json (and counted)."""
+    return row["status"] == "explanation_failed" or (
+        row["status"] == "explained" and not (row["explanation"] or "").strip()
+    )
 
 
 def _neuronpedia_record(row: dict, scorers: list[str], model_id: str, source: str) -> dict:
@@ -426,12 +539,10 @@ def _neuronpedia_record(row: dict, scorers: list[str], model_id: str, source: st
 
 def dataset_card(
     run: RunFolder,
-    rows: list[dict],
+    tally: Tally,
     scorers: list[str],
     model_id: str,
     sources: Mapping[str, str],
-    n_neuronpedia: int,
-    left_out: int,
     license: str = "other",
 ) -> str:
     """README.md with YAML front matter (configs, license, pretty_name, tags) and a description."""
@@ -440,7 +551,7 @@ def dataset_card(
         "license": license,
         "pretty_name": f"autointerp explanations: {run.subject_model} ({coders})",
         "tags": ["interpretability", "sparse-autoencoder", "autointerp", "explanations"],
-        "size_categories": [_size_category(len(rows))],
+        "size_categories": [_size_category(tally.n)],
         "configs": [
             {
                 "config_name": "default",
@@ -451,12 +562,12 @@ def dataset_card(
     parts = [
         "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n",
         f"# {meta['pretty_name']}\n",
-        _intro(run, rows),
-        _run_section(run, rows),
-        _scores_section(rows, scorers),
+        _intro(run, tally),
+        _run_section(run, tally),
+        _scores_section(tally, scorers),
         _loading_section(),
         _columns_section(scorers, _sample_config(run).get("filter_bos")),
-        _neuronpedia_section(model_id, sources, n_neuronpedia, left_out),
+        _neuronpedia_section(model_id, sources, tally.n_neuronpedia, tally.left_out),
         "## Citation\n\nThe method follows Paulo et al. 2024, *Automatically Interpreting Millions of "
         f"Features in Large Language Models*:\n\n```bibtex\n{CITATION}\n```\n",
     ]
@@ -470,10 +581,10 @@ def _size_category(n: int) -> str:
     return "100K<n<1M" if n < 1_000_000 else "n>1M"
 
 
-def _intro(run: RunFolder, rows: list[dict]) -> str:
-    counts = Counter(r["status"] for r in rows)
+def _intro(run: RunFolder, tally: Tally) -> str:
+    counts = tally.status
     return (
-        f"Natural-language explanations of {len(rows)} latents of {len(run.coders)} sparse coder(s) "
+        f"Natural-language explanations of {tally.n} latents of {len(run.coders)} sparse coder(s) "
         f"of `{run.subject_model}`, written by an explainer from each latent's activating examples "
         "and scored by how well they predict held-out activations, with the `autointerp` pipeline "
         f"(cache -> sample -> explain -> score). {counts['explained']} explained, "
@@ -483,7 +594,7 @@ def _intro(run: RunFolder, rows: list[dict]) -> str:
     )
 
 
-def _run_section(run: RunFolder, rows: list[dict]) -> str:
+def _run_section(run: RunFolder, tally: Tally) -> str:
     cfg = run.manifest.get("config", {})
     corpus = cfg.get("corpus", {})
     lines = [
@@ -492,8 +603,8 @@ def _run_section(run: RunFolder, rows: list[dict]) -> str:
         f"- Corpus: `{corpus.get('source')}` (split `{corpus.get('split')}`), "
         f"{run.manifest.get('n_tokens', corpus.get('n_tokens'))} tokens in windows of "
         f"{run.manifest.get('ctx_len', corpus.get('ctx_len'))}",
-        f"- Sampling: {_sampling(run)}; {_sample_sizes(run)}",
-        f"- Explainers: {_explainers(rows)}",
+        f"- Sampling: {_sampling(run)}; {_sample_sizes(tally)}",
+        f"- Explainers: {_explainers(tally)}",
         "",
         "| coder | kind | hookpoint | latents in coder | sampled | "
         + " | ".join(STATUSES).replace("_", " ")
@@ -501,7 +612,7 @@ def _run_section(run: RunFolder, rows: list[dict]) -> str:
         "|---|---|---|---|---|" + "---|" * len(STATUSES),
     ]
     for coder, meta in run.coders.items():
-        mine = Counter(r["status"] for r in rows if r["coder"] == coder)
+        mine = tally.by_coder.get(coder, Counter())
         cells = [coder, meta.get("kind"), meta.get("hookpoint"), meta.get("n_latents")]
         cells += [sum(mine.values()), *(mine[s] for s in STATUSES)]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
@@ -522,28 +633,25 @@ def _sampling(run: RunFolder) -> str:
     return ", ".join(f"{k} {c[k]}" for k in keys if k in c)
 
 
-def _sample_sizes(run: RunFolder) -> str:
-    ok = [r for c in run.coders for r in run.samples(c).values() if r.status == "ok"]
-    if not ok:
+def _sample_sizes(tally: Tally) -> str:
+    if not tally.n_ok:
         return "no latent was sampled"
-    train = sum(len(r.train) for r in ok) / len(ok)
-    test = sum(len(r.test) for r in ok) / len(ok)
+    train = tally.n_train / tally.n_ok
+    test = tally.n_test / tally.n_ok
     return f"on average {train:.1f} train and {test:.1f} test examples per sampled latent"
 
 
-def _explainers(rows: list[dict]) -> str:
-    used = Counter(
-        (r["explainer_model"], r["explainer_prompt"]) for r in rows if r["explainer_model"]
-    )
+def _explainers(tally: Tally) -> str:
+    used = tally.explainers
     return (
         "; ".join(f"`{m}` with prompt `{p}` ({n} latents)" for (m, p), n in used.items()) or "none"
     )
 
 
-def _scores_section(rows: list[dict], scorers: list[str]) -> str:
+def _scores_section(tally: Tally, scorers: list[str]) -> str:
     if not scorers:
         return "## Scores\n\nNo scorer was run.\n"
-    coders = list(dict.fromkeys(r["coder"] for r in rows))
+    coders = list(tally.by_coder)
     lines = [
         "## Scores\n",
         "Mean of each scorer's main metric over the latents it scored (latents scored / failed in parentheses).\n",
@@ -551,17 +659,15 @@ def _scores_section(rows: list[dict], scorers: list[str]) -> str:
         "|---|---|" + "---|" * (len(coders) + 1),
     ]
     for s in scorers:
-        cells = [_mean_cell(rows, s, c) for c in coders] + [_mean_cell(rows, s, None)]
+        cells = [_mean_cell(tally, s, c) for c in coders] + [_mean_cell(tally, s, None)]
         lines.append(f"| {s} | {MAIN_METRIC.get(s, '?')} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _mean_cell(rows: list[dict], scorer: str, coder: str | None) -> str:
-    mine = [r for r in rows if coder is None or r["coder"] == coder]
-    values = [r[scorer] for r in mine if r[scorer] is not None]
-    failed = sum(r[f"{scorer}.status"] == "failed" for r in mine)
-    mean = f"{sum(values) / len(values):.3f}" if values else "-"
-    return f"{mean} ({len(values)} / {failed})"
+def _mean_cell(tally: Tally, scorer: str, coder: str | None) -> str:
+    total, n, failed = tally.means.get((scorer, coder), (0, 0, 0))
+    mean = f"{total / n:.3f}" if n else "-"
+    return f"{mean} ({n} / {failed})"
 
 
 def _loading_section() -> str:

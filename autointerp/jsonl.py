@@ -104,7 +104,7 @@ def scan(path: Path, model: type[R]) -> Iterator[tuple[int, R]]:
     an unreadable line (an interrupted write) is skipped, as `read_jsonl` does."""
     if not path.exists():
         return
-    parse = model.parse if issubclass(model, _Head) else model.model_validate_json
+    parse = _parser(model)
     with open(path, "rb") as f:
         offset = 0
         for line in f:
@@ -115,6 +115,10 @@ def scan(path: Path, model: type[R]) -> Iterator[tuple[int, R]]:
                 log.warning("ignoring an unreadable line in %s (interrupted write)", path)
                 continue
             yield start, record
+
+
+def _parser(model: type[R]) -> Callable[[bytes], R]:
+    return model.parse if issubclass(model, _Head) else model.model_validate_json
 
 
 def latest(
@@ -148,13 +152,28 @@ class LineIndex:
     def read(self, latents: Iterable[int], model: type[R]) -> dict[int, R]:
         """The records of those of `latents` that the index holds, in the order asked."""
         out: dict[int, R] = {}
+        parse = _parser(model)
         with open(self.path, "rb") as f:
             for latent in latents:
                 i = int(np.searchsorted(self.latents, latent))
                 if i < len(self.latents) and self.latents[i] == latent:
                     f.seek(int(self.offsets[i]))
-                    out[latent] = model.model_validate_json(f.readline())
+                    out[latent] = parse(f.readline())
         return out
 
-    def one(self, latent: int, model: type[R]) -> R | None:
-        return self.read([latent], model).get(latent)
+    def records(self, model: type[R]) -> Iterator[R]:
+        """Every indexed line's record, in latent order, one at a time."""
+        parse = _parser(model)
+        with open(self.path, "rb") as f:
+            for offset in self.offsets:
+                f.seek(int(offset))
+                yield parse(f.readline())
+
+
+def line_index(path: Path, model: type[R], key: Callable[[R], int]) -> LineIndex:
+    """The index of every latent's last readable line of a results file (empty if none)."""
+    return LineIndex(path, {i: at for i, (at, _) in latest(path, model, key, _none).items()})
+
+
+def _none(_) -> None:
+    return None

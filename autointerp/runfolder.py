@@ -11,11 +11,13 @@ Layout (every stage appends one JSON line per latent):
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autointerp.errors import RunError
+from autointerp.jsonl import ExplanationHead, LineIndex, SampleHead, ScoreHead, line_index
 from autointerp.types import Example, ExampleRef, Explanation, SampledLatent
 
 if TYPE_CHECKING:
@@ -64,6 +66,30 @@ class RunFolder:
             raise RunError(f"{self.root} has no samples (no sample/sample_config.json)")
         return json.loads(path.read_text())["example_len"]
 
+    def sample_path(self, coder: str) -> Path:
+        return self.root / "sample" / f"{coder}.jsonl"
+
+    def explanation_path(self, coder: str) -> Path:
+        return self.root / "explanations" / f"{coder}.jsonl"
+
+    def score_path(self, scorer: str, coder: str) -> Path:
+        return self.root / "scores" / scorer / f"{coder}.jsonl"
+
+    def sample_index(self, coder: str) -> LineIndex:
+        """Where each sampled latent's (last) line is: for callers that read records one at a time
+        (`LineIndex.records`, `.read`) instead of holding every record, as `samples` does."""
+        return line_index(self.sample_path(coder), SampleHead, lambda h: h.id.latent)
+
+    def explanation_index(self, coder: str) -> LineIndex:
+        return line_index(self.explanation_path(coder), ExplanationHead, _latent)
+
+    def score_index(self, scorer: str, coder: str) -> LineIndex:
+        return line_index(self.score_path(scorer, coder), ScoreHead, _latent)
+
+    def iter_samples(self, coder: str) -> Iterator[SampledLatent]:
+        """The sample records of a coder in latent order (a latent's last line), one at a time."""
+        return self.sample_index(coder).records(SampledLatent)
+
     def samples(self, coder: str) -> dict[int, SampledLatent]:
         from autointerp.sample import read_records
 
@@ -107,3 +133,7 @@ class RunFolder:
         from autointerp.sample import render
 
         return render(ref, self._tokens, self.decode, self.example_len)
+
+
+def _latent(head: ExplanationHead | ScoreHead) -> int:
+    return head.latent.latent
