@@ -52,13 +52,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
 
 from autointerp.errors import RunError
-from autointerp.jsonl import read_jsonl
+from autointerp.jsonl import ScoreHead, scan
 from autointerp.runfolder import RunFolder
 from autointerp.score import MAIN_METRIC
-from autointerp.types import LatentId
 
 log = logging.getLogger(__name__)
 
@@ -216,22 +214,11 @@ def select(runs: list[RunFolder], coders: list[str] | None = None) -> list[Coder
 # ---------------------------------------------------------------- frames
 
 
-class ScoreView(BaseModel):
-    """What a report reads of a LatentScore line: the per-example predictions are not kept."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-    latent: LatentId
-    status: str
-    error: str | None = None
-    metrics: dict[str, float | int | None] = {}
-    per_group: dict[str, dict[str, float | int | None]] = {}
-
-
 def _is_decile(group: str) -> bool:
     return group[:1] == "q" and group[1:].isdigit()
 
 
-def _latent_rows(s: ScoreView, main: str, decile_metrics: set[str] | None):
+def _latent_rows(s: ScoreHead, main: str, decile_metrics: set[str] | None):
     """A score's rows (latent, status, error, metric, value) and decile rows (latent, quantile,
     metric, value); `decile_metrics` None keeps every per-decile metric."""
     nan = np.nan
@@ -265,7 +252,7 @@ def _read_file(ref: CoderRef, scorer: str, decile_metrics: set[str] | None):
     path = ref.run.root / "scores" / scorer / f"{ref.coder}.jsonl"
     main = main_metric(scorer)
     by_latent: dict[int, tuple[list, list]] = {}
-    for s in read_jsonl(path, ScoreView):
+    for _, s in scan(path, ScoreHead):  # a line is read up to its predictions only
         by_latent[s.latent.latent] = _latent_rows(s, main, decile_metrics)
     rows = [r for pair in by_latent.values() for r in pair[0]]
     deciles = [r for pair in by_latent.values() for r in pair[1]]

@@ -22,12 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
 from tqdm.auto import tqdm
 
-from autointerp.jsonl import read_jsonl
+from autointerp.jsonl import ExplanationHead, ScoreHead, scan
 from autointerp.report import Analysis, CoderRef, is_main, main_metric, main_values
-from autointerp.types import Example, ExampleRef, Explanation, LatentId, SampledLatent
+from autointerp.types import Example, ExampleRef, Explanation, SampledLatent
 
 HIGHLIGHT = (255, 120, 0)
 """RGB of a token at the latent's maximum activation."""
@@ -202,12 +201,6 @@ class ScoreCell:
     """The 95% interval of the main metric, when its score file has one."""
 
 
-class _IntervalView(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-    latent: LatentId
-    intervals: dict[str, tuple[float, float]] = {}
-
-
 def interval_lookup(a: Analysis) -> dict[tuple[str, str, str], dict[int, tuple[float, float]]]:
     """(run, coder, scorer) -> latent -> the interval of its main metric (old files: none)."""
     out: dict[tuple[str, str, str], dict[int, tuple[float, float]]] = {}
@@ -216,7 +209,7 @@ def interval_lookup(a: Analysis) -> dict[tuple[str, str, str], dict[int, tuple[f
             path = ref.run.root / "scores" / scorer / f"{ref.coder}.jsonl"
             main = main_metric(scorer)
             found = out.setdefault((ref.run_label, ref.coder, scorer), {})
-            for s in read_jsonl(path, _IntervalView):
+            for _, s in scan(path, ScoreHead):
                 if main in s.intervals:
                     found[s.latent.latent] = s.intervals[main]
     return out
@@ -264,7 +257,7 @@ def tokens_html(ex: Example, vmax: float) -> str:
     return "".join(spans)
 
 
-def _explanation_html(record: SampledLatent, e: Explanation | None) -> str:
+def _explanation_html(record: SampledLatent, e: Explanation | ExplanationHead | None) -> str:
     if record.status != "ok":
         return f'<p class="expl failed">skipped: {esc(record.reason or "no reason given")}</p>'
     if e is None:
@@ -362,7 +355,7 @@ def write_coder_cards(
     from autointerp.sample import read_records
 
     done = CoderCards(ref, folder)
-    explanations = ref.run.explanations(ref.coder)
+    explanations = ref.run.explanation_index(ref.coder)  # read a page's worth at a time
     (out / folder).mkdir(parents=True, exist_ok=True)
     for stale in (out / folder).glob("page-*.html"):  # from an earlier, longer report
         stale.unlink()
@@ -370,8 +363,9 @@ def write_coder_cards(
     counts = {"latents": 0, "skipped": 0, "explained": 0, "explanation failed": 0}
     for i, (chunk, more) in enumerate(_lookahead(_chunks(records, per_page)), start=1):
         cards = []
+        page_explanations = explanations.read([r.id.latent for r in chunk], ExplanationHead)
         for r in chunk:
-            e = explanations.get(r.id.latent)
+            e = page_explanations.get(r.id.latent)
             cards.append(card_html(ref, r, e, cells.get(r.id.latent, []), n_examples))
             _count(counts, r, e)
             bar.update(1)
