@@ -12,6 +12,7 @@ shards/000000/<coder>/offsets.npy   (n_latents + 1,) uint32: latent l's nonzeros
 shards/000000/<coder>/pos.npy       uint16 offset of the token within the shard, ascending per latent
 shards/000000/<coder>/values.npy    float16 activation value (float32 if a value overflows float16)
 stats/<coder>.npz               per-latent count, max, sum; density = count / n_tokens
+index/<coder>/...               each latent's nonzeros in one run, across shards (autointerp.index)
 ```
 A shard is at most 65,536 tokens, so a nonzero costs 4 bytes (2 position + 2 value) plus the shard's
 offsets; the latent is implicit in the latent-sorted order. Shards are written to a temporary folder and
@@ -41,6 +42,7 @@ from autointerp.coders import SparseCoder, load_coder
 from autointerp.config import CacheConfig, CoderConfig
 from autointerp.corpus import TokenWindows, check_corpus, corpus_fingerprint
 from autointerp.errors import CacheError, CoderError, SubjectError
+from autointerp.index import INDEX_DIR, build_index, ensure_index, open_index
 from autointerp.locks import LOCK_FILE, folder_lock, model_lock
 from autointerp.subject import (
     Site,
@@ -377,6 +379,7 @@ def _build_cache(cfg: CacheConfig, root: Path, progress: bool) -> Path:
     cfg = cfg.model_copy(update={"subject": cfg.subject.model_copy(update={"dtype": dtype})})
     if _finished(root, cfg, loaded):
         log.info("cache in %s is complete; nothing to do", root)
+        _index_missing(root, progress)
         return root
     subject = load_subject(cfg.subject, cfg.random_model_seed)
     coders = _load_coders(cfg, subject, loaded)
@@ -408,7 +411,9 @@ def _build_cache(cfg: CacheConfig, root: Path, progress: bool) -> Path:
     )
     if manifest.data.get("complete"):
         log.info("cache in %s is complete; nothing to do", root)
+        _index_missing(root, progress)
         return root
+    shutil.rmtree(root / INDEX_DIR, ignore_errors=True)  # the shards change: rebuilt at the end
     shards = root / "shards"
     shards.mkdir(parents=True, exist_ok=True)
     for tmp in shards.glob("*.tmp"):
@@ -456,8 +461,33 @@ def _build_cache(cfg: CacheConfig, root: Path, progress: bool) -> Path:
             f"all shards are written, but writing the statistics to {root} failed: {e}. "
             "Free space and run the same command again to finish."
         ) from None
+    try:
+        cache = ActivationCache(root)
+        for coder in coders:
+            build_index(cache, coder.name, progress)
+    except OSError as e:
+        raise CacheError(
+            f"the cache is complete, but writing its latent index to {root / INDEX_DIR} failed: {e}. "
+            "Free space and run the same command again to finish (sampling also builds it)."
+        ) from None
     log.info("cache complete: %d tokens in %s", n_seqs * ctx, root)
     return root
+
+
+def _index_missing(root: Path, progress: bool) -> None:
+    """Index the coders of a finished cache made before indexes existed (the caller holds its lock)."""
+    cache = ActivationCache(root)
+    for coder in cache.coders:
+        if open_index(cache, coder) is None:
+            log.info(
+                "indexing the latents of %r in %s (a cache made before indexes existed)",
+                coder,
+                root,
+            )
+            try:
+                build_index(cache, coder, progress)
+            except OSError as e:  # the cache itself is whole: sampling reads its shards instead
+                log.warning("could not write the latent index of %r in %s: %s", coder, root, e)
 
 
 def _shard_is_done(folder: Path, group: list[np.ndarray]) -> bool:
@@ -552,6 +582,7 @@ class ActivationCache:
         self.ctx_len: int = self.manifest["ctx_len"]
         self.shard_seqs: int = self.manifest["shard_seqs"]
         self._arrays: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._index: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray] | None] = {}
         if require_complete and check_files:
             self._check_files()
 
@@ -611,6 +642,11 @@ class ActivationCache:
         n = self.coders.get(coder, {}).get("n_latents", 0)
         if not 0 <= latent < n:
             raise CacheError(f"latent {latent} out of range for coder {coder!r} with {n} latents")
+        index = self.index(coder)
+        if index is not None:
+            off, tokens, values = index
+            a, b = int(off[latent]), int(off[latent + 1])
+            return tokens[a:b].astype(np.int64), values[a:b].astype(np.float32)
         tok, val = [], []
         shard_tokens = self.shard_seqs * self.ctx_len
         for shard in self.shard_names:
@@ -619,6 +655,20 @@ class ActivationCache:
             tok.append(pos[a:b].astype(np.int64) + int(shard) * shard_tokens)
             val.append(vals[a:b].astype(np.float32))
         return np.concatenate(tok), np.concatenate(val)
+
+    def index(self, coder: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The coder's latent index (offsets, tokens, values), memory-mapped; None without one."""
+        if coder not in self._index:
+            self._index[coder] = open_index(self, coder)
+        return self._index[coder]
+
+    def ensure_index(self, coder: str, progress: bool = True) -> bool:
+        """Build the coder's latent index if the cache lacks it (see autointerp.index.ensure_index);
+        False when it cannot be built here, and `latent` then reads the shards."""
+        self._index.pop(coder, None)
+        built = ensure_index(self, coder, progress)
+        self._index.pop(coder, None)
+        return built
 
     def tokens(self) -> np.ndarray:
         """All token windows, (n_seqs, ctx_len)."""

@@ -9,14 +9,20 @@ driver. Only the driver writes results, one chunk at a time, so a run killed any
 a local one does: nothing finished is lost and nothing is written twice. Each worker keeps its own
 response cache (RUN/explanations/llm_cache.w<i>.sqlite), since SQLite files must not be shared
 across machines.
+
+Sampling goes the same way (`sample_ray`): chunks of latents go to actors that open the cache
+themselves and return JSON lines, which the driver alone appends to the sample file, in the order of
+the latents, so the file is the one a local run writes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -75,6 +81,72 @@ def connect(address: str, workers: int) -> bool:
     except Exception as e:  # ray raises ConnectionError, RuntimeError, ValueError, ...
         raise RunError(f"could not connect to Ray at {address}: {e}") from None
     return True
+
+
+@contextmanager
+def ray_session(address: str | None, workers: int) -> Iterator[None]:
+    """One Ray for every stage of a job (sampling, then explain and score): connected (or, for
+    `local`, started) here and shut down at the end when this block started it."""
+    started = connect(address, workers) if address else False
+    try:
+        yield
+    finally:
+        if started:
+            _import_ray().shutdown()
+
+
+class _SampleActor:
+    def __init__(self, cache: str, coder: str, cfg, embeddings, bos_id: int | None):
+        from autointerp.cache import ActivationCache
+        from autointerp.sample import Sampler
+
+        logging.basicConfig(level=logging.WARNING)
+        self.sampler = Sampler(ActivationCache(cache), coder, cfg, embeddings, bos_id)
+
+    def sample(self, latents: list[int]) -> list[str]:
+        return [self.sampler.sample(latent).model_dump_json() for latent in latents]
+
+
+def sample_ray(address: str, workers: int, sampler, latents: list[int]) -> Iterator[str]:
+    """The JSON line of each of `latents`, in their order, sampled by `workers` Ray actors that each
+    build their own copy of the driver's `sampler` (a Sampler) from the cache on the shared file
+    system. At most two chunks per worker are out at once, so the lines held waiting for an earlier
+    chunk stay few."""
+    ray = _import_ray()
+    if sampler.cfg.similar_by != "embedding":
+        sampler.neighbours()  # once here (and stored where neighbours are), not once per worker
+    started = connect(address, workers)
+    try:
+        size = max(1, min(256, math.ceil(len(latents) / (4 * workers))))
+        chunks = [latents[i : i + size] for i in range(0, len(latents), size)]
+        embeddings = None if sampler.embeddings is None else ray.put(sampler.embeddings)
+        actor = ray.remote(num_cpus=1)(_SampleActor)
+        root = str(sampler.cache.root.resolve())
+        pool = [
+            actor.remote(root, sampler.coder, sampler.cfg, embeddings, sampler.bos_id)
+            for _ in range(workers)
+        ]
+        slots = [a for _ in range(2) for a in pool]  # two chunks out per worker
+        pending: dict = {}  # object ref -> (actor, chunk number)
+        done: dict[int, list[str]] = {}  # finished chunks waiting for an earlier one
+        submitted = 0
+        for nxt in range(len(chunks)):
+            while nxt not in done:  # chunks go out in order, so chunk `nxt` is out or next
+                while slots and submitted < len(chunks) and len(done) < 2 * workers:
+                    a = slots.pop(0)
+                    pending[a.sample.remote(chunks[submitted])] = (a, submitted)
+                    submitted += 1
+                (ref,), _ = ray.wait(list(pending), num_returns=1)
+                a, number = pending.pop(ref)
+                try:
+                    done[number] = ray.get(ref)
+                except ray.exceptions.RayError as e:
+                    raise RunError(f"a Ray worker failed while sampling: {e}") from None
+                slots.append(a)
+            yield from done.pop(nxt)
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def run_ray(

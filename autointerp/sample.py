@@ -40,6 +40,7 @@ from autointerp.cache import ActivationCache
 from autointerp.config import _Strict
 from autointerp.errors import ConfigError, SubjectError
 from autointerp.jsonl import SampleHead, cut_torn_line, read_jsonl, scan
+from autointerp.neighbours import neighbours
 from autointerp.types import Example, ExampleRef, LatentId, SampledLatent
 
 log = logging.getLogger(__name__)
@@ -139,14 +140,16 @@ class Sampler:
         self.ctx = cache.ctx_len
         self.n_blocks = cache.n_tokens // cfg.example_len
         self.stats = cache.stats(coder)
+        cache.ensure_index(coder)  # a latent's nonzeros in two slices, not one per shard
         self._neighbours: np.ndarray | None = None
         if cfg.similar_by == "embedding" and embeddings is None:
             raise ConfigError("similar_by: embedding needs the block embeddings (autointerp.embed)")
         self.embeddings = embeddings
         self._is_bos: np.ndarray | None = None  # per global token index: a BOS the corpus placed
+        self.bos_id: int | None = None  # the BOS left out, resolved (Ray workers need no tokenizer)
         if cfg.filter_bos:
             tokens = cache.tokens()
-            bos = cache_bos_id(cache, tokens) if bos_id == "auto" else bos_id
+            bos = self.bos_id = cache_bos_id(cache, tokens) if bos_id == "auto" else bos_id
             # BOS is placed at position 0 of a window only: the same id elsewhere (GPT-2-style
             # tokenizers separate documents with it) is text and stays
             starts = tokens[:, 0] == bos if bos is not None else np.zeros(0, dtype=bool)
@@ -284,7 +287,7 @@ class Sampler:
 
     # --- non-activating examples ------------------------------------------------------------
     def _random_negatives(
-        self, lid: LatentId, active: set[int], windows: _Windows, n: int
+        self, lid: LatentId, active: np.ndarray, windows: _Windows, n: int
     ) -> list[ExampleRef]:
         """Up to `n` random blocks where the latent is silent: uniform draws first (cheap for
         sparse latents), then, for a dense latent, the silent blocks themselves in random order."""
@@ -293,58 +296,62 @@ class Sampler:
 
         def take(block: int) -> None:
             seq, start = divmod(block * self.cfg.example_len, self.ctx)
-            if block not in active and windows.take(seq, start, self.cfg.example_len):
+            if windows.take(seq, start, self.cfg.example_len):
                 out.append(ExampleRef(seq=seq, start=start, kind="random"))
 
-        for block in rng.integers(0, self.n_blocks, size=max(4 * n, 64)):
+        draws = rng.integers(0, self.n_blocks, size=max(4 * n, 64))
+        for block in draws[~np.isin(draws, active)]:
             if len(out) >= n:
                 return out
             take(int(block))
         if len(out) < n:
-            silent = np.setdiff1d(
-                np.arange(self.n_blocks), np.fromiter(active, dtype=np.int64, count=len(active))
-            )
+            silent = np.setdiff1d(np.arange(self.n_blocks), active)
             for block in rng.permutation(silent):
                 if len(out) >= n:
                     break
                 take(int(block))
         return out
 
-    def neighbours(self) -> np.ndarray:
-        """(n_latents, n_neighbours) nearest latents by decoder cosine or co-occurrence."""
+    @property
+    def wants_neighbours(self) -> bool:
+        """Similar negatives are drawn where neighbouring latents fire."""
+        cfg = self.cfg
+        similar = cfg.n_similar_negatives > 0 or cfg.n_explain_negatives > 0
+        return similar and cfg.similar_by != "embedding"
+
+    def neighbours(self, progress: bool = False) -> np.ndarray:
+        """(n_latents, n_neighbours) nearest latents by decoder cosine or co-occurrence, computed
+        once per coder and stored beside the cache (autointerp.neighbours)."""
         if self._neighbours is None:
-            if self.cfg.similar_by == "cooccurrence":
-                n = self.cache.coders[self.coder]["n_latents"]
-                self._neighbours = _cooccurrence_neighbours(
-                    self.cache, self.coder, n, self.cfg.n_neighbours
-                )
-            else:
-                self._neighbours = _neighbours(self.cache, self.coder, self.cfg.n_neighbours)
+            by = "cooccurrence" if self.cfg.similar_by == "cooccurrence" else "decoder"
+            self._neighbours = neighbours(
+                self.cache, self.coder, self.cfg.n_neighbours, by=by, progress=progress
+            )
         return self._neighbours
 
-    def _similar_candidates(self, lid: LatentId, active: set[int]) -> list[int]:
-        """Inactive blocks ordered from most to least similar to the latent's activating ones."""
+    def _similar_candidates(self, lid: LatentId, active: np.ndarray) -> np.ndarray:
+        """Inactive blocks ordered from most to least similar to the latent's activating ones
+        (`active`: the latent's blocks, sorted)."""
         if self.cfg.similar_by == "embedding":
             assert self.embeddings is not None
-            own = np.fromiter(active, dtype=np.int64)[:256]
+            # the first 256 blocks in a Python set's order (by hash slot, not ascending), as records
+            # were always drawn: the centroid's rounding, hence the ranking, depends on the order
+            own = np.fromiter(set(active.tolist()), dtype=np.int64)[:256]
             centroid = self.embeddings[own].astype(np.float32).mean(0)
             order = np.argsort(-(self.embeddings.astype(np.float32) @ centroid), kind="stable")
-            return [
-                int(b)
-                for b in order[
-                    : 8 * (self.cfg.n_similar_negatives + self.cfg.n_explain_negatives)
-                    + len(active)
-                ]
-                if int(b) not in active
+            top = order[
+                : 8 * (self.cfg.n_similar_negatives + self.cfg.n_explain_negatives) + len(active)
             ]
+            return top[~np.isin(top, active)]
         rng = _rng(self.cfg.seed, lid, "similar-negatives")
-        candidates: list[int] = []
-        for other in self.neighbours()[lid.latent]:
-            tok, _ = self._latent(int(other))
-            blocks = np.unique(tok // self.cfg.example_len)
-            candidates.extend(int(b) for b in blocks if int(b) not in active)
-        candidates = list(dict.fromkeys(candidates))
-        return [int(b) for b in rng.permutation(candidates)] if candidates else []
+        E = self.cfg.example_len
+        found = [np.unique(self._latent(int(o))[0] // E) for o in self.neighbours()[lid.latent]]
+        blocks = np.concatenate([np.zeros(0, dtype=np.int64), *found])
+        blocks = blocks[~np.isin(blocks, active)]
+        # each block once, where the nearest neighbour that fires there lists it (the order the
+        # seeded permutation is drawn over)
+        _, first = np.unique(blocks, return_index=True)
+        return rng.permutation(blocks[np.sort(first)])
 
     def _similar_negatives(self, lid, active, windows, n_explain, n_score):
         candidates = self._similar_candidates(lid, active)
@@ -376,7 +383,7 @@ class Sampler:
                 f"non-overlapping activating windows (min_train is {min_train})"
             )
             return SampledLatent(status="skipped", reason=reason, **base)
-        active = set((tok // cfg.example_len).tolist())
+        active = np.unique(tok // cfg.example_len)
         explain_neg, similar = self._similar_negatives(
             lid, active, windows, cfg.n_explain_negatives, cfg.n_similar_negatives
         )
@@ -406,59 +413,6 @@ class Sampler:
             shortfall=shortfall,
             **base,
         )
-
-
-def _neighbours(cache: ActivationCache, coder: str, k: int) -> np.ndarray:
-    import torch
-
-    from autointerp.coders import load_coder
-    from autointerp.config import CoderConfig
-
-    meta = cache.coders[coder]
-    cfg = next(
-        (
-            CoderConfig(**c)
-            for c in cache.manifest["config"]["coders"]
-            if (c.get("name") or c["hookpoint"]) == coder
-        ),
-        None,
-    )
-    if cfg is None:  # a coder added to the cache by other means: no decoder to compare
-        log.warning(
-            "coder %r has no config in the cache; similar negatives by co-occurrence", coder
-        )
-        return _cooccurrence_neighbours(cache, coder, meta["n_latents"], k)
-    config = cache.manifest["config"]  # the baseline's coder: random-coder's own decoder
-    baseline, seed = config.get("baseline"), config.get("baseline_seed", 0)
-    W = load_coder(cfg, width=meta["d_in"], baseline=baseline, seed=seed).W_dec
-    if W is None:
-        return _cooccurrence_neighbours(cache, coder, meta["n_latents"], k)
-    W = torch.nn.functional.normalize(W.float(), dim=1)
-    out = []
-    for chunk in W.split(4096):
-        sims = chunk @ W.T
-        out.append(sims.topk(min(k + 1, len(W)), dim=1).indices[:, 1:])  # drop self
-    return torch.cat(out).numpy()
-
-
-def _cooccurrence_neighbours(
-    cache: ActivationCache, coder: str, n_latents: int, k: int
-) -> np.ndarray:
-    """Latents that fire in the same sequences most often (Jaccard), for coders without decoder."""
-    import torch
-
-    n_seqs = cache.n_tokens // cache.ctx_len
-    rows = min(n_seqs, 4096)
-    fires = torch.zeros(rows, n_latents)
-    for latent in range(n_latents):
-        tok, _ = cache.latent(coder, latent)
-        seqs = np.unique(tok // cache.ctx_len)
-        fires[seqs[seqs < rows], latent] = 1
-    inter = fires.T @ fires
-    count = fires.sum(0)
-    jaccard = inter / (count[:, None] + count[None, :] - inter).clamp_min(1)
-    jaccard.fill_diagonal_(-1)
-    return jaccard.topk(min(k, n_latents - 1), dim=1).indices.numpy()
 
 
 def cache_bos_id(cache: ActivationCache, tokens: np.ndarray) -> int | None:
@@ -524,9 +478,12 @@ def sample_coder(
     progress: bool = True,
     embeddings: np.ndarray | None = None,
     bos_id: int | None | Literal["auto"] = "auto",
+    ray: str | None = None,
+    workers: int = 2,
 ) -> Path:
     """Sample `latents` (default all) of one coder into `out/<coder>.jsonl`, resuming a partial file
-    (`bos_id`: see Sampler)."""
+    (`bos_id`: see Sampler). With `ray` (an address, as `autointerp run --ray`), `workers` Ray
+    actors sample chunks of latents and this process alone writes the file, in the same order."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{coder}.jsonl"
     done = {h.id.latent for _, h in scan(path, SampleHead)}
@@ -537,9 +494,20 @@ def sample_coder(
         if i not in done
     ]
     sampler = Sampler(cache, coder, cfg, embeddings, bos_id)
+    if todo and sampler.wants_neighbours:
+        sampler.neighbours(progress=progress)  # its own bar, before the sample bar starts its ETA
+    if ray and todo:
+        from autointerp.distributed import sample_ray
+
+        lines = sample_ray(ray, workers, sampler, todo)
+    else:
+        lines = (sampler.sample(latent).model_dump_json() for latent in todo)
     with open(path, "a") as f:
-        for latent in tqdm(todo, desc=f"sample {coder}", unit="latent", disable=not progress):
-            f.write(sampler.sample(latent).model_dump_json() + "\n")
+        bar = tqdm(
+            lines, total=len(todo), desc=f"sample {coder}", unit="latent", disable=not progress
+        )
+        for line in bar:
+            f.write(line + "\n")
             f.flush()
     return path
 
