@@ -242,7 +242,7 @@ def test_the_report_puts_trained_and_random_side_by_side(runs, tmp_path):
 def test_a_random_coder_cache_encodes_with_the_random_weights(tmp_path):
     from autointerp.cache import ActivationCache
     from autointerp.coders.baseline import random_coder
-    from autointerp.sample import _neighbours
+    from autointerp.neighbours import neighbours
 
     path = str(write_sparsify(tmp_path / "sae", n=256, k=8))
     coders = [CoderConfig(hookpoint=HOOK, path=path, name="sae.3")]
@@ -259,4 +259,4 @@ def test_a_random_coder_cache_encodes_with_the_random_weights(tmp_path):
     # similar negatives come from the random coder's own decoder
     w = torch.nn.functional.normalize(random_coder(trained, 0).W_dec.float(), dim=1)
     expected = (w @ w.T).topk(4, dim=1).indices[:, 1:].numpy()
-    assert (_neighbours(cache, "sae.3", 3) == expected).mean() > 0.95
+    assert (neighbours(cache, "sae.3", 3, progress=False) == expected).mean() > 0.95
