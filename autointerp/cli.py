@@ -132,15 +132,23 @@ def _print_info(root: Path) -> None:
         s = summary.get(name, {})
         nnz = s.get("nonzeros", 0)
         size = sum(f.stat().st_size for f in (root / "shards").glob(f"*/{name}/*.npy"))
+        index = sum(f.stat().st_size for f in (root / "index" / name).glob("*.npy"))
         typer.echo(
             f"  {name}: {meta['kind']} at {meta['hookpoint']}, {meta['n_latents']:,} latents, "
             f"{nnz:,} nonzeros (L0 {s.get('mean_l0', 0):.1f}), {s.get('dead_latents', 0):,} never fire, "
             f"{size / max(nnz, 1):.2f} bytes per nonzero"
+            + (f" (+{index / max(nnz, 1):.2f} in its latent index)" if index else "")
         )
 
 
 def _sample_stage(
-    cache_dir: Path, out: Path, cfg, coders: list[str] | None, latents: str | None
+    cache_dir: Path,
+    out: Path,
+    cfg,
+    coders: list[str] | None,
+    latents: str | None,
+    ray: str | None = None,
+    workers: int = 2,
 ) -> None:
     from autointerp.cache import ActivationCache
     from autointerp.pipeline import sample_stage, skip_reasons
@@ -154,7 +162,11 @@ def _sample_stage(
         name: parse_latents(latents, cache.coders[name]["n_latents"])
         for name in coders or list(cache.coders)
     }
-    for name, path in sample_stage(cache, cfg, out, ids).items():
+    if ray:
+        from autointerp.distributed import check_address
+
+        check_address(ray)  # before any work: a wrong address fails in seconds
+    for name, path in sample_stage(cache, cfg, out, ids, ray, workers).items():
         wanted = set(ids[name])
         records = [r for r in read_records(path) if r.id.latent in wanted]
         skipped = sum(r.status == "skipped" for r in records)
@@ -300,13 +312,22 @@ def sample(
     config: Annotated[Path | None, typer.Option(help="YAML with sampling options.")] = None,
     coder: CoderOpt = None,
     latents: LatentsOpt = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            help="Sample on Ray workers (the cache on a shared file system): `local` starts one "
+            "here; or HOST:PORT, ray://HOST:PORT, auto."
+        ),
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Ray workers.")] = 2,
 ) -> None:
     """Draw train, test and non-activating examples for each latent (resumes a partial run)."""
     from autointerp.sample import SampleConfig
 
     try:
         cfg = load_yaml(config, SampleConfig) if config else SampleConfig()
-        _sample_stage(cache_dir, out or cache_dir.parent / "sample", cfg, coder, latents)
+        out = out or cache_dir.parent / "sample"
+        _sample_stage(cache_dir, out, cfg, coder, latents, ray, workers)
     except AutointerpError as e:
         _fail(e)
 

@@ -307,9 +307,15 @@ def latent_ids(cfg: RunConfig, n_latents: int) -> list[int]:
 
 
 def sample_stage(
-    cache: ActivationCache, cfg: SampleConfig, folder: Path, ids: dict[str, list[int] | None]
+    cache: ActivationCache,
+    cfg: SampleConfig,
+    folder: Path,
+    ids: dict[str, list[int] | None],
+    ray: str | None = None,
+    workers: int = 2,
 ) -> dict[str, Path]:
-    """Sample the given latents of each coder (None: all) into `folder`; resumes."""
+    """Sample the given latents of each coder (None: all) into `folder`; resumes. With `ray`, on
+    `workers` Ray actors (the driver writes)."""
     write_config(folder, cfg)
     embeddings = None
     if cfg.similar_by == "embedding":
@@ -319,7 +325,9 @@ def sample_stage(
         tok = load_tokenizer(CacheConfig.model_validate(cache.manifest["config"]).subject)
         embeddings = block_embeddings(cache, tok.batch_decode, cfg.example_len, folder)
     return {
-        name: sample_coder(cache, name, cfg, folder, latents, embeddings=embeddings)
+        name: sample_coder(
+            cache, name, cfg, folder, latents, embeddings=embeddings, ray=ray, workers=workers
+        )
         for name, latents in ids.items()
     }
 
@@ -598,7 +606,9 @@ def run_job(
         from autointerp.distributed import check_address
 
         check_address(ray)  # before any work: a wrong address fails in seconds
-    with folder_lock(out, "run folder"):
+    from autointerp.distributed import ray_session
+
+    with folder_lock(out, "run folder"), ray_session(ray, workers):
         return _run_job(cfg, out, force, ray, workers, progress, gpus_per_worker, retry_failed)
 
 
@@ -625,7 +635,7 @@ def _run_job(cfg, out, force, ray, workers, progress, gpus_per_worker, retry_fai
     cache = ActivationCache(build_cache(cfg.cache_config(), out / "cache", progress))
     coders = select_coders(cache, cfg)
     ids = {name: latent_ids(cfg, cache.coders[name]["n_latents"]) for name in coders}
-    sample_stage(cache, cfg.sample, out / "sample", ids)
+    sample_stage(cache, cfg.sample, out / "sample", ids, ray, workers)
     chunks = plan(out, cfg, coders, cache, retry_failed)
     bar = Progress(total=sum(len(c.latents) for c in chunks))
     workers_here: list[Worker] = []

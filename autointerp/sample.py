@@ -1,6 +1,8 @@
 """Sampling: a finished cache -> one record per latent (train / test / non-activating examples).
 
-Usage: `autointerp sample RUN/cache --out RUN/sample [--latents 0-99]`; Python: `sample_coder(...)`.
+Usage: `autointerp sample RUN/cache --out RUN/sample [--latents 0-99] [--ray local --workers 2]`;
+Python: `sample_coder(...)`. A latent's nonzeros come from the cache's latent index (two slices,
+whatever the shard count; built on first use for a cache made before it existed).
 
 An example is a window of `example_len` tokens around one activation peak (`context_before` tokens of
 left context, since a causal model's activation depends only on what comes before). Candidates are the

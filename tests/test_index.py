@@ -187,8 +187,13 @@ def test_the_vectorised_sampler_writes_the_records_of_the_python_loops(
 
 
 # --- sampling on Ray ------------------------------------------------------------------------
-def test_sampling_on_local_ray_writes_the_records_of_a_local_run(many, tmp_path):
+def test_sampling_on_local_ray_writes_the_records_of_a_local_run(many, tmp_path, monkeypatch):
     pytest.importorskip("ray")
     local = _sample(many, tmp_path / "local")
+
+    def not_here(self, latent):
+        raise AssertionError("the driver sampled a latent itself")
+
+    monkeypatch.setattr(Sampler, "sample", not_here)  # the workers are other processes
     distributed = _sample(many, tmp_path / "ray", ray="local", workers=2)
     assert distributed == local and len(local.splitlines()) == len(LATENTS)
