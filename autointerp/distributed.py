@@ -113,8 +113,8 @@ def sample_ray(address: str, workers: int, sampler, latents: list[int]) -> Itera
     system. At most two chunks per worker are out at once, so the lines held waiting for an earlier
     chunk stay few."""
     ray = _import_ray()
-    if sampler.cfg.similar_by != "embedding":
-        sampler.neighbours()  # once here (and stored where neighbours are), not once per worker
+    if sampler.wants_neighbours:
+        sampler.neighbours()  # computed and stored beside the cache once, before the workers read it
     started = connect(address, workers)
     try:
         size = max(1, min(256, math.ceil(len(latents) / (4 * workers))))
