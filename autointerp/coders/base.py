@@ -112,11 +112,15 @@ class SparseCoder:
         return torch.topk(acts, max(width, 1), dim=-1, sorted=False)
 
     def _sparsify(self, pre: Tensor, threshold: Tensor | None) -> Tensor:
-        if self.activation == "relu":
-            return F.relu(pre)
-        if self.activation == "jumprelu":
-            return F.relu(pre) * (pre > threshold)
-        raise CoderError(f"unknown activation {self.activation!r}")
+        """ReLU or JumpReLU, in place: `pre` is a fresh product, and a second copy of it would
+        double the memory a step holds."""
+        if self.activation not in ("relu", "jumprelu"):
+            raise CoderError(f"unknown activation {self.activation!r}")
+        if self.W_enc is None:
+            pre = pre.clone()  # the caller's activations themselves
+        mask = pre > threshold if self.activation == "jumprelu" else None
+        acts = pre.relu_()
+        return acts if mask is None else acts.mul_(mask)
 
     def _chunks(self, x: Tensor, cols: int):
         """(first latent, pre-activations of latents first..first+cols) for each step; `x` has had
@@ -143,6 +147,7 @@ class SparseCoder:
                     v, keep = torch.topk(v, k, dim=-1, sorted=False)
                     i = i.gather(1, keep)
             best_v, best_i = v, i
+            del pre  # before the next step's product is made
         assert best_v is not None and best_i is not None
         return best_v.clamp_(min=0), best_i
 
@@ -156,6 +161,7 @@ class SparseCoder:
             acts = self._sparsify(pre, thr)
             r, c = acts.nonzero(as_tuple=True)
             out.append((r + first_row, c + lo, acts[r, c]))
+            del pre, acts  # before the next step's product is made
         return out
 
 
