@@ -20,7 +20,7 @@ other benchmarks (eval/bench_scale.py) to call.
 
 Usage:
     python -m eval.bench_encoder [--tokens 4096] [--latents 4608 65536] [--batch-size 16]
-                                 [--quiet-wait 30]
+                                 [--quiet-wait 20]
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def measure(
     latents: tuple[int, ...] = (4608, 65536),
     n_tokens: int = 4096,
     batch_size: int = 16,
-    quiet_wait: float = 30.0,
+    quiet_wait: float = 20.0,
     subject: Subject | None = None,
     workdir: Path | None = None,
 ) -> dict:
@@ -325,7 +325,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--quiet-wait",
         type=float,
-        default=30,
+        default=20,
         help="before each timed phase, wait up to this many seconds until other processes leave "
         "the CPU idle (0: do not wait)",
     )
