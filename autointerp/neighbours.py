@@ -7,7 +7,7 @@ Two ways to measure nearness:
 - decoder: cosine of the unit-normalised decoder rows. Exact search multiplies tiles of W W^T (each
   tile at most 4,096 x 4,096 floats, 64 MiB), and keeps a running top-k per row; W W^T is symmetric, so
   only the tiles on and above the diagonal are computed and each serves the rows of both its sides,
-  halving the work. It is O(n^2 d): ~40 s for 65,536 x 576 on two cores, ~3 h for 1M latents. Above
+  halving the work. It is O(n^2 d): ~42 s for 65,536 x 576 on two idle cores (83 CPU-s), ~3 h for 1M latents. Above
   `EXACT_MAX_LATENTS` an inverted-file index of FAISS (`pip install faiss-cpu`, the `scale` extra)
   searches a few of its lists per latent instead; without FAISS the exact search runs with a warning
   that says how long it will take. A coder with no config in the cache, or no decoder (neurons), falls
@@ -51,9 +51,9 @@ tile needs as much again, so the search stays well under 256 MiB beside W itself
 EXACT_MAX_LATENTS = 131_072
 """Exact decoder search up to this many latents (~40 s at 65,536 on two cores, O(n^2): ~3 min here);
 above it FAISS when installed."""
-EXACT_LATENTS_PER_S2 = 1e8
-"""Measured pace of the exact search, in latent pairs per second (n^2 / 2 pairs; ~40 s at 65,536
-latents on two cores), for the time the no-FAISS warning names."""
+EXACT_PAIRS_PER_S = 5e7
+"""Measured pace of the exact search on two idle cores, in latent pairs per second (n^2 / 2 pairs:
+83 CPU-s, ~42 s, at 65,536 x 576), for the time the no-FAISS warning names."""
 COOC_BLOCK_ENTRIES = 1 << 23
 """Latent pairs per co-occurrence block (block x n_latents): 64 MiB per dense float64 array of the
 block, a few of which are alive at once."""
@@ -229,7 +229,7 @@ def decoder_neighbours(
 
                 method = "faiss"
             except ImportError:
-                hours = n * n / 2 / EXACT_LATENTS_PER_S2 / 3600
+                hours = n * n / 2 / EXACT_PAIRS_PER_S / 3600
                 log.warning(
                     "exact neighbour search for %d latents: about %.1f h on two cores (O(n^2)); "
                     "`pip install faiss-cpu` (or autointerp[scale]) searches approximately in minutes",
@@ -262,11 +262,17 @@ def exact_neighbours(W, k: int, tile: int = TILE, bar: tqdm | None = None):
     if k == 0:
         return best_idx
     starts = range(0, n, tile)
+    # the bar counts latents in proportion to the tiles done: a tile row holds fewer tiles the
+    # further down the triangle it is, so counting finished rows would make the first ETA too long
+    sizes = [min(tile, n - a) for a in starts]
+    total = sum(r * c for i, r in enumerate(sizes) for c in sizes[i:])
+    done = 0
     for a in starts:
         rows = slice(a, min(a + tile, n))
         for b in starts[a // tile :]:
             cols = slice(b, min(b + tile, n))
             sims = W[rows] @ W[cols].T
+            done += sims.numel()
             if a == b:  # a latent is never its own neighbour, identical rows or not
                 sims.fill_diagonal_(-torch.inf)
             kr, kc = min(k, sims.shape[1]), min(k, sims.shape[0])
@@ -275,8 +281,8 @@ def exact_neighbours(W, k: int, tile: int = TILE, bar: tqdm | None = None):
             if a != b:
                 top = sims.T.topk(kc, dim=1)
                 merge(cols, top.values, top.indices + a)
-        if bar is not None:
-            bar.update(rows.stop - rows.start)
+            if bar is not None:
+                bar.update(round(n * done / total) - bar.n)
     return best_idx
 
 
