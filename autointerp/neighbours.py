@@ -1,29 +1,31 @@
 """Each latent's nearest other latents, whose windows give the sampler its "similar" negatives.
 
-Usage: `neighbours(cache, coder, k)` -> (n_latents, k) array, row i the k latents nearest to latent i,
-nearest first; `by="cooccurrence"` ranks latents by how often they fire in the same sequences.
+Usage: `neighbours(cache, coder, k)` -> (n_latents, k) array, row i the k latents nearest to latent
+i, nearest first; `by="cooccurrence"` ranks latents by how often they fire in the same sequences.
 
 Two ways to measure nearness:
 - decoder: cosine of the unit-normalised decoder rows. Exact search multiplies tiles of W W^T (each
-  tile at most 4,096 x 4,096 floats, 64 MiB), and keeps a running top-k per row; W W^T is symmetric, so
-  only the tiles on and above the diagonal are computed and each serves the rows of both its sides,
-  halving the work. It is O(n^2 d): ~42 s for 65,536 x 576 on two idle cores (83 CPU-s), ~3 h for 1M latents. Above
-  `EXACT_MAX_LATENTS` an inverted-file index of FAISS (`pip install faiss-cpu`, the `scale` extra)
-  searches a few of its lists per latent instead; without FAISS the exact search runs with a warning
-  that says how long it will take. A coder with no config in the cache, or no decoder (neurons), falls
-  back to co-occurrence. The random-coder baseline is compared through its own (random) decoder.
+  tile at most 4,096 x 4,096 floats, 64 MiB), and keeps a running top-k per row; W W^T is symmetric,
+  so only the tiles on and above the diagonal are computed and each serves the rows of both its
+  sides, halving the work. It is O(n^2 d): ~42 s for 65,536 x 576 on two idle cores (83 CPU-s), ~3 h
+  for 1M latents. Above `EXACT_MAX_LATENTS` an inverted-file index of FAISS (`pip install
+  faiss-cpu`, the `scale` extra) searches a few of its lists per latent instead; without FAISS the
+  exact search runs with a warning that says how long it will take. A coder with no config in the
+  cache, or no decoder (neurons), falls back to co-occurrence. The random-coder baseline is compared
+  through its own (random) decoder.
 - co-occurrence: Jaccard |A ∩ B| / |A ∪ B| of the sets of sequences two latents fire in, over every
   sequence of the cache, from a sparse binary (sequence x latent) matrix; X^T X is multiplied and
   made dense one block of latents at a time, so memory is bounded by the block, never n x n.
-A latent is never its own neighbour, not even when two decoder rows are identical. Co-occurrence ties
-(common: Jaccard 0 for rare latents) go to the lower latent index.
+
+A latent is never its own neighbour, not even when two decoder rows are identical. Co-occurrence
+ties (common: Jaccard 0 for rare latents) go to the lower latent index.
 
 The answer is computed once per coder and stored beside the cache, in
-`CACHE/neighbours/<coder>.<by>.k<k>.npy` with a JSON record of what it was computed from (the coder's
-fingerprint from cache.json, n_latents, the method, and for co-occurrence the cache's n_tokens); every
-later `sample` call and every Ray worker reads it, a stored answer for a larger k serves a smaller one,
-and one whose record no longer matches the cache is computed again. A cache folder that cannot be
-written to is served from memory, with a warning.
+`CACHE/neighbours/<coder>.<by>.k<k>.npy` with a JSON record of what it was computed from (the
+coder's fingerprint from cache.json, n_latents, the method, and for co-occurrence the cache's
+n_tokens); every later `sample` call and every Ray worker reads it, a stored answer for a larger k
+serves a smaller one, and one whose record no longer matches the cache is computed again. A cache
+folder that cannot be written to is served from memory, with a warning.
 """
 
 from __future__ import annotations
@@ -65,8 +67,9 @@ _in_memory: dict[tuple, np.ndarray] = {}  # answers for caches whose folder is n
 def neighbours(
     cache: ActivationCache, coder: str, k: int, by: By = "decoder", progress: bool = True
 ) -> np.ndarray:
-    """(n_latents, k) nearest other latents of `coder`, nearest first (k is capped at n_latents - 1),
-    read from the cache's neighbours folder when stored there, else computed and stored."""
+    """(n_latents, k) nearest other latents of `coder`, nearest first (k is capped at
+    n_latents - 1), read from the cache's neighbours folder when stored there, else computed and
+    stored."""
     if by not in ("decoder", "cooccurrence"):
         raise ConfigError(f"neighbours by {by!r}: use 'decoder' or 'cooccurrence'")
     if coder not in cache.coders:
@@ -216,7 +219,7 @@ def _decoder(cache: ActivationCache, coder: str):
 def decoder_neighbours(
     W, k: int, bar: tqdm | None = None, method: Literal["auto", "exact", "faiss"] = "auto"
 ) -> tuple[np.ndarray, str]:
-    """(n, k) nearest rows of W by cosine, self excluded, and the method used ("exact" or "faiss")."""
+    """(n, k) nearest rows of W by cosine, self excluded, and the method used ("exact"/"faiss")."""
     import torch
 
     W = torch.as_tensor(W).float()
@@ -232,7 +235,8 @@ def decoder_neighbours(
                 hours = n * n / 2 / EXACT_PAIRS_PER_S / 3600
                 log.warning(
                     "exact neighbour search for %d latents: about %.1f h on two cores (O(n^2)); "
-                    "`pip install faiss-cpu` (or autointerp[scale]) searches approximately in minutes",
+                    "`pip install faiss-cpu` (or autointerp[scale]) searches approximately in "
+                    "minutes",
                     n,
                     hours,
                 )
@@ -244,8 +248,8 @@ def decoder_neighbours(
 
 def exact_neighbours(W, k: int, tile: int = TILE, bar: tqdm | None = None):
     """(n, k) int64 tensor: the k rows of W with the largest inner product with each row, self
-    excluded, largest first. Tiles of W W^T on and above the diagonal only, each serving its rows and
-    (transposed) its columns; a running top-k per row."""
+    excluded, largest first. Tiles of W W^T on and above the diagonal only, each serving its rows
+    and (transposed) its columns; a running top-k per row."""
     import torch
 
     n = len(W)
@@ -290,8 +294,8 @@ FAISS_NPROBE = 32
 
 
 def faiss_neighbours(x: np.ndarray, k: int, bar: tqdm | None = None, nprobe: int = FAISS_NPROBE):
-    """Approximate (n, k) nearest rows of unit rows `x` by inner product: FAISS's inverted-file index
-    (4 sqrt(n) lists, trained by k-means on a sample), searching `nprobe` lists per latent."""
+    """Approximate (n, k) nearest rows of unit rows `x` by inner product: FAISS's inverted-file
+    index (4 sqrt(n) lists, trained by k-means on a sample), searching `nprobe` lists per latent."""
     import faiss
 
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -319,8 +323,8 @@ def faiss_neighbours(x: np.ndarray, k: int, bar: tqdm | None = None, nprobe: int
 
 
 def cooccurrence_matrix(cache: ActivationCache, coder: str):
-    """Binary CSR (sequence x latent): 1 where the latent fires anywhere in the sequence. Built shard
-    by shard from the cache's offsets and positions."""
+    """Binary CSR (sequence x latent): 1 where the latent fires anywhere in the sequence. Built
+    shard by shard from the cache's offsets and positions."""
     import scipy.sparse as sp
 
     n = int(cache.coders[coder]["n_latents"])

@@ -46,7 +46,7 @@ def test_exact_search_equals_brute_force_and_never_names_the_latent_itself():
         assert method == "exact" and got.shape == (600, 6)
         assert not (got == np.arange(600)[:, None]).any()
         assert np.allclose(np.take_along_axis(S, got, 1), np.take_along_axis(S, expected, 1))
-        # indices too, except where two candidates are equally near (the duplicated rows, 50 and 100)
+        # indices too, except where two are equally near (the duplicated rows, 50 and 100)
         tie = np.isclose(
             np.take_along_axis(S, expected, 1)[:, :, None], S[:, None, [3, 7, 8, 50, 100]]
         )
