@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     res = measure(tuple(args.latents), args.tokens, args.batch_size, args.quiet_wait)
-    res["command"] = "python -m eval.bench_encoder " + " ".join(sys.argv[1:])
+    res["command"] = " ".join(["python -m eval.bench_encoder", *sys.argv[1:]])
     write_results(res, args.results)
     print(render_markdown(res))
     return res
