@@ -646,7 +646,8 @@ class ActivationCache:
         if index is not None:
             off, tokens, values = index
             a, b = int(off[latent]), int(off[latent + 1])
-            return tokens[a:b].astype(np.int64), values[a:b].astype(np.float32)
+            # np.array, not astype: a memmap's astype stays a memmap, slow to index in Python
+            return np.array(tokens[a:b], dtype=np.int64), np.array(values[a:b], dtype=np.float32)
         tok, val = [], []
         shard_tokens = self.shard_seqs * self.ctx_len
         for shard in self.shard_names:
