@@ -177,7 +177,7 @@ BEFORE = "16e4f1d80fe70cef9b856a69c9ea26094849f297d9361574b38972094bb4a89f"
 def test_the_vectorised_sampler_writes_the_records_of_the_python_loops(
     mixed_cache, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(Sampler, "neighbours", lambda self: NEIGHBOURS)
+    monkeypatch.setattr(Sampler, "neighbours", lambda self, progress=False: NEIGHBOURS)
     cfg = SampleConfig(n_train=10, n_test=20, n_random_negatives=30, n_similar_negatives=20)
     path = sample_coder(mixed_cache, "c", cfg, tmp_path, None, progress=False)
     records = list(read_records(path))
