@@ -29,7 +29,6 @@ import pytest
 import yaml
 
 from autointerp.cache import ActivationCache
-
 from eval.bench_scale import process_usage, run_config
 from eval.synthetic import cache_config, tiny_embedder, write_cache, write_coder
 
