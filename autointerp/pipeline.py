@@ -361,15 +361,6 @@ class ChunkResult:
     explain_tokens: int = 0
 
 
-def plan(
-    out: Path, cfg: RunConfig, coders: list[str], cache: ActivationCache, retry: bool = False
-) -> list[PlannedChunk]:
-    """The chunks still to do, in latent order; torn last lines are cut first. With `retry`, failed
-    explanations and scores count as not done (their new lines are appended; readers keep a
-    latent's last line), and only chunks holding such a failure bypass the response cache. Each
-    file is read once, through heads (`autointerp.jsonl`): no full record is built here."""
-    chunks = []
-    for coder in coders:
 @dataclass(frozen=True)
 class PlannedChunk:
     """A chunk still to do, as latent ids: its records and explanations are read from their files
@@ -391,6 +382,15 @@ class PlannedChunk:
         return Chunk(self.coder, records, explanations, self.wanted, self.refresh)
 
 
+def plan(
+    out: Path, cfg: RunConfig, coders: list[str], cache: ActivationCache, retry: bool = False
+) -> list[PlannedChunk]:
+    """The chunks still to do, in latent order; torn last lines are cut first. With `retry`, failed
+    explanations and scores count as not done (their new lines are appended; readers keep a
+    latent's last line), and only chunks holding such a failure bypass the response cache. Each
+    file is read once, through heads (`autointerp.jsonl`): no full record is built here."""
+    chunks = []
+    for coder in coders:
         wanted = set(latent_ids(cfg, cache.coders[coder]["n_latents"]))
         sample_path = out / "sample" / f"{coder}.jsonl"
         lines = latest(sample_path, SampleHead, lambda h: h.id.latent, lambda h: h.status == "ok")
@@ -434,14 +434,6 @@ class PlannedChunk:
     return chunks
 
 
-class Worker:
-    """Explains and scores chunks with its own clients: one per process, or per Ray actor."""
-
-    def __init__(self, out: Path, cfg: RunConfig, tag: str = "", index: int = 0):
-        from autointerp.clients import BACKENDS, make_client
-
-        cfg = cfg.model_copy(
-            update={
 def _no_text(e: ExplanationHead) -> bool:
     return e.text is None
 
@@ -450,6 +442,14 @@ def _key(line: ExplanationHead | ScoreHead) -> int:
     return line.latent.latent
 
 
+class Worker:
+    """Explains and scores chunks with its own clients: one per process, or per Ray actor."""
+
+    def __init__(self, out: Path, cfg: RunConfig, tag: str = "", index: int = 0):
+        from autointerp.clients import BACKENDS, make_client
+
+        cfg = cfg.model_copy(
+            update={
                 "client": _server(cfg.client, index),
                 "score_client": _server(cfg.score_client, index),
             }
@@ -760,6 +760,8 @@ def skip_settings(reasons: dict[str, int]) -> list[str]:
 
 
 def _coder_summary(out, cfg, coder, cache, values) -> dict:
+    """One coder's counts, from the heads of its files (each read once); the main metric values
+    of its good scores are added to `values`."""
     wanted = set(latent_ids(cfg, cache.coders[coder]["n_latents"]))
     n_records, ok, skipped = 0, set(), []
     for _, r in scan(out / "sample" / f"{coder}.jsonl", SampleHead):
@@ -773,8 +775,6 @@ def _coder_summary(out, cfg, coder, cache, values) -> dict:
     expl = {i: none for i, (_, none) in heads.items() if i in ok}
     failed = {i for i, none in expl.items() if none}
     n_explained = len(expl) - len(failed)
-    """One coder's counts, from the heads of its files (each read once); the main metric values
-    of its good scores are added to `values`."""
     scored = ok - failed
     for name in cfg.score.scorers:
         metric = MAIN_METRIC[name]
