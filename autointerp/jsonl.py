@@ -152,6 +152,8 @@ class LineIndex:
     def read(self, latents: Iterable[int], model: type[R]) -> dict[int, R]:
         """The records of those of `latents` that the index holds, in the order asked."""
         out: dict[int, R] = {}
+        if not len(self.latents):
+            return out  # the file may not exist yet
         parse = _parser(model)
         with open(self.path, "rb") as f:
             for latent in latents:
@@ -163,6 +165,8 @@ class LineIndex:
 
     def records(self, model: type[R]) -> Iterator[R]:
         """Every indexed line's record, in latent order, one at a time."""
+        if not len(self.latents):
+            return
         parse = _parser(model)
         with open(self.path, "rb") as f:
             for offset in self.offsets:

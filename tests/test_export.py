@@ -187,8 +187,8 @@ def test_interrupted_export_leaves_no_file_that_looks_complete(small_run, tmp_pa
     out = tmp_path / "out"
     export_run(small_run, out, n_examples=0)
 
-    def boom(rows, path):
-        path.write_text("{half a line")
+    def boom(rows, f):  # the JSONL file is written a batch of rows at a time
+        f.write("{half a line")
         raise RuntimeError("interrupted")
 
     monkeypatch.setattr(export, "_write_jsonl", boom)
