@@ -41,10 +41,24 @@ def read_jsonl(path: Path, model: type[R]) -> Iterator[R]:
 
 def cut_torn_line(path: Path) -> None:
     """Drop a last line that has no newline (a write that was interrupted)."""
-    if path.exists() and path.stat().st_size:
-        data = path.read_bytes()
-        if not data.endswith(b"\n"):
-            path.write_bytes(data[: data.rfind(b"\n") + 1])
+    if not path.exists() or not path.stat().st_size:
+        return
+    with open(path, "r+b") as f:  # read backwards from the end: the file may be gigabytes
+        end = f.seek(0, 2)
+        f.seek(end - 1)
+        if f.read(1) == b"\n":
+            return
+        pos = end
+        while pos > 0:
+            start = max(0, pos - (1 << 16))
+            f.seek(start)
+            block = f.read(pos - start)
+            i = block.rfind(b"\n")
+            if i >= 0:
+                f.truncate(start + i + 1)
+                return
+            pos = start
+        f.truncate(0)
 
 
 class _Head(BaseModel):

@@ -24,7 +24,7 @@ from autointerp.export import (
     _top_examples,
     slug,
 )
-from autointerp.jsonl import LineIndex, SampleHead, ScoreHead, latest, scan
+from autointerp.jsonl import LineIndex, SampleHead, ScoreHead, cut_torn_line, latest, scan
 from autointerp.runfolder import RunFolder
 from autointerp.score.base import LatentScore
 from autointerp.types import Explanation, SampledLatent
@@ -70,6 +70,24 @@ def test_line_index_reads_a_latents_last_line(small_run, tmp_path):
     assert index.read([first.id.latent], SampledLatent)[first.id.latent] == first
     assert [r.id.latent for r in index.records(SampledLatent)] == sorted(found)
     assert index.read([10_000], SampledLatent) == {}
+
+
+@pytest.mark.parametrize(
+    ("data", "kept"),
+    [
+        (b"", b""),
+        (b"a\n", b"a\n"),
+        (b"a\nbc", b"a\n"),
+        (b"abc", b""),
+        (b"a\n" + b"x" * 200_000, b"a\n"),  # a torn line longer than a block read from the end
+        (b"q\n" * 70_000 + b"zz", b"q\n" * 70_000),
+    ],
+)
+def test_cut_torn_line_keeps_every_whole_line(tmp_path, data, kept):
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(data)
+    cut_torn_line(path)
+    assert path.read_bytes() == kept
 
 
 # ---- resume --------------------------------------------------------------------------------------
