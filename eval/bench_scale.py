@@ -86,8 +86,13 @@ def _rss_mib() -> float:
 
 def process_usage(cmd: list[str], env: dict[str, str] | None = None, cwd: Path = REPO) -> dict:
     """Run `cmd` in a fresh process and wait for it: wall seconds, CPU seconds (user + system of the
-    process and the children it waited for), peak RSS (ru_maxrss, MiB), exit status, and the CPU that
+    process and the children it waited for), peak RSS (its ru_maxrss as GNU time reports it, MiB), exit status, and the CPU that
     other processes used meanwhile (cores, averaged)."""
+    # ru_maxrss of a forked child counts the parent's pages until exec (the kernel keeps the
+    # high-water mark across exec), so the child is started by GNU time, a small process, whose
+    # own child's peak is then its own
+    peak_file = Path(tempfile.mkstemp(suffix=".maxrss")[1])
+    cmd = ["/usr/bin/time", "-f", "%M", "-o", str(peak_file), *cmd]
     t0, (busy0, _) = time.perf_counter(), _cpu_seconds()
     proc = subprocess.Popen(cmd, cwd=cwd, env={**os.environ, **(env or {})})
     _, status, usage = os.wait4(proc.pid, 0)
@@ -98,10 +103,11 @@ def process_usage(cmd: list[str], env: dict[str, str] | None = None, cwd: Path =
     return {
         "wall_s": round(wall, 2),
         "cpu_s": round(cpu, 2),
-        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+        "peak_rss_mib": round(int(peak_file.read_text().split()[-1]) / 1024, 1),  # KiB
         "other_cores": round(max(0.0, busy - busy0 - cpu) / wall, 2),
         "exit": proc.returncode,
     }
+    peak_file.unlink()
 
 
 def measured(args: list[str], quiet_wait: float) -> dict:
