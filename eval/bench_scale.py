@@ -100,7 +100,7 @@ def process_usage(cmd: list[str], env: dict[str, str] | None = None, cwd: Path =
     wall = time.perf_counter() - t0
     busy, _ = _cpu_seconds()
     cpu = usage.ru_utime + usage.ru_stime
-    return {
+    result = {
         "wall_s": round(wall, 2),
         "cpu_s": round(cpu, 2),
         "peak_rss_mib": round(int(peak_file.read_text().split()[-1]) / 1024, 1),  # KiB
@@ -108,6 +108,7 @@ def process_usage(cmd: list[str], env: dict[str, str] | None = None, cwd: Path =
         "exit": proc.returncode,
     }
     peak_file.unlink()
+    return result
 
 
 def measured(args: list[str], quiet_wait: float) -> dict:
