@@ -151,8 +151,9 @@ def _sample_stage(
     workers: int = 2,
 ) -> None:
     from autointerp.cache import ActivationCache
+    from autointerp.jsonl import SampleHead, scan
     from autointerp.pipeline import sample_stage, skip_reasons
-    from autointerp.sample import parse_latents, read_records
+    from autointerp.sample import parse_latents
 
     cache = ActivationCache(cache_dir)
     for name in coders or []:
@@ -168,10 +169,11 @@ def _sample_stage(
         check_address(ray)  # before any work: a wrong address fails in seconds
     for name, path in sample_stage(cache, cfg, out, ids, ray, workers).items():
         wanted = set(ids[name])
-        records = [r for r in read_records(path) if r.id.latent in wanted]
-        skipped = sum(r.status == "skipped" for r in records)
-        typer.echo(f"{name}: {len(records) - skipped} latents sampled, {skipped} skipped -> {path}")
-        _print_skipped(skip_reasons(records))
+        heads = [r for _, r in scan(path, SampleHead) if r.id.latent in wanted]
+        n, skipped = len(heads), [r for r in heads if r.status == "skipped"]
+        del heads
+        typer.echo(f"{name}: {n - len(skipped)} latents sampled, {len(skipped)} skipped -> {path}")
+        _print_skipped(skip_reasons(skipped))
 
 
 def _explain_stage(

@@ -34,8 +34,15 @@ from autointerp.cache import ActivationCache
 from autointerp.clients.base import Chat, GenParams, LLMClient, Usage
 from autointerp.config import ClientConfig, _Strict
 from autointerp.errors import AutointerpError
-from autointerp.jsonl import cut_torn_line, read_jsonl
-from autointerp.sample import TokenDecoder, read_records, render
+from autointerp.jsonl import (
+    ExplanationHead,
+    LineIndex,
+    cut_torn_line,
+    ok_sample_lines,
+    read_jsonl,
+    scan,
+)
+from autointerp.sample import TokenDecoder, render
 from autointerp.types import Example, Explanation, SampledLatent
 
 log = logging.getLogger(__name__)
@@ -329,21 +336,38 @@ def explain_coder(
     """Explain every sampled (not skipped) latent of one coder into `out/<coder>.jsonl`; resumes."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / sample_path.name
-    done = read_explanations(path)
+    done = {h.latent.latent for _, h in scan(path, ExplanationHead)}
     cut_torn_line(path)
-    todo = [
-        r
-        for r in read_records(sample_path)
-        if r.status == "ok"
-        and r.id.latent not in done
-        and (latents is None or r.id.latent in latents)
-    ]
+    lines = {
+        i: at
+        for i, at in ok_sample_lines(sample_path).items()
+        if i not in done and (latents is None or i in latents)
+    }
+    todo = _Todo(list(lines), LineIndex(sample_path, lines))  # records read a call at a time
+    del lines
     asyncio.run(_explain_all(explainer, todo, path, sample_path.stem, progress))
     return path
 
 
+class _Todo:
+    """Latents to explain, in the order of the sample file; slicing reads their records."""
+
+    def __init__(self, latents: list[int], index: LineIndex):
+        self.latents, self.index = latents, index
+
+    def __len__(self) -> int:
+        return len(self.latents)
+
+    def __getitem__(self, part: slice) -> list[SampledLatent]:
+        return list(self.index.read(self.latents[part], SampledLatent).values())
+
+
 async def _explain_all(
-    explainer: Explainer, todo: list[SampledLatent], path: Path, name: str, progress: bool
+    explainer: Explainer,
+    todo: list[SampledLatent] | _Todo,
+    path: Path,
+    name: str,
+    progress: bool,
 ) -> None:
     step = explainer.cfg.latents_per_call
     usage = explainer.usage

@@ -236,8 +236,13 @@ def _out_folder(root: Path, out: str | Path | None) -> Path:
 # ---- rows ----------------------------------------------------------------------------------------
 
 
-ROW_BATCH = 1024
-"""Rows converted and written together: one parquet row group, and what export holds at a time."""
+ROW_BATCH = 64
+"""Rows converted from JSON to Arrow (and written to the JSONL file) together: the Python objects
+export holds at a time (~150 KiB a row with 10 top examples, so a few MiB)."""
+
+ROW_GROUP_BYTES = 64 << 20
+"""Arrow bytes gathered before they are written as one parquet row group: few, large row groups
+(a million latents make ~200 of them), and a bound on what export holds however many rows."""
 
 
 def _check_inputs(run: RunFolder) -> None:
@@ -298,8 +303,10 @@ def _write_rows(
 
 
 def _convert(rows_path: Path, schema: pa.Schema, parquet: Path, jsonl: Path) -> None:
-    """The rows, typed by `schema`, into the parquet file (a row group per batch) and the JSONL
-    file (each row as the parquet file gives it back: every column, in schema order)."""
+    """The rows, typed by `schema`, into the parquet file (row groups of about ROW_GROUP_BYTES)
+    and the JSONL file (each row as the parquet file gives it back: every column, in schema
+    order). Rows are converted ROW_BATCH at a time; only their Arrow form waits for its group."""
+    group: list[pa.Table] = []
     with (
         open(rows_path, encoding="utf-8") as f,
         pq.ParquetWriter(parquet, schema) as writer,
@@ -307,8 +314,14 @@ def _convert(rows_path: Path, schema: pa.Schema, parquet: Path, jsonl: Path) -> 
     ):
         for batch in _batches((json.loads(line) for line in f), ROW_BATCH):
             table = pa.Table.from_pylist(batch, schema=schema)
-            writer.write_table(table)
+            del batch
             _write_jsonl(table.to_pylist(), out)
+            group.append(table)
+            if sum(t.nbytes for t in group) >= ROW_GROUP_BYTES:
+                writer.write_table(pa.concat_tables(group))
+                group = []
+        if group:
+            writer.write_table(pa.concat_tables(group))
 
 
 def _batches(items: Iterator[dict], size: int) -> Iterator[list[dict]]:

@@ -188,6 +188,20 @@ class LineIndex:
                 yield parse(f.readline())
 
 
+def ok_sample_lines(path: Path) -> dict[int, int]:
+    """Latent -> byte offset of its last line in a sample file, for the latents whose last line
+    was sampled (status "ok"), as the explain and score stages take them."""
+    return {i: at for i, (at, ok) in latest(path, SampleHead, _sample_latent, _ok).items() if ok}
+
+
+def _sample_latent(h: SampleHead) -> int:
+    return h.id.latent
+
+
+def _ok(h: SampleHead) -> bool:
+    return h.status == "ok"
+
+
 def line_index(path: Path, model: type[R], key: Callable[[R], int]) -> LineIndex:
     """The index of every latent's last readable line of a results file (empty if none)."""
     return LineIndex(path, {i: at for i, (at, _) in latest(path, model, key, _none).items()})

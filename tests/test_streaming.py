@@ -209,6 +209,7 @@ def test_export_streams_batches_and_writes_what_the_whole_table_export_wrote(
     small_run, tmp_path, monkeypatch
 ):
     monkeypatch.setattr(export, "ROW_BATCH", 5)
+    monkeypatch.setattr(export, "ROW_GROUP_BYTES", 1)  # every converted batch is a row group
     written: list[int] = []
     original = pq.ParquetWriter.write_table
 
@@ -228,3 +229,16 @@ def test_export_streams_batches_and_writes_what_the_whole_table_export_wrote(
     expected = json.dumps(records, indent=1) + "\n"
     assert paths["neuronpedia"].read_text() == expected
     assert not list(paths["parquet"].parent.glob(".*partial"))
+
+
+def test_export_gathers_small_batches_into_large_row_groups(small_run, tmp_path, monkeypatch):
+    """Rows are converted a few at a time, but written as row groups of ROW_GROUP_BYTES: a million
+    latents do not make thousands of row groups (and a footer that large)."""
+    monkeypatch.setattr(export, "ROW_BATCH", 2)
+    paths = export.export_run(small_run, tmp_path / "big", n_examples=N_EXAMPLES)
+    meta = pq.ParquetFile(paths["parquet"]).metadata
+    assert meta.num_rows > 2 and meta.num_row_groups == 1
+    run = RunFolder(small_run)
+    table, rows, _ = _whole_table_export(run, slug(run.subject_model))
+    assert pq.read_table(paths["parquet"]).equals(table)
+    assert [json.loads(x) for x in paths["jsonl"].read_text().splitlines()] == rows

@@ -35,8 +35,16 @@ from tqdm.auto import tqdm
 
 from autointerp.cache import ActivationCache
 from autointerp.config import CacheConfig, ClientConfig, _Strict
-from autointerp.jsonl import cut_torn_line, read_jsonl
-from autointerp.sample import TokenDecoder, read_records, render
+from autointerp.jsonl import (
+    LineIndex,
+    ScoreHead,
+    cut_torn_line,
+    latest,
+    ok_sample_lines,
+    read_jsonl,
+    scan,
+)
+from autointerp.sample import TokenDecoder, render
 from autointerp.score.base import LatentItem, LatentScore, Scorer, failed
 from autointerp.score.classifier import ClassifierConfig, ClassifierScorer
 from autointerp.score.embedding import EmbeddingConfig
@@ -239,6 +247,14 @@ def read_scores(path: Path) -> dict[int, LatentScore]:
     return {s.latent.latent: s for s in read_jsonl(path, LatentScore)}
 
 
+def _latent(s: ScoreHead) -> int:
+    return s.latent.latent
+
+
+def _same(s: ScoreHead) -> ScoreHead:
+    return s
+
+
 def precheck(record: SampledLatent, explanation: Explanation, scorer: str) -> LatentScore | None:
     """A failed score when the latent cannot be scored at all; None when it can. The
     explanation-free scorers need only test examples."""
@@ -267,18 +283,19 @@ def score_coder(
     """Score the explained latents of one coder with each scorer into `out/<scorer>/<coder>.jsonl`,
     skipping latents already scored there (resume)."""
     coder = sample_path.stem
-    records = {
-        r.id.latent: r
-        for r in read_records(sample_path)
-        if r.status == "ok"
-        and r.id.latent in explanations
-        and (latents is None or r.id.latent in latents)
-    }
+    records = LineIndex(  # read a group of latents at a time (`_score_all`)
+        sample_path,
+        {
+            i: at
+            for i, at in ok_sample_lines(sample_path).items()
+            if i in explanations and (latents is None or i in latents)
+        },
+    )
     paths, todo = {}, {}
     for name in scorers:
         path = out / name / f"{coder}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
-        done = read_scores(path)
+        done = {h.latent.latent for _, h in scan(path, ScoreHead)}
         cut_torn_line(path)
         paths[name] = path
         todo[name] = [i for i in records if i not in done]
@@ -303,9 +320,9 @@ async def _score_all(ctx, coder, records, explanations, paths, todo, progress) -
             disable=not progress,
         ) as bar:
             for s in range(0, len(union), step):
-                results = await score_latents(
-                    ctx, built, union[s : s + step], records, explanations, wanted
-                )
+                ids = union[s : s + step]
+                group = records.read(ids, SampledLatent)
+                results = await score_latents(ctx, built, ids, group, explanations, wanted)
                 for name, scores in results.items():
                     write_scores(files[name], scores, stats)
                     bar.update(len(scores))
@@ -366,7 +383,7 @@ def summarize(paths: dict[str, Path]) -> dict[str, dict]:
     """Per scorer: latents scored and failed, and the mean of its main metric over scored latents."""
     out = {}
     for name, path in paths.items():
-        scores = list(read_scores(path).values())
+        scores = [h for _, (_, h) in latest(path, ScoreHead, _latent, _same).items()]
         ok = [s for s in scores if s.status == "ok"]
         key = MAIN_METRIC[name]
         values = [s.metrics.get(key) for s in ok]

@@ -33,7 +33,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -42,7 +42,7 @@ from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
 from autointerp.config import _Strict
-from autointerp.jsonl import cut_torn_line, read_jsonl
+from autointerp.jsonl import ScoreHead, cut_torn_line, read_jsonl, scan
 from autointerp.score import metrics
 from autointerp.score.base import LatentItem, LatentScore, Scorer
 from autointerp.types import Explanation, LatentId, SampledLatent
@@ -131,12 +131,18 @@ def _next_other(kind: list[int]) -> list[int | None]:
     return out
 
 
-def _ok_texts(true: dict[int, LatentScore]) -> dict[int, str]:
+def _ok_texts(true: Mapping[int, LatentScore | ScoreHead]) -> dict[int, str]:
     return {
         i: s.explanation
         for i, s in true.items()
         if s.status == "ok" and s.explanation and s.explanation.strip()
     }
+
+
+def true_scores(path: Path) -> dict[int, ScoreHead]:
+    """Latent -> its (last) score of a run's score file, without predictions: what the check
+    reads of the true scores (status, explanation, metrics)."""
+    return {h.latent.latent: h for _, h in scan(path, ScoreHead)}
 
 
 def read_controls(path: Path) -> dict[int, ControlScore]:
@@ -200,7 +206,7 @@ def check_coder(
     get_scorer: Callable[[], Scorer],
     coder: str,
     load: Loader,
-    true: dict[int, LatentScore],
+    true: Mapping[int, LatentScore | ScoreHead],
     path: Path,
     cfg: JudgeCheckConfig,
     make_item: Callable[[SampledLatent, Explanation], LatentItem],
@@ -275,8 +281,6 @@ def run_checks(
     """The judge check of every checked scorer and coder (`load`: see `Loader`, e.g. `load_from`);
     saves the settings first, so that a disabled check is on record. With `retry_failed`, controls
     that failed are scored again. Returns each scorer's LLM work done now (calls, tokens, failed)."""
-    from autointerp.score import read_scores
-
     usage: dict[str, dict[str, int]] = {}
     if not CHECKED & set(scorers):
         return usage  # no LLM judge in this run: nothing to check or to record
@@ -290,7 +294,7 @@ def run_checks(
                 lambda s=scorer, c=coder: get_scorer(s, c),
                 coder,
                 load,
-                read_scores(scores_dir / scorer / f"{coder}.jsonl"),
+                true_scores(scores_dir / scorer / f"{coder}.jsonl"),
                 check_dir / scorer / f"{coder}.jsonl",
                 cfg,
                 make_item,
@@ -341,7 +345,7 @@ def check_metric(scorer: str, scores: list[LatentScore]) -> str:
 
 
 def verdict(
-    true: dict[int, LatentScore],
+    true: Mapping[int, LatentScore | ScoreHead],
     controls: dict[int, ControlScore],
     scorer: str,
     coder: str,
@@ -386,8 +390,6 @@ def folder_verdicts(
     """scorer -> coder -> verdict (see `verdict`) for every checked scorer among `scorers`, from
     the files of a run (`scores_dir` RUN/scores, `check_dir` RUN/judge_check). Without
     `check_dir/config.json` the verdict is `not made`; with the check disabled, `disabled`."""
-    from autointerp.score import read_scores
-
     settings = check_dir / "config.json"
     cfg = JudgeCheckConfig.model_validate_json(settings.read_text()) if settings.exists() else None
     out: dict[str, dict[str, dict]] = {}
@@ -401,7 +403,7 @@ def folder_verdicts(
                 out[scorer][coder] = {"verdict": "not made" if cfg is None else "disabled"}
                 continue
             controls = read_controls(check_dir / scorer / f"{coder}.jsonl")
-            out[scorer][coder] = verdict(read_scores(true_path), controls, scorer, coder, cfg)
+            out[scorer][coder] = verdict(true_scores(true_path), controls, scorer, coder, cfg)
     return out
 
 
