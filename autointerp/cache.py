@@ -365,6 +365,31 @@ def _grouped(windows: Iterator[np.ndarray], size: int) -> Iterator[list[np.ndarr
         yield group
 
 
+def new_manifest(cfg: CacheConfig, model_fp: str, corpus_fp: str, coders) -> dict:
+    """cache.json as a cache starts, before its first shard (also what `eval.synthetic` writes)."""
+    return {
+        "version": FORMAT_VERSION,
+        "config": cfg.model_dump(mode="json"),
+        "fingerprints": {
+            "model": model_fp,
+            "corpus": corpus_fp,
+            "coders": {c.name: c.fingerprint for c in coders},
+        },
+        "coders": {
+            c.name: {
+                "hookpoint": str(c.site),
+                "n_latents": c.n_latents,
+                "kind": c.kind,
+                "d_in": c.d_in,
+            }
+            for c in coders
+        },
+        "ctx_len": cfg.corpus.ctx_len,
+        "shard_seqs": max(1, cfg.shard_tokens // cfg.corpus.ctx_len),
+        "complete": False,
+    }
+
+
 def build_cache(cfg: CacheConfig, out: str | Path, progress: bool = True) -> Path:
     """Cache the sparse activations of every coder in `cfg` into `out`; resumes an interrupted cache.
     One process at a time: another one writing `out` is refused, naming its PID."""
@@ -387,27 +412,9 @@ def _build_cache(cfg: CacheConfig, root: Path, progress: bool) -> Path:
     shard_seqs = max(1, cfg.shard_tokens // ctx)
     manifest = _Manifest.open_or_create(
         root,
-        {
-            "version": FORMAT_VERSION,
-            "config": cfg.model_dump(mode="json"),
-            "fingerprints": {
-                "model": subject.fingerprint,
-                "corpus": corpus_fingerprint(cfg.corpus, subject.tokenizer),
-                "coders": {c.name: c.fingerprint for c in coders},
-            },
-            "coders": {
-                c.name: {
-                    "hookpoint": str(c.site),
-                    "n_latents": c.n_latents,
-                    "kind": c.kind,
-                    "d_in": c.d_in,
-                }
-                for c in coders
-            },
-            "ctx_len": ctx,
-            "shard_seqs": shard_seqs,
-            "complete": False,
-        },
+        new_manifest(
+            cfg, subject.fingerprint, corpus_fingerprint(cfg.corpus, subject.tokenizer), coders
+        ),
     )
     if manifest.data.get("complete"):
         log.info("cache in %s is complete; nothing to do", root)

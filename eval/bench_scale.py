@@ -443,7 +443,12 @@ def render_markdown(res: dict) -> str:
     lines = [
         "# Scale: time and memory by number of latents",
         "",
-        f"`{res['command']}` at {res['git_commit']}, {res['date']}.",
+        f"`{res['command']}` at {res['git_commit']}, {res['date']}."
+        + (
+            " **Partial: the benchmark had not finished when this was written.**"
+            if res.get("partial")
+            else ""
+        ),
         f"Machine: {m['cpu']}, {m['cores']} cores; CPU flags {', '.join(m['cpu_flags'])}; "
         f"load average {m['loadavg_start']} at the start, {m['loadavg_end']} at the end.",
         "",
@@ -555,10 +560,6 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         t = time.perf_counter()
         embedder = tiny_embedder(work / "tiny-embedder")
-        for n in [int(x) for x in args.sizes.split(",") if x]:
-            t = time.perf_counter()
-            res["sizes"].append(bench_size(work, n, args.tokens, embedder, args.quiet_wait))
-            res["timings"][f"size_{n}"] = round(time.perf_counter() - t)
         for key, tokens, skip in (
             ("1M", 1_000_000, args.skip_1M),
             ("10M", 10_000_000, args.skip_10M),
@@ -580,21 +581,36 @@ def main(argv: list[str] | None = None) -> dict:
                 res["neighbours_cpu_s_65k"] = part["neighbours"].get("cpu_s")
                 res["neighbours_method"] = part["neighbours"].get("method")
             res["timings"][f"sampling_{key}"] = round(time.perf_counter() - t)
+            _save(res, args.results, partial=True)
+        for n in [int(x) for x in args.sizes.split(",") if x]:
+            t = time.perf_counter()
+            res["sizes"].append(bench_size(work, n, args.tokens, embedder, args.quiet_wait))
+            res["timings"][f"size_{n}"] = round(time.perf_counter() - t)
+            _save(res, args.results, partial=True)  # a long benchmark keeps what it measured
         if not args.skip_encoder:
             t = time.perf_counter()
             res["encoder"] = bench_encoder()
             res["timings"]["encoder"] = round(time.perf_counter() - t)
+        elif (args.results / "bench_encoder.json").exists():
+            recorded = json.loads((args.results / "bench_encoder.json").read_text())
+            res["encoder"] = {"from": "results/bench_encoder.json (--skip-encoder)", **recorded}
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+    _save(res, args.results, partial=False)
+    return res
+
+
+def _save(res: dict, results: Path, partial: bool) -> None:
+    """results/bench_scale.{json,md} from what is measured so far; `partial` marks an unfinished run."""
+    res["partial"] = partial
     res["machine"]["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
     res["extrapolation_1M"] = extrapolate(res)
     res["goals"] = goals(res)
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "bench_scale.json").write_text(json.dumps(res, indent=2) + "\n")
-    (args.results / "bench_scale.md").write_text(render_markdown(res))
-    log.info("wrote %s", args.results / "bench_scale.md")
-    return res
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "bench_scale.json").write_text(json.dumps(res, indent=2) + "\n")
+    (results / "bench_scale.md").write_text(render_markdown(res))
+    log.info("wrote %s%s", results / "bench_scale.md", " (partial)" if partial else "")
 
 
 def child(argv: list[str]) -> None:

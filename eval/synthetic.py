@@ -211,27 +211,10 @@ def write_cache(cfg: CacheConfig, root: Path, seed: int = 0, progress: bool = Tr
 
 def _manifest(cfg: CacheConfig, coders, tokenizer, shard_seqs: int) -> dict:
     """cache.json as build_cache writes it before its first shard."""
-    return {
-        "version": cache_mod.FORMAT_VERSION,
-        "config": cfg.model_dump(mode="json"),
-        "fingerprints": {
-            "model": model_fingerprint(cfg.subject, cfg.random_model_seed),
-            "corpus": corpus_fingerprint(cfg.corpus, tokenizer),
-            "coders": {c.name: c.fingerprint for c in coders},
-        },
-        "coders": {
-            c.name: {
-                "hookpoint": str(c.site),
-                "n_latents": c.n_latents,
-                "kind": c.kind,
-                "d_in": c.d_in,
-            }
-            for c in coders
-        },
-        "ctx_len": cfg.corpus.ctx_len,
-        "shard_seqs": shard_seqs,
-        "complete": False,
-    }
+    fp = model_fingerprint(cfg.subject, cfg.random_model_seed)
+    out = cache_mod.new_manifest(cfg, fp, corpus_fingerprint(cfg.corpus, tokenizer), coders)
+    assert out["shard_seqs"] == shard_seqs, (out["shard_seqs"], shard_seqs)
+    return out
 
 
 def _build_index(root: Path, coders: list[str], progress: bool) -> float | None:
