@@ -1,5 +1,6 @@
 """The activation cache on the real model: correctness, resume, refusal to mix, bad input."""
 
+import dataclasses
 import errno
 import json
 import os
@@ -350,3 +351,34 @@ def test_damaged_cache_fails_at_once(reference, tmp_path):
     shutil.rmtree(copy / "shards" / "000001")
     with pytest.raises(CacheError, match=r"damaged: shards/000001/tokens.npy, .* missing"):
         ActivationCache(copy)
+
+
+def _dense(root: Path, name: str, n_latents: int) -> np.ndarray:
+    c = ActivationCache(root)
+    out = np.zeros((c.n_tokens, n_latents), dtype=np.float32)
+    for latent in range(n_latents):
+        tok, val = c.latent(name, latent)
+        out[tok, latent] = val
+    return out
+
+
+def test_cache_of_a_coder_encoded_in_steps_is_the_same(reference, sae, tmp_path, monkeypatch):
+    """Coders whose pre-activations exceed their encode budget (forced small here: 64 latents a
+    step in float32, 128 in bf16, all of a batch's tokens at once) are encoded in steps of
+    latents; the cache holds the same nonzeros, up to which of two equal values at a token's k-th
+    place is kept."""
+    load = cache_mod._load_coders
+
+    def small_steps(*args, **kwargs):
+        return [
+            dataclasses.replace(c, encode_budget=6 * CTX * 64 * 4) for c in load(*args, **kwargs)
+        ]
+
+    monkeypatch.setattr(cache_mod, "_load_coders", small_steps)
+    steps = build_cache(_cfg(sae), tmp_path / "cache", progress=False)
+    for name, n in (("sae", 256), ("neurons", 1536)):
+        whole, stepped = _dense(reference, name, n), _dense(steps, name, n)
+        np.testing.assert_array_equal(np.sort(whole, 1), np.sort(stepped, 1))
+        rows, cols = np.nonzero(whole != stepped)  # only ties at the k-th value may differ
+        kth = np.where(whole > 0, whole, np.inf).min(1)
+        assert (np.maximum(whole, stepped)[rows, cols] == kth[rows]).all(), name
