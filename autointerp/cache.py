@@ -664,6 +664,26 @@ class ActivationCache:
             val.append(vals[a:b].astype(np.float32))
         return np.concatenate(tok), np.concatenate(val)
 
+    def latent_tokens(
+        self, coder: str, latent: int, most: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, bool]:
+        """(token indices, all): the latent's global token indices, ascending; where it fires more
+        than `most` times, `most` of them drawn at random without replacement (all False). With the
+        latent index only the drawn entries are read, so the cost does not grow with the latent's
+        firings; without it every firing is read and the draw is made from them."""
+        index = self.index(coder)
+        if index is None:
+            tok = self.latent(coder, latent)[0]
+            if len(tok) <= most:
+                return tok, True
+            return tok[np.sort(rng.choice(len(tok), most, replace=False))], False
+        off, tokens, _ = index
+        a, b = int(off[latent]), int(off[latent + 1])
+        if b - a <= most:
+            return np.array(tokens[a:b], dtype=np.int64), True
+        picked = a + np.sort(rng.choice(b - a, most, replace=False))
+        return tokens[picked].astype(np.int64), False
+
     def index(self, coder: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """The coder's latent index (offsets, tokens, values), memory-mapped; None without one."""
         if coder not in self._index:

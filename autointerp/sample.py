@@ -84,6 +84,15 @@ class SampleConfig(_Strict):
     seed: int = 0
 
 
+SIMILAR_DRAWS = 256
+"""Firings drawn from each neighbour of a latent for its similar negatives (all of them when it fires
+less often): enough blocks to choose a few from, without reading a dense neighbour's every firing."""
+
+
+_SIMILAR_DRAWS_PER_NEGATIVE = 16
+"""...and at least this many per similar negative wanted."""
+
+
 def _rng(seed: int, latent: LatentId, purpose: str) -> np.random.Generator:
     digest = hashlib.sha256(f"{seed}:{latent.coder}:{latent.latent}:{purpose}".encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
@@ -196,15 +205,12 @@ class Sampler:
         seq, pos = np.divmod(peaks, self.ctx)
         lo = seq * self.ctx + np.clip(pos - self.cfg.context_before, 0, self.ctx - E)
         lo = np.unique(lo)
-        vmax = np.empty(len(lo), dtype=np.float32)
-        for c in range(0, len(lo), 1 << 15):  # chunks: memory stays small for very dense latents
-            part = lo[c : c + (1 << 15)]
-            a, b = np.searchsorted(tok, part), np.searchsorted(tok, part + E)
-            idx = a[:, None] + np.arange(E)[None, :]
-            inside = idx < b[:, None]
-            vmax[c : c + len(part)] = np.where(
-                inside, val[np.minimum(idx, len(val) - 1)], -np.inf
-            ).max(axis=1)
+        # the max of val[a:b] per window in one pass: reduceat over the interleaved bounds (a
+        # window holds its peak, so a < b; val ends with a sentinel so that b may equal len(val))
+        a, b = np.searchsorted(tok, lo), np.searchsorted(tok, lo + E)
+        bounds = np.stack([a, b], axis=1).ravel()
+        vmax = np.maximum.reduceat(np.append(val, np.float32(-np.inf)), bounds)[::2]
+        vmax = vmax.astype(np.float32, copy=False)
         by_value = np.argsort(vmax, kind="stable")
         return lo[by_value], vmax[by_value]
 
@@ -253,21 +259,28 @@ class Sampler:
                     train.append(i)
         # Accept non-overlapping windows round-robin across the quantile bins, so that no bin wins
         # the overlaps. A bin never needs more than n_train + n_test (this bounds dense latents).
+        # Each bin's pool is its windows in a seeded random order, the train windows left out, and
+        # read lazily: a dense latent's bins hold 10^5 windows, of which a few dozen are looked at.
         reserved = set(train)
-        pools = [[int(i) for i in rng.permutation(b) if int(i) not in reserved] for b in bins]
+        pools = [rng.permutation(b) for b in bins]
         cap = cfg.n_train + cfg.n_test
         accepted: list[list[int]] = [[] for _ in bins]
         cursors = [0] * len(bins)
         active = set(range(len(bins)))
+
+        def usable(q: int) -> bool:
+            i = int(pools[q][cursors[q]])
+            return i not in reserved and self._take(i, peaks, windows)
+
         while active:
             for q in list(active):
                 pool = pools[q]
-                while cursors[q] < len(pool) and not self._take(pool[cursors[q]], peaks, windows):
+                while cursors[q] < len(pool) and not usable(q):
                     cursors[q] += 1
                 if cursors[q] >= len(pool):
                     active.discard(q)
                     continue
-                accepted[q].append(pool[cursors[q]])
+                accepted[q].append(int(pool[cursors[q]]))
                 cursors[q] += 1
                 if len(accepted[q]) >= cap:
                     active.discard(q)
@@ -345,15 +358,37 @@ class Sampler:
                 : 8 * (self.cfg.n_similar_negatives + self.cfg.n_explain_negatives) + len(active)
             ]
             return top[~np.isin(top, active)]
-        rng = _rng(self.cfg.seed, lid, "similar-negatives")
+        need = self.cfg.n_similar_negatives + self.cfg.n_explain_negatives
+        most = max(SIMILAR_DRAWS, _SIMILAR_DRAWS_PER_NEGATIVE * need)
+        blocks, complete = self._neighbour_blocks(lid, active, most)
+        if not complete and len(blocks) < 4 * need:  # draws fell mostly on the latent's own blocks
+            blocks, _ = self._neighbour_blocks(lid, active, None)
+        return _rng(self.cfg.seed, lid, "similar-negatives").permutation(blocks)
+
+    def _neighbour_blocks(
+        self, lid: LatentId, active: np.ndarray, most: int | None
+    ) -> tuple[np.ndarray, bool]:
+        """(blocks, complete): the blocks where the latent's neighbours fire and it does not, each
+        once, where the nearest neighbour that fires there lists it. With `most`, a neighbour that
+        fires more often gives the blocks of `most` of its firings drawn at random (complete
+        False): the cost per latent stays bounded however dense its neighbours are, or however
+        large the cache."""
         E = self.cfg.example_len
-        found = [np.unique(self._latent(int(o))[0] // E) for o in self.neighbours()[lid.latent]]
-        blocks = np.concatenate([np.zeros(0, dtype=np.int64), *found])
+        draws = _rng(self.cfg.seed, lid, "similar-draws")
+        found, complete = [np.zeros(0, dtype=np.int64)], True
+        for o in self.neighbours()[lid.latent]:
+            if most is None:
+                tok, whole = self._latent(int(o))[0], True
+            else:
+                tok, whole = self.cache.latent_tokens(self.coder, int(o), most, draws)
+                if self._is_bos is not None:
+                    tok = tok[~self._is_bos[tok]]
+            complete &= whole
+            found.append(np.unique(tok // E))
+        blocks = np.concatenate(found)
         blocks = blocks[~np.isin(blocks, active)]
-        # each block once, where the nearest neighbour that fires there lists it (the order the
-        # seeded permutation is drawn over)
         _, first = np.unique(blocks, return_index=True)
-        return rng.permutation(blocks[np.sort(first)])
+        return blocks[np.sort(first)], complete
 
     def _similar_negatives(self, lid, active, windows, n_explain, n_score):
         candidates = self._similar_candidates(lid, active)

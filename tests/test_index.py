@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from autointerp import index as index_module
+from autointerp import sample as sample_mod
 from autointerp.cache import ActivationCache, build_cache
 from autointerp.config import CacheConfig, CorpusConfig
 from autointerp.index import build_index, open_index
@@ -178,12 +179,52 @@ def test_the_vectorised_sampler_writes_the_records_of_the_python_loops(
     mixed_cache, tmp_path, monkeypatch
 ):
     monkeypatch.setattr(Sampler, "neighbours", lambda self, progress=False: NEIGHBOURS)
+    # every neighbour's firings read, as then (the default draws a few hundred of a dense one's)
+    monkeypatch.setattr(sample_mod, "SIMILAR_DRAWS", 10**9)
     cfg = SampleConfig(n_train=10, n_test=20, n_random_negatives=30, n_similar_negatives=20)
     path = sample_coder(mixed_cache, "c", cfg, tmp_path, None, progress=False)
     records = list(read_records(path))
     assert sum(r.status == "ok" for r in records) >= 20
     assert any(r.shortfall.get("random") for r in records)  # dense: random negatives run short
     assert hashlib.sha256(path.read_bytes()).hexdigest() == BEFORE
+
+
+def test_similar_negatives_from_drawn_firings_of_dense_neighbours(
+    mixed_cache, tmp_path, monkeypatch
+):
+    """With few draws per neighbour (8 here, of up to 3,000 firings), similar negatives still lie
+    where a neighbour fires and the latent does not; a latent whose neighbours all fire at most 8
+    times gets the record the full read gives."""
+    monkeypatch.setattr(Sampler, "neighbours", lambda self, progress=False: NEIGHBOURS)
+    cfg = SampleConfig(n_train=10, n_test=20, n_random_negatives=30, n_similar_negatives=2)
+    full = {
+        r.id.latent: r for r in _records(mixed_cache, cfg, tmp_path / "full", 10**9, monkeypatch)
+    }
+    drawn = _records(mixed_cache, cfg, tmp_path / "drawn", 8, monkeypatch)
+    E, counts, changed = cfg.example_len, mixed_cache.stats("c")["count"], 0
+    for r in drawn:
+        if r.status != "ok":
+            continue
+        own = set((mixed_cache.latent("c", r.id.latent)[0] // E).tolist())
+        near = set()
+        for o in NEIGHBOURS[r.id.latent]:
+            near |= set((mixed_cache.latent("c", int(o))[0] // E).tolist())
+        similar = [x for x in r.negatives if x.kind == "similar"]
+        was = [x for x in full[r.id.latent].negatives if x.kind == "similar"]
+        assert len(similar) >= min(len(was), 1), r.id  # (a dense latent has no silent block near)
+        for x in similar:
+            block = (x.seq * CTX + x.start) // E
+            assert block in near and block not in own, (r.id, block)
+        if all(counts[o] <= 8 for o in NEIGHBOURS[r.id.latent]):
+            assert r == full[r.id.latent]
+        changed += r != full[r.id.latent]
+    assert changed  # the dense neighbours were drawn from, not read whole
+
+
+def _records(cache, cfg, out, draws, monkeypatch):
+    monkeypatch.setattr(sample_mod, "SIMILAR_DRAWS", draws)
+    monkeypatch.setattr(sample_mod, "_SIMILAR_DRAWS_PER_NEGATIVE", 0)
+    return list(read_records(sample_coder(cache, "c", cfg, out, None, progress=False)))
 
 
 # --- sampling on Ray ------------------------------------------------------------------------

@@ -84,7 +84,15 @@ def test_test_set_is_stratified_by_quantile(records, cache):
     full = [r for r in records if r.status == "ok" and len(r.test) == 100]
     assert full, "no latent with a full test set"
     for r in full:
-        assert [sum(e.quantile == q for e in r.test) for q in range(10)] == [10] * 10
+        counts = [sum(e.quantile == q for e in r.test) for q in range(10)]
+        train = [sum(e.quantile == q for e in r.train) for q in range(10)]
+        # 10 per bin; a bin with fewer non-overlapping windows (which depends on the activations,
+        # so on the CPU's dtype) is used up, the explainer gets none of it, and its share goes to
+        # the strongest bins with room
+        short = [q for q in range(10) if counts[q] < 10]
+        assert all(train[q] == 0 for q in short), (counts, train)
+        assert sum(c - 10 for c in counts if c > 10) == sum(10 - counts[q] for q in short)
+        assert not short or max(counts) > 10
         assert len(r.train) == 40
         peak = {
             q: [max(v for _, v in e.acts) for e in r.test + r.train if e.quantile == q]
