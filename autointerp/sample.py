@@ -93,6 +93,14 @@ _SIMILAR_DRAWS_PER_NEGATIVE = 16
 """...and at least this many per similar negative wanted."""
 
 
+def _run_starts(x: np.ndarray) -> np.ndarray:
+    """Indices where a run of equal values of `x` starts (x sorted: where each distinct value
+    first occurs)."""
+    if not len(x):
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(np.concatenate(([True], x[1:] != x[:-1])))
+
+
 def _rng(seed: int, latent: LatentId, purpose: str) -> np.random.Generator:
     digest = hashlib.sha256(f"{seed}:{latent.coder}:{latent.latent}:{purpose}".encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
@@ -197,14 +205,17 @@ class Sampler:
         by the strongest activation inside the window. Returns (window start as a global token index,
         window max), sorted by window max, without duplicate windows."""
         E = self.cfg.example_len
+        # tok ascends, so blocks come in runs: each block's peak is the first of its largest
+        # values, found in O(n) by reductions over the runs (no sort)
         block = tok // E
-        order = np.lexsort((-val, block))
-        first = np.ones(len(order), dtype=bool)
-        first[1:] = block[order][1:] != block[order][:-1]
-        peaks = tok[order][first]
+        starts = _run_starts(block)
+        lengths = np.diff(np.append(starts, len(block)))
+        run = np.repeat(np.arange(len(starts)), lengths)
+        at_max = np.flatnonzero(val == np.maximum.reduceat(val, starts)[run]) if len(val) else run
+        peaks = tok[at_max[_run_starts(run[at_max])]]
         seq, pos = np.divmod(peaks, self.ctx)
         lo = seq * self.ctx + np.clip(pos - self.cfg.context_before, 0, self.ctx - E)
-        lo = np.unique(lo)
+        lo = lo[_run_starts(lo)]  # ascending with the peaks: equal starts are neighbours
         # the max of val[a:b] per window in one pass: reduceat over the interleaved bounds (a
         # window holds its peak, so a < b; val ends with a sentinel so that b may equal len(val))
         a, b = np.searchsorted(tok, lo), np.searchsorted(tok, lo + E)
@@ -420,7 +431,8 @@ class Sampler:
                 f"non-overlapping activating windows (min_train is {min_train})"
             )
             return SampledLatent(status="skipped", reason=reason, **base)
-        active = np.unique(tok // cfg.example_len)
+        blocks = tok // cfg.example_len
+        active = blocks[_run_starts(blocks)]  # ascending: unique without a sort
         explain_neg, similar = self._similar_negatives(
             lid, active, windows, cfg.n_explain_negatives, cfg.n_similar_negatives
         )
