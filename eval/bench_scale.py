@@ -455,6 +455,10 @@ def render_markdown(res: dict) -> str:
         f"Synthetic inputs (`eval.synthetic`): random TopK SAE (d_in 576, k 32), {res['tokens']:,} tokens of "
         "real Wikipedia windows with log-normal latent densities and values; token-stats explainer, embedding "
         f"scorer with a 1-layer width-32 BERT; sample sizes {res['sample_sizes']}; judge check off.",
+        *[
+            f"- {name}: `{part['command']}` at {part['git_commit']}, {part['date']}"
+            for name, part in (res.get("parts") or {}).items()
+        ],
         "",
         "## Stages by number of latents",
         "",
