@@ -500,6 +500,8 @@ def render_markdown(res: dict) -> str:
     lines += ["", "## Goals", "", "| goal | value | target | met |", "|---|---|---|---|"]
     for key, g in res["goals"].items():
         lines.append(f"| {key} | {g['value']} | {g['goal']} | {g['met']} |")
+    if res.get("notes"):
+        lines += ["", *[f"- {n}" for n in res["notes"]]]
     ext = res.get("extrapolation_1M") or {}
     if ext:
         lines += ["", "## 1M latents over 10M tokens (extrapolated)", ""]
