@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from autointerp.errors import RunError
@@ -110,6 +111,25 @@ def test_failed_scores_count_only_as_failures(small_run, edited_run):
     assert row.failed == 1 and FAILURE in row.reasons
     coders = a.comparison["coders"]
     assert coders[coders.label == "layers.15"].iloc[0].n == len(others)
+
+
+def test_score_tables_are_compact_and_keep_the_last_line(edited_run):
+    """One row per latent and metric, text as categories (one code per row, not an object), the
+    last line of a latent winning in the place of its first; errors None where there is none."""
+    scores = load_scores([RunFolder(edited_run)])
+    lines = score_lines(edited_run, "layers.15")
+    firsts = list(dict.fromkeys(r["latent"]["latent"] for r in lines))
+    mine = scores[scores.coder == "layers.15"]
+    assert list(dict.fromkeys(mine.latent)) == firsts  # first-seen order
+    zero = mine[mine.latent == 0]
+    assert list(zero.status) == ["failed"] and list(zero.error) == [FAILURE]
+    ok = mine[mine.status == "ok"]
+    assert len(ok) and all(e is None for e in ok.error)  # not NaN, not "nan" in a page
+    for column in ("run", "model", "hookpoint", "coder", "label", "kind", "scorer", "status"):
+        assert isinstance(scores[column].dtype, pd.CategoricalDtype), column
+    assert scores.latent.dtype == np.int64 and scores.value.dtype == np.float64
+    per_row = scores.memory_usage(deep=True).sum() / len(scores)
+    assert per_row < 60, per_row  # tuples of Python objects took ~150 bytes a row
 
 
 def test_comparison_of_the_two_coders(small_run):
