@@ -338,8 +338,12 @@ def _concat(frames: list[pd.DataFrame], columns: list[str], ints: list[str]) -> 
         elif c == "error":
             out[c] = pd.Series(np.concatenate([p.to_numpy(object) for p in parts]), dtype=object)
         else:
-            both = union_categoricals([p.array for p in parts], sort_categories=True)
-            out[c] = both.remove_unused_categories()
+            # An empty table's categories (and a None constant's) are an empty object index and
+            # others' are str: the union needs one dtype, so it is taken over object categories
+            # and the used ones are then typed as `astype("category")` would type them.
+            same = [p.array.set_categories(p.array.categories.astype(object)) for p in parts]
+            both = union_categoricals(same, sort_categories=True).remove_unused_categories()
+            out[c] = both.rename_categories(pd.Index(list(both.categories)))
     return pd.DataFrame(out)
 
 

@@ -132,6 +132,21 @@ def test_score_tables_are_compact_and_keep_the_last_line(edited_run):
     assert per_row < 60, per_row  # tuples of Python objects took ~150 bytes a row
 
 
+def test_a_coder_without_scores_beside_one_with_scores(small_run, tmp_path):
+    """A run scored with `only_coders` has coders without score files: their empty tables join the
+    others' (an empty table's text categories have no dtype of their own to clash with)."""
+    run = copy_run(small_run, tmp_path / "run", ignore=shutil.ignore_patterns("shards"))
+    for scorer in (run / "scores").iterdir():
+        (scorer / "neurons.15.jsonl").unlink()
+    scores = load_scores([RunFolder(run)])
+    assert set(scores.coder) == {"layers.15"} and len(scores)
+    assert list(scores.coder.cat.categories) == ["layers.15"]  # only those used
+    a = analyse([run])
+    assert set(a.comparison["coders"].label) == {"layers.15"}
+    (run / "scores" / "embedding" / "layers.15.jsonl").write_text("")  # an empty file too
+    assert len(load_scores([RunFolder(run)])) == 0
+
+
 def test_comparison_of_the_two_coders(small_run):
     a = analyse([small_run])
     coders, pairs = a.comparison["coders"], a.comparison["pairs"]
