@@ -716,3 +716,8 @@ class ActivationCache:
             s["sum"], s["count"], out=np.zeros_like(s["sum"]), where=s["count"] > 0
         )
         return s
+
+
+from autointerp._callable import make_callable  # noqa: E402 (see autointerp._callable)
+
+make_callable(__name__)

@@ -66,12 +66,16 @@ def _fail(e: AutointerpError) -> None:
 
 
 def _cache_config(config: Path | None, tokens: int | None) -> CacheConfig:
-    cfg = load_yaml(config, CacheConfig) if config else CacheConfig()
+    """A cache's config from a cache or a run config (a run config's cache keys; its other
+    sections are for the later stages), `--tokens` on top."""
+    from autointerp.pipeline import RunConfig
+
+    cfg = load_yaml(config, RunConfig).cache_config() if config else CacheConfig()
     if tokens is not None:
         data = cfg.model_dump()
         data["corpus"]["n_tokens"] = tokens
         cfg = validate(data, CacheConfig)
-    return cfg  # type: ignore[return-value]
+    return cfg
 
 
 @app.callback()
@@ -117,166 +121,32 @@ def info(path: Annotated[Path, typer.Argument(help="Cache folder.")]) -> None:
 
 
 def _print_info(root: Path) -> None:
-    from autointerp.cache import ActivationCache
+    from autointerp.stages import cache_info
 
-    c = ActivationCache(root)
-    summary = c.manifest.get("summary", {})
-    typer.echo(f"cache {root}: {c.n_tokens:,} tokens in {len(c.shard_names)} shards")
-    short = c.manifest.get("corpus_shortfall")
+    c = cache_info(root)
+    typer.echo(f"cache {root}: {c['n_tokens']:,} tokens in {c['n_shards']} shards")
+    short = c["shortfall"]
     if short:
         typer.echo(
             f"  n_tokens asked for {short['asked']:,}, but the corpus holds only "
             f"{short['corpus_tokens']:,} tokens"
         )
-    for name, meta in c.coders.items():
-        s = summary.get(name, {})
-        nnz = s.get("nonzeros", 0)
-        size = sum(f.stat().st_size for f in (root / "shards").glob(f"*/{name}/*.npy"))
-        index = sum(f.stat().st_size for f in (root / "index" / name).glob("*.npy"))
+    for name, m in c["coders"].items():
+        index = m["index_bytes_per_nonzero"]
         typer.echo(
-            f"  {name}: {meta['kind']} at {meta['hookpoint']}, {meta['n_latents']:,} latents, "
-            f"{nnz:,} nonzeros (L0 {s.get('mean_l0', 0):.1f}), {s.get('dead_latents', 0):,} never fire, "
-            f"{size / max(nnz, 1):.2f} bytes per nonzero"
-            + (f" (+{index / max(nnz, 1):.2f} in its latent index)" if index else "")
+            f"  {name}: {m['kind']} at {m['hookpoint']}, {m['n_latents']:,} latents, "
+            f"{m['nonzeros']:,} nonzeros (L0 {m['mean_l0']:.1f}), {m['dead_latents']:,} never "
+            f"fire, {m['bytes_per_nonzero']:.2f} bytes per nonzero"
+            + (f" (+{index:.2f} in its latent index)" if index else "")
         )
 
 
-def _sample_stage(
-    cache_dir: Path,
-    out: Path,
-    cfg,
-    coders: list[str] | None,
-    latents: str | None,
-    ray: str | None = None,
-    workers: int = 2,
-) -> None:
-    from autointerp.cache import ActivationCache
-    from autointerp.jsonl import SampleHead, scan
-    from autointerp.pipeline import sample_stage, skip_reasons
-    from autointerp.sample import parse_latents
-
-    cache = ActivationCache(cache_dir)
-    for name in coders or []:
-        if name not in cache.coders:
-            raise ConfigError(f"no coder {name!r} in {cache_dir} (has: {', '.join(cache.coders)})")
-    ids = {
-        name: parse_latents(latents, cache.coders[name]["n_latents"])
-        for name in coders or list(cache.coders)
-    }
-    if ray:
-        from autointerp.distributed import check_address
-
-        check_address(ray)  # before any work: a wrong address fails in seconds
-    for name, path in sample_stage(cache, cfg, out, ids, ray, workers).items():
-        wanted = set(ids[name])
-        heads = [r for _, r in scan(path, SampleHead) if r.id.latent in wanted]
-        n, skipped = len(heads), [r for r in heads if r.status == "skipped"]
-        del heads
-        typer.echo(f"{name}: {n - len(skipped)} latents sampled, {len(skipped)} skipped -> {path}")
-        _print_skipped(skip_reasons(skipped))
-
-
-def _explain_stage(
-    cache_dir: Path, sample_dir: Path, out: Path, cfg, coders: list[str] | None, latents: str | None
-) -> None:
-    from autointerp.cache import ActivationCache
-    from autointerp.clients import make_client
-    from autointerp.config import SubjectConfig
-    from autointerp.explain import Explainer, explain_coder, summarize
-    from autointerp.sample import TokenDecoder, parse_latents
-    from autointerp.subject import load_tokenizer
-
-    cache = ActivationCache(cache_dir)
-    sample_file = sample_dir / "sample_config.json"
-    if not sample_file.exists():
-        raise ConfigError(f"no samples in {sample_dir}; run `autointerp sample` first")
-    example_len = json.loads(sample_file.read_text())["example_len"]
-    tok = load_tokenizer(SubjectConfig(**cache.manifest["config"]["subject"]))
-    decode = TokenDecoder(tok)
-    client = None
-    if cfg.explain.explainer != "token-stats":
-        client = make_client(cfg.client, out / "llm_cache.sqlite")
-    ex = Explainer(cache, cfg.explain, client, decode, example_len)
-    for name in coders or [p.stem for p in sorted(sample_dir.glob("*.jsonl"))]:
-        path = sample_dir / f"{name}.jsonl"
-        if not path.exists():
-            raise ConfigError(f"no samples for coder {name!r} in {sample_dir}")
-        ids = set(parse_latents(latents, cache.coders[name]["n_latents"])) if latents else None
-        s = summarize(explain_coder(ex, path, out, ids))
-        typer.echo(f"{name}: {s['explained']} explained, {s['failed']} failed -> {out / path.name}")
-    u = ex.usage
+def _print_usage(what: str, u: dict) -> None:
+    cached = f" (+{u['cache_hits']} from cache)" if u.get("cache_hits") else ""
     typer.echo(
-        f"LLM calls {u.calls} (+{u.cache_hits} from cache), prompt tokens {u.prompt_tokens:,}, "
-        f"generated {u.completion_tokens:,}"
-    )
-
-
-def _score_stage(
-    cache_dir: Path,
-    sample_dir: Path,
-    expl_dir: Path,
-    out: Path,
-    cfg,
-    coders: list[str] | None,
-    latents: str | None,
-) -> None:
-    from autointerp.cache import ActivationCache
-    from autointerp.clients import make_client
-    from autointerp.explain import read_explanations
-    from autointerp.sample import parse_latents
-    from autointerp.score import ScoreContext, score_coder, summarize
-
-    cache = ActivationCache(cache_dir)
-    sample_file = sample_dir / "sample_config.json"
-    if not sample_file.exists():
-        raise ConfigError(f"no samples in {sample_dir}; run `autointerp sample` first")
-    example_len = json.loads(sample_file.read_text())["example_len"]
-    ctx = ScoreContext(
-        cache, cfg, example_len, lambda: make_client(cfg.client, out / "llm_cache.sqlite")
-    )
-    names = coders or [p.stem for p in sorted(expl_dir.glob("*.jsonl"))]
-    if not names:
-        raise ConfigError(f"no explanations in {expl_dir}; run `autointerp explain` first")
-    for name in names:
-        expl_path, sample_path = expl_dir / f"{name}.jsonl", sample_dir / f"{name}.jsonl"
-        if not expl_path.exists() or not sample_path.exists():
-            raise ConfigError(f"no explanations or samples for coder {name!r} in {expl_dir.parent}")
-        ids = set(parse_latents(latents, cache.coders[name]["n_latents"])) if latents else None
-        paths = score_coder(
-            ctx, cfg.score.scorers, sample_path, read_explanations(expl_path), out, ids
-        )
-        for scorer, s in summarize(paths).items():
-            mean = "n/a" if s["mean"] is None else f"{s['mean']:.3f}"
-            typer.echo(
-                f"{name} {scorer}: {s['scored']} scored, {s['failed']} failed, "
-                f"mean {s['metric']} {mean} -> {paths[scorer]}"
-            )
-    u = ctx.usage
-    typer.echo(
-        f"scoring LLM calls {u['calls']}, prompt tokens {u['prompt_tokens']:,}, "
+        f"{what} calls {u['calls']}{cached}, prompt tokens {u['prompt_tokens']:,}, "
         f"generated {u['completion_tokens']:,}"
     )
-    _judge_check_stage(ctx, cfg, names, sample_dir, expl_dir, out)
-
-
-def _judge_check_stage(ctx, cfg, names: list[str], sample_dir: Path, expl_dir: Path, out: Path):
-    """`autointerp score`'s judge check (into OUT/../judge_check), and its verdicts printed."""
-    from autointerp.score import SCORERS
-    from autointerp.score.judge_check import folder_verdicts, load_from, run_checks
-
-    check_dir = out.parent / "judge_check"
-    used = run_checks(
-        out,
-        check_dir,
-        cfg.score.judge_check,
-        cfg.score.scorers,
-        names,
-        load_from(sample_dir, expl_dir),
-        lambda scorer, coder: SCORERS[scorer](ctx, coder),
-        ctx.item,
-        cfg.score.latents_per_call,
-    )
-    _print_judge_check(folder_verdicts(out, check_dir, cfg.score.scorers, names), used)
 
 
 def _print_judge_check(verdicts: dict, used: dict) -> None:
@@ -324,12 +194,15 @@ def sample(
     workers: Annotated[int, typer.Option(help="Ray workers.")] = 2,
 ) -> None:
     """Draw train, test and non-activating examples for each latent (resumes a partial run)."""
-    from autointerp.sample import SampleConfig
+    from autointerp import stages
 
     try:
-        cfg = load_yaml(config, SampleConfig) if config else SampleConfig()
-        out = out or cache_dir.parent / "sample"
-        _sample_stage(cache_dir, out, cfg, coder, latents, ray, workers)
+        done = stages.sample(cache_dir, out, config, coder, latents, ray, workers)
+        for name, d in done.items():
+            typer.echo(
+                f"{name}: {d['sampled']} latents sampled, {d['skipped']} skipped -> {d['path']}"
+            )
+            _print_skipped(d["skip_reasons"])
     except AutointerpError as e:
         _fail(e)
 
@@ -353,19 +226,15 @@ def explain(
     latents: LatentsOpt = None,
 ) -> None:
     """Explain each sampled latent with an LLM (resumes; failures are recorded, not dropped)."""
+    from autointerp import stages
     from autointerp.explain import ExplainStageConfig
 
     try:
         cfg = _stage_config(config, ExplainStageConfig, ("explain", "explainer"), explainer)
-        root = cache_dir.parent
-        _explain_stage(
-            cache_dir,
-            sample_dir or root / "sample",
-            out or root / "explanations",
-            cfg,
-            coder,
-            latents,
-        )
+        done = stages.explain(cache_dir, sample_dir, out, cfg, coder, latents)
+        for name, d in done["coders"].items():
+            typer.echo(f"{name}: {d['explained']} explained, {d['failed']} failed -> {d['path']}")
+        _print_usage("LLM", done["usage"])
     except AutointerpError as e:
         _fail(e)
 
@@ -396,20 +265,21 @@ def score(
     latents: LatentsOpt = None,
 ) -> None:
     """Score each explanation on held-out examples (resumes; failures are recorded, not dropped)."""
-    from autointerp.score import ScoreStageConfig
+    from autointerp import stages
+    from autointerp.score.stage import ScoreStageConfig
 
     try:
         cfg = _stage_config(config, ScoreStageConfig, ("score", "scorers"), scorer)
-        root = cache_dir.parent
-        _score_stage(
-            cache_dir,
-            sample_dir or root / "sample",
-            explanations or root / "explanations",
-            out or root / "scores",
-            cfg,
-            coder,
-            latents,
-        )
+        done = stages.score(cache_dir, sample_dir, explanations, out, cfg, coder, latents)
+        for name, by_scorer in done["coders"].items():
+            for scorer_name, d in by_scorer.items():
+                mean = "n/a" if d["mean"] is None else f"{d['mean']:.3f}"
+                typer.echo(
+                    f"{name} {scorer_name}: {d['scored']} scored, {d['failed']} failed, "
+                    f"mean {d['metric']} {mean} -> {d['path']}"
+                )
+        _print_usage("scoring LLM", done["usage"])
+        _print_judge_check(done["judge_check"], done["judge_check_llm"])
     except AutointerpError as e:
         _fail(e)
 
@@ -455,24 +325,20 @@ def train_sae_cmd(
         _fail(e)
 
 
-def default_run_config() -> Path:
-    """The embedded default's config (`autointerp run` without one)."""
-    return Path(__file__).parent / "data" / "default_run.yaml"
-
-
 def _run_config(config: Path | None, overrides: dict):
-    from autointerp.pipeline import RunConfig
+    """The run config (the embedded default without one) with the command line's options on top,
+    by dotted key (`corpus.n_tokens`); None leaves a key as it is."""
+    from autointerp.api import run_config
 
-    cfg = load_yaml(config or default_run_config(), RunConfig)
-    data = cfg.model_dump()
+    nested: dict = {}
     for key, value in overrides.items():
         if value is not None:
             *path, last = key.split(".")
-            target = data
+            target = nested
             for p in path:
-                target = target[p]
+                target = target.setdefault(p, {})
             target[last] = value
-    return validate(data, RunConfig, source=str(config or "the embedded default"))
+    return run_config(config, **nested)
 
 
 @app.command()
@@ -512,7 +378,8 @@ def run(
     ] = False,
 ) -> None:
     """The whole job: cache -> sample -> explain + score -> report, resuming what OUT holds."""
-    from autointerp.pipeline import run_job, skip_settings
+    from autointerp import api
+    from autointerp.pipeline import skip_settings
 
     try:
         cfg = _run_config(
@@ -528,7 +395,7 @@ def run(
         )
         if max_latents is not None and latents is None and cfg.latents:
             cfg = cfg.model_copy(update={"latents": None})
-        summary = run_job(
+        summary = api.run(
             cfg,
             out,
             force=force,
@@ -546,8 +413,8 @@ def run(
                 f"every selected latent ({summary['n_latents']}) was skipped, so nothing was "
                 f"explained or scored and there is no report; select other latents or lower {lower}"
             )
-        elif cfg.report:
-            _report([out], out / "report", None)
+        elif summary["report"] is not None:
+            _print_report(summary["report"])
         typer.echo(f"run folder: {out.resolve()}")
     except AutointerpError as e:
         _fail(e)
@@ -572,10 +439,7 @@ def _print_run(s: dict) -> None:
     typer.echo(f"LLM calls {s['llm_calls']:,}, tokens {s['llm_tokens']:,}, {s['wall_s']:.0f} s")
 
 
-def _report(runs: list[Path], out: Path, coders: list[str] | None) -> None:
-    from autointerp.report import build_report
-
-    index = build_report(runs, out, coders)
+def _print_report(index: Path) -> None:
     typer.echo((index.parent / "summary.txt").read_text().rstrip())
     typer.echo(f"report: {index.resolve()}")
 
@@ -592,9 +456,10 @@ def report(
     ] = None,
 ) -> None:
     """Tables, plots and an HTML report of one or more runs, with the coders compared."""
+    from autointerp import api
+
     try:
-        target = out or (runs[0] / "report" if len(runs) == 1 else Path("report"))
-        _report(runs, target, coder)
+        _print_report(api.report(runs, out, coder))
     except AutointerpError as e:
         _fail(e)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -112,7 +112,10 @@ class CacheConfig(_Strict):
         return self.baseline_seed if self.baseline == "random-model" else None
 
 
-def load_yaml(path: str | Path, model: type[BaseModel]) -> BaseModel:
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_yaml(path: str | Path, model: type[M]) -> M:
     """Read a YAML file into `model`, with errors that name the file and the offending key."""
     path = Path(path)
     try:
@@ -121,10 +124,12 @@ def load_yaml(path: str | Path, model: type[BaseModel]) -> BaseModel:
         raise ConfigError(f"config file not found: {path}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} holds {type(data).__name__}, not a mapping of options")
     return validate(data, model, source=str(path))
 
 
-def validate(data: dict, model: type[BaseModel], source: str = "config") -> BaseModel:
+def validate(data: dict, model: type[M], source: str = "config") -> M:
     try:
         return model.model_validate(data)
     except ValidationError as e:
@@ -133,6 +138,26 @@ def validate(data: dict, model: type[BaseModel], source: str = "config") -> Base
             for err in e.errors()
         ]
         raise ConfigError(f"invalid {source}:\n" + "\n".join(lines)) from None
+
+
+def as_config(value: str | Path | dict | BaseModel | None, model: type[M]) -> M:
+    """A config from what a Python caller has at hand: None (the defaults), a YAML path, a dict
+    (as the YAML would hold it), or a config object already built: returned as is, or, when it is
+    another config class (a `RunConfig` where a stage's is wanted), the sections `model` has."""
+    if value is None:
+        return model()
+    if isinstance(value, model):
+        return value
+    if isinstance(value, BaseModel):
+        data = {k: v for k, v in value.model_dump().items() if k in model.model_fields}
+        return validate(data, model, source=type(value).__name__)
+    if isinstance(value, dict):
+        return validate(value, model)
+    if isinstance(value, str | Path):
+        return load_yaml(value, model)
+    raise ConfigError(
+        f"a config is a YAML path, a dict or a {model.__name__}, not {type(value).__name__}"
+    )
 
 
 class ClientConfig(_Strict):

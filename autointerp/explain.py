@@ -16,13 +16,12 @@ a re-run skips the latents already explained.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -30,6 +29,7 @@ import numpy as np
 from pydantic import Field
 from tqdm.auto import tqdm
 
+from autointerp.aio import run_sync
 from autointerp.cache import ActivationCache
 from autointerp.clients.base import Chat, GenParams, LLMClient, Usage
 from autointerp.config import ClientConfig, _Strict
@@ -43,7 +43,7 @@ from autointerp.jsonl import (
     scan,
 )
 from autointerp.sample import TokenDecoder, render
-from autointerp.types import Example, Explanation, SampledLatent
+from autointerp.types import Example, Explanation, LatentId, SampledLatent
 
 log = logging.getLogger(__name__)
 
@@ -243,12 +243,14 @@ class Explainer:
 
     def __init__(
         self,
-        cache: ActivationCache,
+        cache: ActivationCache | None,
         cfg: ExplainConfig,
         client: LLMClient | None,
-        decode: TokenDecoder,
+        decode: TokenDecoder | None,
         example_len: int,
     ):
+        """`cache` and `decode` render sampled latents (`explain`); without them the explainer
+        takes examples already rendered (`explain_examples`, the Python API's path)."""
         if cfg.explainer != "token-stats" and client is None:
             raise ValueError(f"the {cfg.explainer!r} explainer needs an LLM client")
         self.cache, self.cfg, self.client, self.decode, self.example_len = (
@@ -258,7 +260,7 @@ class Explainer:
             decode,
             example_len,
         )
-        self.tokens = cache.tokens()
+        self.tokens = cache.tokens() if cache is not None else None
         self.usage = Usage()
         from autointerp.clients import is_local
 
@@ -275,18 +277,26 @@ class Explainer:
         )
 
     async def explain(self, records: Sequence[SampledLatent]) -> list[Explanation]:
+        return await self.explain_examples([r.id for r in records], map(self.examples, records))
+
+    async def explain_examples(
+        self,
+        ids: Sequence[LatentId],
+        rendered: Iterable[tuple[list[Example], list[Example]]],
+    ) -> list[Explanation]:
+        """Explanations of latents given as rendered (train, contrastive negatives) examples."""
         model = "token-stats" if self.client is None else self.client.model
-        rendered = [self.examples(r) for r in records]
+        rendered = list(rendered)
         if self.cfg.explainer == "token-stats":
             return [
                 Explanation(
-                    latent=r.id,
+                    latent=r,
                     text=token_stats_explanation(train),
                     raw="",
                     model=model,
                     prompt=self.prompt,
                 )
-                for r, (train, _) in zip(records, rendered, strict=True)
+                for r, (train, _) in zip(ids, rendered, strict=True)
             ]
         prefill = self.prefill
         chats = [build_prompt(train, neg, self.cfg, prefill) for train, neg in rendered]
@@ -296,7 +306,7 @@ class Explainer:
             params = GenParams(max_tokens=self.cfg.max_tokens * (3 if self.cfg.cot else 1))
         answers = await self.client.complete(chats, params)  # type: ignore[union-attr]
         out = []
-        for r, a in zip(records, answers, strict=True):
+        for r, a in zip(ids, answers, strict=True):
             self.usage.add(a)
             raw = a.text or ""
             if (
@@ -309,7 +319,7 @@ class Explainer:
             )
             out.append(
                 Explanation(
-                    latent=r.id,
+                    latent=r,
                     text=text,
                     raw=a.text or "",
                     model=model,
@@ -345,7 +355,7 @@ def explain_coder(
     }
     todo = _Todo(list(lines), LineIndex(sample_path, lines))  # records read a call at a time
     del lines
-    asyncio.run(_explain_all(explainer, todo, path, sample_path.stem, progress))
+    run_sync(_explain_all(explainer, todo, path, sample_path.stem, progress))
     return path
 
 
@@ -398,3 +408,8 @@ def summarize(path: Path) -> dict:
         if len(ex) > len(failed)
         else 0.0,
     }
+
+
+from autointerp._callable import make_callable  # noqa: E402 (see autointerp._callable)
+
+make_callable(__name__)

@@ -35,6 +35,7 @@ import yaml
 from pydantic import Field
 from tqdm.auto import tqdm
 
+from autointerp.aio import run_sync
 from autointerp.cache import ActivationCache, build_cache
 from autointerp.config import CacheConfig, ClientConfig
 from autointerp.errors import ConfigError, RunError
@@ -50,8 +51,8 @@ from autointerp.jsonl import (
 )
 from autointerp.locks import folder_lock
 from autointerp.sample import SampleConfig, parse_latents, sample_coder, write_config
-from autointerp.score import (
-    MAIN_METRIC,
+from autointerp.score.names import MAIN_METRIC
+from autointerp.score.stage import (
     SCORERS,
     ScoreConfig,
     ScoreContext,
@@ -313,6 +314,7 @@ def sample_stage(
     ids: dict[str, list[int] | None],
     ray: str | None = None,
     workers: int = 2,
+    progress: bool = True,
 ) -> dict[str, Path]:
     """Sample the given latents of each coder (None: all) into `folder`; resumes. With `ray`, on
     `workers` Ray actors (the driver writes)."""
@@ -326,7 +328,15 @@ def sample_stage(
         embeddings = block_embeddings(cache, tok.batch_decode, cfg.example_len, folder)
     return {
         name: sample_coder(
-            cache, name, cfg, folder, latents, embeddings=embeddings, ray=ray, workers=workers
+            cache,
+            name,
+            cfg,
+            folder,
+            latents,
+            embeddings=embeddings,
+            ray=ray,
+            workers=workers,
+            progress=progress,
         )
         for name, latents in ids.items()
     }
@@ -615,7 +625,7 @@ def run_job(
 def check_clients(cfg: RunConfig) -> None:
     """Fail before any work when a local LLM client of the run cannot start (llama.cpp not
     installed, its model neither a file nor assembled)."""
-    from autointerp.score import LLM_SCORERS
+    from autointerp.score.names import LLM_SCORERS
 
     uses = [
         (cfg.client, cfg.explain.explainer != "token-stats"),
@@ -635,7 +645,7 @@ def _run_job(cfg, out, force, ray, workers, progress, gpus_per_worker, retry_fai
     cache = ActivationCache(build_cache(cfg.cache_config(), out / "cache", progress))
     coders = select_coders(cache, cfg)
     ids = {name: latent_ids(cfg, cache.coders[name]["n_latents"]) for name in coders}
-    sample_stage(cache, cfg.sample, out / "sample", ids, ray, workers)
+    sample_stage(cache, cfg.sample, out / "sample", ids, ray, workers, progress)
     chunks = plan(out, cfg, coders, cache, retry_failed)
     bar = Progress(total=sum(len(c.latents) for c in chunks))
     workers_here: list[Worker] = []
@@ -657,7 +667,7 @@ def _run_job(cfg, out, force, ray, workers, progress, gpus_per_worker, retry_fai
 
                 run_ray(ray, workers, out, cfg, chunks, sink, gpus_per_worker)
             else:
-                asyncio.run(run_local(local_worker(), chunks, sink, cfg.chunks_in_flight))
+                run_sync(run_local(local_worker(), chunks, sink, cfg.chunks_in_flight))
         finally:
             bar.close()
     checked = judge_stage(out, cfg, coders, local_worker, progress, retry_failed)

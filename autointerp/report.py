@@ -58,7 +58,7 @@ from pandas.api.types import union_categoricals
 from autointerp.errors import RunError
 from autointerp.jsonl import ScoreHead, latest
 from autointerp.runfolder import RunFolder
-from autointerp.score import MAIN_METRIC
+from autointerp.score.names import MAIN_METRIC
 
 log = logging.getLogger(__name__)
 
@@ -673,3 +673,8 @@ def build_report(
 
 def _prefixed(comparison: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     return {f"compare_{k}": v for k, v in comparison.items()}
+
+
+from autointerp._callable import make_callable  # noqa: E402 (see autointerp._callable)
+
+make_callable(__name__)

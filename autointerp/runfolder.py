@@ -106,7 +106,7 @@ class RunFolder:
 
     def scores(self, scorer: str, coder: str) -> dict:
         """Latent -> LatentScore of one scorer and coder (empty when that file does not exist)."""
-        from autointerp.score import read_scores
+        from autointerp.score.stage import read_scores
 
         return read_scores(self.root / "scores" / scorer / f"{coder}.jsonl")
 

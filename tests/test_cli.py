@@ -141,7 +141,8 @@ def test_stages_on_an_incomplete_cache_fail_before_loading_anything(
 
 
 def test_run_without_a_config_runs_the_packaged_default_and_overrides_apply():
-    from autointerp.cli import _run_config, default_run_config
+    from autointerp.api import default_run_config
+    from autointerp.cli import _run_config
     from autointerp.config import load_yaml
     from autointerp.pipeline import RunConfig
 

@@ -28,7 +28,6 @@ and the export alike.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import math
@@ -41,6 +40,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
+from autointerp.aio import run_sync
 from autointerp.config import _Strict
 from autointerp.jsonl import ScoreHead, cut_torn_line, read_jsonl, scan
 from autointerp.score import metrics
@@ -253,7 +253,7 @@ def check_coder(
                 )
                 for i in ids
             ]
-            scores = asyncio.run(scorer.score(items))
+            scores = run_sync(scorer.score(items))
             for i, sc in zip(ids, scores, strict=True):
                 rec = ControlScore(**sc.model_dump(), control_of=wanted[i])  # type: ignore[arg-type]
                 f.write(rec.model_dump_json() + "\n")
@@ -336,7 +336,7 @@ def check_metric(scorer: str, scores: list[LatentScore]) -> str:
     score has one, else the main metric. Balanced accuracy thresholds P(yes) at 0.5, so a judge that
     ranks examples well but leans to one answer (a 1.5B judge answered no to nearly every example of
     planted latents, with per-latent AUROCs of 0.53-0.82) would read as at chance."""
-    from autointerp.score import MAIN_METRIC
+    from autointerp.score.names import MAIN_METRIC
 
     if scorer in ("detection", "fuzzing") and scores:
         if all(s.metrics.get("auroc") is not None for s in scores):
