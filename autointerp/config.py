@@ -71,7 +71,12 @@ class CoderConfig(_Strict):
     """On-disk layout; `auto` detects it from the files in `path`."""
     path: str | None = EMBEDDED_CODER
     """Folder of the coder (or `params.npz` for Gemma Scope); `embedded` is the project's own TopK SAE
-    for SmolLM2 layer 15. Unused for `neurons`."""
+    for SmolLM2 layer 15; or on the Hugging Face hub: `hf:OWNER/REPO` (one folder per hookpoint, as
+    EleutherAI's sparsify repos: `hookpoint` picks the folder), `hf:OWNER/REPO/FOLDER` (e.g. Gemma
+    Scope's `hf:google/gemma-scope-2b-pt-res/layer_20/width_16k/average_l0_71`), `@REVISION` after
+    REPO, or `saelens:RELEASE/SAE_ID` (SAELens's pretrained table; needs `pip install sae-lens`).
+    Hub files go to huggingface_hub's cache (HF_HOME); HF_HUB_OFFLINE=1 uses only the cache.
+    Unused for `neurons`."""
     transcoder: bool = False
     """The coder reads the module's input and reconstructs its output (sparsify sets this itself)."""
     k: int = Field(32, ge=1)

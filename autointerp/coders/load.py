@@ -1,8 +1,13 @@
-"""Loaders for each on-disk format, with checks that name the file and the numbers."""
+"""Loaders for each on-disk format, with checks that name the file and the numbers.
+
+A coder's `path` is a local folder (or file), `embedded`, or a hub coder (`hf:...`, `saelens:...`,
+fetched into the local cache by `autointerp.coders.hub`); each format's loader then reads a
+folder."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +15,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from autointerp.coders import hub
 from autointerp.coders.base import SparseCoder
 from autointerp.coders.baseline import check_trained_for, random_coder
 from autointerp.config import EMBEDDED_CODER, CoderConfig
@@ -22,6 +28,11 @@ _FILES = {
     "saelens": ("cfg.json", "sae_weights.safetensors"),
     "gemmascope": ("params.npz",),
 }
+
+
+# Lower-case names some Gemma Scope files use, as SAELens's gemma_2 loaders rename them
+# (sae_lens/loading/pretrained_sae_loaders.py).
+_GEMMA_KEYS = {"w_enc": "W_enc", "w_dec": "W_dec"}
 
 
 def embedded_coder_path() -> Path:
@@ -41,10 +52,34 @@ def _folder(cfg: CoderConfig) -> Path:
     if path.is_file():
         return path.parent
     if not path.exists():
-        raise CoderError(f"coder path not found: {path}")
+        hint = ""
+        if re.fullmatch(r"[\w.\-]+/[\w.\-]+(/.*)?", str(cfg.path)):
+            hint = f" (a hub repo is written `hf:{cfg.path}`)"
+        raise CoderError(f"coder path not found: {path}{hint}")
     # A sparsify checkpoint folder holds one subfolder per hookpoint.
-    sub = path / Site.parse(cfg.hookpoint).module
-    return sub if sub.is_dir() else path
+    module = Site.parse(cfg.hookpoint).module
+    sub = path / module
+    if sub.is_dir():
+        return sub
+    weights = [f[-1] for f in _FILES.values()]
+    if not any((path / w).exists() for w in weights):
+        inner = [p.relative_to(path).as_posix() for p in path.glob("*/*")]
+        if found := hub.coder_folders(inner, weights):
+            raise CoderError(
+                f"{path} has no folder {module!r} for hookpoint {cfg.hookpoint}; it holds one "
+                f"folder per hookpoint: {', '.join(found)}"
+            )
+    return path
+
+
+def _locate(cfg: CoderConfig) -> tuple[Path, dict]:
+    """The local folder of the coder's files (downloading a hub coder), and the `cfg.json` keys a
+    SAELens release sets for it."""
+    if not hub.is_hub_path(cfg.path):
+        return _folder(cfg), {}
+    source = hub.parse(str(cfg.path), cfg.transcoder, {f for fs in _FILES.values() for f in fs})
+    module = Site.parse(cfg.hookpoint).module
+    return hub.fetch(source, module, cfg.hookpoint, list(_FILES.values())), source.overrides
 
 
 def detect_format(folder: Path) -> str:
@@ -89,8 +124,8 @@ def _shape(t: torch.Tensor, shape: tuple[int, ...], what: str, path: Path) -> No
         raise CoderError(f"{path}: {what} has shape {tuple(t.shape)}, expected {shape}")
 
 
-def _load_sparsify(cfg: CoderConfig, folder: Path, name: str) -> SparseCoder:
-    meta = _read_json(folder / "cfg.json")
+def _load_sparsify(cfg: CoderConfig, folder: Path, name: str, overrides: dict) -> SparseCoder:
+    meta = {**_read_json(folder / "cfg.json"), **overrides}
     path = folder / "sae.safetensors"
     w = _read_tensors(path)
     _need(w, ("encoder.weight", "encoder.bias", "b_dec"), path)
@@ -141,14 +176,31 @@ def _saelens_activation(meta: dict, folder: Path) -> tuple[str, int | None]:
     )
 
 
-def _load_saelens(cfg: CoderConfig, folder: Path, name: str) -> SparseCoder:
-    meta = _read_json(folder / "cfg.json")
+def _norm_scale(meta: dict, folder: Path) -> float:
+    """The factor SAELens folds into an SAE trained on activations scaled to a fixed mean norm
+    (`normalize_activations: expected_average_only_in`): its table's `norm_scaling_factor`,
+    as `SAE.fold_activation_norm_scaling_factor` does (sae_lens/saes/sae.py); 1 when unscaled."""
+    norm = meta.get("normalize_activations")
+    if norm is True:  # written by SAELens before 6.0 (sae_lens handle_pre_6_0_config)
+        norm = "expected_average_only_in"
+    if norm in (False, None, "", "none"):
+        return 1.0
+    if norm == "expected_average_only_in" and meta.get("norm_scaling_factor"):
+        return float(meta["norm_scaling_factor"])
+    why = " without a norm_scaling_factor" if norm == "expected_average_only_in" else ""
+    raise CoderError(f"{folder}/cfg.json: normalize_activations={norm!r}{why} is not supported")
+
+
+def _load_saelens(cfg: CoderConfig, folder: Path, name: str, overrides: dict) -> SparseCoder:
+    meta = {**_read_json(folder / "cfg.json"), **overrides}
     path = folder / "sae_weights.safetensors"
     w = _read_tensors(path)
     _need(w, ("W_enc", "b_enc", "W_dec", "b_dec"), path)
-    norm = meta.get("normalize_activations") or "none"
-    if norm != "none":
-        raise CoderError(f"{folder}/cfg.json: normalize_activations={norm!r} is not supported")
+    scale = _norm_scale(meta, folder)
+    if scale != 1.0:  # the SAE then reads x * scale: fold it into the weights (in place)
+        w["W_enc"].mul_(scale)
+        w["W_dec"].div_(scale)
+        w["b_dec"].div_(scale)
     activation, k = _saelens_activation(meta, folder)
     d, n = w["W_enc"].shape
     for key in ("d_in", "d_sae"):
@@ -175,7 +227,8 @@ def _load_saelens(cfg: CoderConfig, folder: Path, name: str) -> SparseCoder:
         activation=activation,
         d_in=d,
         n_latents=n,
-        fingerprint=tree_fingerprint([folder / "cfg.json", path]),
+        fingerprint=tree_fingerprint([folder / "cfg.json", path])
+        + ("" if scale == 1.0 else f"-x{scale:.6g}"),
         W_enc=w["W_enc"].T.contiguous(),
         b_enc=w["b_enc"],
         input_bias=w["b_dec"] if apply_b_dec and not cfg.transcoder else None,
@@ -187,12 +240,15 @@ def _load_saelens(cfg: CoderConfig, folder: Path, name: str) -> SparseCoder:
     )
 
 
-def _load_gemmascope(cfg: CoderConfig, folder: Path, name: str) -> SparseCoder:
+def _load_gemmascope(cfg: CoderConfig, folder: Path, name: str, overrides: dict) -> SparseCoder:
     given = Path(cfg.path or "")
-    path = given if given.is_file() else folder / "params.npz"
+    path = given if not hub.is_hub_path(cfg.path) and given.is_file() else folder / "params.npz"
     try:
         with np.load(path) as z:
-            w = {k: torch.from_numpy(np.asarray(z[k], dtype=np.float32)) for k in z.files}
+            w = {
+                _GEMMA_KEYS.get(k, k): torch.from_numpy(np.asarray(z[k], dtype=np.float32))
+                for k in z.files
+            }
     except FileNotFoundError:
         raise CoderError(f"coder weights missing: {path}") from None
     except Exception as e:
@@ -246,12 +302,12 @@ def load_coder(
             fingerprint=f"neurons-k{cfg.k}",
             k=cfg.k,
         )
-    folder = _folder(cfg)
+    folder, overrides = _locate(cfg)
     fmt = detect_format(folder) if cfg.format == "auto" else cfg.format
     loader = {"sparsify": _load_sparsify, "saelens": _load_saelens, "gemmascope": _load_gemmascope}[
         fmt
     ]
-    coder = loader(cfg, folder, name)
+    coder = loader(cfg, folder, name, overrides)
     if baseline == "random-coder":
         return random_coder(coder, seed)
     what = "the embedded SAE, made for the trained model" if cfg.path == EMBEDDED_CODER else fmt
