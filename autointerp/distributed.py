@@ -31,13 +31,15 @@ from autointerp.errors import RunError
 log = logging.getLogger(__name__)
 
 
-class _Actor:
-    def __init__(self, out: str, cfg, index: int):
-        from autointerp.pipeline import Worker
+# The actors get the classes they host from the caller (`pipeline.Worker`, `sample.Sampler`), so
+# that this module imports neither pipeline nor sample (both import it): no import cycle.
 
+
+class _Actor:
+    def __init__(self, worker_cls: type, out: str, cfg, index: int):
         logging.basicConfig(level=logging.WARNING)
         self.loop = asyncio.new_event_loop()
-        self.worker = Worker(Path(out), cfg, f"w{index}", index)
+        self.worker = worker_cls(Path(out), cfg, f"w{index}", index)
 
     def process(self, chunk):
         return self.loop.run_until_complete(self.worker.process(chunk))
@@ -96,12 +98,11 @@ def ray_session(address: str | None, workers: int) -> Iterator[None]:
 
 
 class _SampleActor:
-    def __init__(self, cache: str, coder: str, cfg, embeddings, bos_id: int | None):
-        from autointerp.cache import ActivationCache
-        from autointerp.sample import Sampler
-
+    def __init__(
+        self, sampler_cls: type, cache_cls: type, cache: str, coder: str, cfg, embeddings, bos_id
+    ):
         logging.basicConfig(level=logging.WARNING)
-        self.sampler = Sampler(ActivationCache(cache), coder, cfg, embeddings, bos_id)
+        self.sampler = sampler_cls(cache_cls(cache), coder, cfg, embeddings, bos_id)
 
     def sample(self, latents: list[int]) -> list[str]:
         return [self.sampler.sample(latent).model_dump_json() for latent in latents]
@@ -123,7 +124,15 @@ def sample_ray(address: str, workers: int, sampler, latents: list[int]) -> Itera
         actor = ray.remote(num_cpus=1)(_SampleActor)
         root = str(sampler.cache.root.resolve())
         pool = [
-            actor.remote(root, sampler.coder, sampler.cfg, embeddings, sampler.bos_id)
+            actor.remote(
+                type(sampler),
+                type(sampler.cache),
+                root,
+                sampler.coder,
+                sampler.cfg,
+                embeddings,
+                sampler.bos_id,
+            )
             for _ in range(workers)
         ]
         slots = [a for _ in range(2) for a in pool]  # two chunks out per worker
@@ -156,16 +165,17 @@ def run_ray(
     cfg,
     chunks: list,
     sink: Callable,
+    worker_cls: type,
     gpus_per_worker: float = 0.0,
 ) -> None:
-    """Process `chunks` (`autointerp.pipeline.PlannedChunk`) on `workers` Ray actors; `sink` (the
-    driver's writer) gets each result. A chunk's records are read on the driver as it is submitted,
+    """Process `chunks` (`autointerp.pipeline.PlannedChunk`) on `workers` Ray actors, each holding a
+    `worker_cls` (`autointerp.pipeline.Worker`); `sink` (the driver's writer) gets each result. A chunk's records are read on the driver as it is submitted,
     so at most workers x chunks_in_flight chunks are held."""
     ray = _import_ray()
     started = connect(address, workers)
     try:
         actor = ray.remote(num_cpus=1, num_gpus=gpus_per_worker)(_Actor)
-        pool = [actor.remote(str(out.resolve()), cfg, i) for i in range(workers)]
+        pool = [actor.remote(worker_cls, str(out.resolve()), cfg, i) for i in range(workers)]
         todo = list(reversed(chunks))
         pending: dict = {}
 

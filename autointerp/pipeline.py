@@ -665,7 +665,7 @@ def _run_job(cfg, out, force, ray, workers, progress, gpus_per_worker, retry_fai
             if ray:
                 from autointerp.distributed import run_ray
 
-                run_ray(ray, workers, out, cfg, chunks, sink, gpus_per_worker)
+                run_ray(ray, workers, out, cfg, chunks, sink, Worker, gpus_per_worker)
             else:
                 run_sync(run_local(local_worker(), chunks, sink, cfg.chunks_in_flight))
         finally:

@@ -33,9 +33,9 @@ trained and a baseline coder says so in the `contrast` column (`trained vs rando
 What the numbers mean: a failed score (the explanation failed, no example got an answer) never counts
 as a zero; it is counted in the `failed` columns only. `undefined` counts scored latents whose metric
 could not be computed (e.g. AUROC without both classes). The comparison of coders uses each scorer's
-main metric (`autointerp.score.MAIN_METRIC`): the mean per coder with a 95% percentile bootstrap
-interval, and for each pair of coders the difference of means (a - b) with its bootstrap interval and
-the two-sided Mann-Whitney U p-value. Per-decile curves show the main metric per activation decile:
+main metric (`autointerp.score.MAIN_METRIC`): the mean per coder with a 95% bootstrap interval (BCa,
+`mean_interval`), and for each pair of coders the difference of means (a - b) with its bootstrap
+interval and the two-sided Mann-Whitney U p-value. Per-decile curves show the main metric per activation decile:
 AUROC of the decile's examples against all negatives (continuous scorers), balanced accuracy of the
 decile against all negatives, i.e. (decile accuracy + specificity) / 2 (classifiers).
 """
@@ -45,6 +45,7 @@ from __future__ import annotations
 import itertools
 import logging
 import re
+import warnings
 import zlib
 from array import array
 from dataclasses import dataclass
@@ -478,22 +479,50 @@ def is_main(frame: pd.DataFrame) -> pd.Series:
     return mask
 
 
-def bootstrap_means(x: np.ndarray, n_boot: int, seed: int, key: str = "") -> np.ndarray:
-    """Means of `n_boot` resamples of `x` (memory bounded for large `x`). The stream is drawn from
-    `seed` and `key` (a coder's label): a coder gets the same interval whatever it is compared
-    with, and two coders are resampled independently even when their sizes are equal."""
+BCA_MAX = 5_000
+"""Samples up to this size get BCa intervals, larger ones percentile intervals (`mean_interval`)."""
+
+
+def mean_interval(
+    samples: tuple[np.ndarray, ...], n_boot: int, seed: int, key: str = ""
+) -> tuple[float, float]:
+    """95% bootstrap interval of the mean of one sample, or of the difference of the means of two
+    (resampled independently), by `scipy.stats.bootstrap`: BCa (bias-corrected and accelerated;
+    percentile intervals are too narrow for the dozen latents a coder often has) up to `BCA_MAX`
+    values a sample, percentile above (BCa's jackknife costs O(n^2) there, and with that many values
+    the two agree). The stream is drawn from `seed` and `key` (a coder's label, or a pair's), so a
+    coder gets the same interval whatever it is compared with. A sample without spread (one value,
+    or all equal) has the point as its interval."""
+    from scipy.stats import bootstrap
+
+    point = float(np.mean(samples[0]) - (np.mean(samples[1]) if len(samples) > 1 else 0.0))
+    if min(len(x) for x in samples) < 2 or all(np.ptp(x) == 0 for x in samples):
+        return point, point
+    largest = max(len(x) for x in samples)
     rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
-    step = max(1, 4_000_000 // max(len(x), 1))
-    out = []
-    for s in range(0, n_boot, step):
-        idx = rng.integers(0, len(x), size=(min(step, n_boot - s), len(x)))
-        out.append(x[idx].mean(axis=1))
-    return np.concatenate(out)
+    for method in ("BCa", "percentile") if largest <= BCA_MAX else ("percentile",):
+        with warnings.catch_warnings():  # a degenerate BCa is NaN: the percentile one is used
+            warnings.simplefilter("ignore")
+            ci = bootstrap(
+                samples,
+                _mean if len(samples) == 1 else _mean_difference,
+                n_resamples=n_boot,
+                method=method,
+                rng=rng,
+                vectorized=True,
+                batch=max(1, 4_000_000 // largest),  # memory bounded for large samples
+            ).confidence_interval
+        if np.isfinite(ci.low) and np.isfinite(ci.high):
+            break
+    return float(ci.low), float(ci.high)
 
 
-def _ci(boot: np.ndarray) -> tuple[float, float]:
-    lo, hi = np.percentile(boot, [2.5, 97.5])
-    return float(lo), float(hi)
+def _mean(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    return x.mean(axis=axis)
+
+
+def _mean_difference(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+    return a.mean(axis=axis) - b.mean(axis=axis)
 
 
 def compare(scores: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict[str, pd.DataFrame]:
@@ -504,17 +533,16 @@ def compare(scores: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict[str
     coders, pairs = [], []
     for scorer, d in main_values(scores).groupby("scorer", sort=False, observed=True):
         groups = {k: g for k, g in d.groupby(["label", "hookpoint"], sort=False, observed=True)}
-        boots = {}
+        values = {}
         for (label, hook), g in groups.items():
-            x = g.value.to_numpy()
-            boots[label] = (x, bootstrap_means(x, n_boot, seed, f"{scorer}/{label}"))
-            lo, hi = _ci(boots[label][1])
+            x = values[label] = g.value.to_numpy()
+            lo, hi = mean_interval((x,), n_boot, seed, f"{scorer}/{label}")
             row = {"scorer": scorer, "metric": main_metric(scorer), "label": label}
             coders.append(row | {"hookpoint": hook, "n": len(x), "mean": x.mean()})
             coders[-1] |= {"ci_low": lo, "ci_high": hi}
         for (a, ha), (b, hb) in itertools.combinations(groups, 2):
-            (xa, ba), (xb, bb) = boots[a], boots[b]
-            lo, hi = _ci(ba - bb)
+            xa, xb = values[a], values[b]
+            lo, hi = mean_interval((xa, xb), n_boot, seed, f"{scorer}/{a}/{b}")
             p = mannwhitneyu(xa, xb, alternative="two-sided").pvalue
             row = {"scorer": scorer, "metric": main_metric(scorer), "coder_a": a, "coder_b": b}
             row |= {"hookpoint_a": ha, "hookpoint_b": hb, "n_a": len(xa), "n_b": len(xb)}

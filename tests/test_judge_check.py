@@ -513,3 +513,44 @@ def test_a_real_run_reports_its_judge_check(tmp_path, small_run):
     assert (
         json.loads((out / "summary.json").read_text())["judge_check_llm"]["detection"]["calls"] == 0
     )
+
+
+def test_auroc_is_the_mann_whitney_u_with_ties_counted_half():
+    from scipy.stats import mannwhitneyu
+
+    from autointerp.score.metrics import auroc
+
+    rng = np.random.default_rng(3)
+    for n_pos, n_neg in ((1, 1), (3, 50), (400, 20_000)):
+        scores = rng.integers(0, 5, n_pos + n_neg).astype(float)  # many ties
+        labels = [True] * n_pos + [False] * n_neg
+        u = mannwhitneyu(scores[:n_pos], scores[n_pos:]).statistic
+        assert auroc(labels, scores) == pytest.approx(u / (n_pos * n_neg))
+    assert auroc([True, False], [0.3, 0.3]) == 0.5
+    assert auroc([True, True], [0.1, 0.2]) is None  # one class only: undefined, not 0
+
+
+def test_coder_intervals_are_bca_and_percentile_above_its_limit(monkeypatch):
+    """The report's intervals are scipy's BCa intervals (wider than percentile ones on a dozen
+    skewed values), percentile ones above `BCA_MAX`; data without spread give the point."""
+    import zlib
+
+    from scipy.stats import bootstrap
+
+    from autointerp import report
+
+    x = np.random.default_rng(5).exponential(size=12)
+    rng = np.random.default_rng([0, zlib.crc32(b"k")])
+    bca = bootstrap((x,), np.mean, n_resamples=1000, method="BCa", rng=rng).confidence_interval
+    assert report.mean_interval((x,), 1000, 0, "k") == pytest.approx((bca.low, bca.high))
+    rng = np.random.default_rng([0, zlib.crc32(b"k")])
+    pct = bootstrap((x,), np.mean, n_resamples=1000, method="percentile", rng=rng)
+    assert bca.high - bca.low != pytest.approx(
+        pct.confidence_interval.high - pct.confidence_interval.low
+    )
+    monkeypatch.setattr(report, "BCA_MAX", 10)
+    ci = pct.confidence_interval
+    assert report.mean_interval((x,), 1000, 0, "k") == pytest.approx((ci.low, ci.high))
+    assert report.mean_interval((np.full(4, 0.7),), 1000, 0) == pytest.approx((0.7, 0.7))
+    lo, hi = report.mean_interval((x, x + 1), 1000, 0, "pair")
+    assert lo < -1 < hi  # a difference of means, resampled independently

@@ -14,19 +14,14 @@ import numpy as np
 
 
 def auroc(labels: Sequence[bool], scores: Sequence[float]) -> float | None:
-    """Area under the ROC curve (ties count half); None without both classes."""
+    """Area under the ROC curve (ties count half: average ranks); None without both classes."""
+    from scipy.stats import rankdata
+
     y = np.asarray(labels, dtype=bool)
-    s = np.asarray(scores, dtype=np.float64)
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
         return None
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s), dtype=np.float64)
-    ranks[order] = np.arange(1, len(s) + 1)
-    for value in np.unique(s):  # average ranks of ties
-        tied = s == value
-        if tied.sum() > 1:
-            ranks[tied] = ranks[tied].mean()
+    ranks = rankdata(np.asarray(scores, dtype=np.float64))  # Mann-Whitney U from rank sums
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
