@@ -48,7 +48,6 @@ import io
 import json
 import logging
 import os
-import platform
 import shutil
 import signal
 import sys
@@ -70,6 +69,11 @@ from autointerp.coders import SparseCoder, embedded_coder_path, load_coder
 from autointerp.config import EMBEDDED_CODER, CacheConfig, CoderConfig, CorpusConfig, SubjectConfig
 from autointerp.corpus import iter_windows
 from autointerp.subject import Site, Subject, load_subject
+from eval import common
+from eval.common import cpu_seconds
+
+VERSIONS = ("torch", "transformers", "numpy", "autointerp", "eai-delphi", "eai-sparsify")
+"""The distributions whose versions the speed benchmarks record."""
 
 log = logging.getLogger("bench_cache")
 REPO = Path(__file__).resolve().parents[1]
@@ -121,24 +125,15 @@ def _reset_hwm() -> bool:
     return True
 
 
-def _cpu_seconds() -> tuple[float, float]:
-    """(CPU seconds every process has used, CPU seconds this process has used)."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    busy = sum(fields[:3]) + sum(fields[5:8])  # user nice system irq softirq steal
-    own = os.times()
-    return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
-
-
 def wait_quiet(max_wait: float, window: float = 3.0) -> None:
     """Wait (at most `max_wait` s) until other processes use under BUSY_CORES of CPU for `window` s."""
     if max_wait <= 0:
         return
     deadline, told = time.monotonic() + max_wait, False
     while time.monotonic() < deadline:
-        t0, (busy0, own0) = time.perf_counter(), _cpu_seconds()
+        t0, (busy0, own0) = time.perf_counter(), cpu_seconds()
         time.sleep(window)
-        busy, own = _cpu_seconds()
+        busy, own = cpu_seconds()
         if ((busy - busy0) - (own - own0)) / (time.perf_counter() - t0) < BUSY_CORES:
             return
         if not told:
@@ -166,7 +161,7 @@ class Monitor:
         self._hwm = _reset_hwm()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
-        self._start = (time.perf_counter(), *_cpu_seconds())
+        self._start = (time.perf_counter(), *cpu_seconds())
         return self
 
     def _sample(self) -> None:
@@ -174,7 +169,7 @@ class Monitor:
             self.peak_kb = max(self.peak_kb, _status_kb("VmRSS"))
 
     def __exit__(self, *exc) -> None:
-        wall, (busy, own) = time.perf_counter() - self._start[0], _cpu_seconds()
+        wall, (busy, own) = time.perf_counter() - self._start[0], cpu_seconds()
         self.other_cores = max(0.0, (busy - self._start[1]) - (own - self._start[2])) / wall
         self._stop.set()
         assert self._thread is not None
@@ -514,9 +509,11 @@ def summarize(b: Bench, runs: list[Run], delphi_batch: int, tuning: dict, args) 
         "repeats": args.repeats,
         "command": "python -m eval.bench_cache " + " ".join(sys.argv[1:]),
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "versions": _versions(),
+        "versions": common.versions(
+            ("torch", "transformers", "numpy", "autointerp", "eai-delphi", "eai-sparsify")
+        ),
         "machine": {
-            "cpu": _cpu_name(),
+            "cpu": common.cpu_name(),
             "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
         },
@@ -569,22 +566,6 @@ def _targets(res: dict) -> dict:
     }
     out["peak_rss_growth_mb"]["target"] = round(tolerance, 1)
     return out
-
-
-def _versions() -> dict:
-    out = {"python": platform.python_version()}
-    for dist in ("torch", "transformers", "numpy", "autointerp", "eai-delphi", "eai-sparsify"):
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            out[dist] = importlib.metadata.version(dist)
-    return out
-
-
-def _cpu_name() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -712,13 +693,6 @@ def render_markdown(res: dict) -> str:
     return "\n".join(head + body) + "\n"
 
 
-def write_results(res: dict, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "bench_cache.json").write_text(json.dumps(res, indent=2) + "\n")
-    (folder / "bench_cache.md").write_text(render_markdown(res))
-    log.info("wrote %s and %s", folder / "bench_cache.md", folder / "bench_cache.json")
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m eval.bench_cache", description=__doc__.split("\n")[0]
@@ -783,3 +757,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     main()
+
+
+def write_results(res: dict, folder: Path) -> None:
+    common.write_results(res, folder, "bench_cache", render_markdown)

@@ -47,7 +47,8 @@ from autointerp.coders import load_coder
 from autointerp.config import CacheConfig, CoderConfig, CorpusConfig, SubjectConfig
 from autointerp.corpus import TokenWindows, iter_windows
 from autointerp.subject import Site, Subject, load_subject, resolve_dtype
-from eval.bench_cache import BUSY_CORES, Monitor, _cpu_name, _versions, wait_quiet
+from eval import common
+from eval.bench_cache import BUSY_CORES, VERSIONS, Monitor, wait_quiet
 
 log = logging.getLogger("bench_encoder")
 REPO = Path(__file__).resolve().parents[1]
@@ -222,13 +223,13 @@ def _summarize(forward, runs, encode, n_tokens, subject, batch_size) -> dict:
         "subject_dtype": str(subject.dtype).removeprefix("torch."),
         "dtype_auto": {"cpu": dtype, "why": why},
         "machine": {
-            "cpu": _cpu_name(),
+            "cpu": common.cpu_name(),
             "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "flags": cpu_flags(),
             "mem_total_mib": _mem_total_kb() // 1024,
         },
-        "versions": _versions(),
+        "versions": common.versions(VERSIONS),
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
     }
 
@@ -308,13 +309,6 @@ def render_markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(res: dict, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "bench_encoder.json").write_text(json.dumps(res, indent=2) + "\n")
-    (folder / "bench_encoder.md").write_text(render_markdown(res))
-    log.info("wrote %s and %s", folder / "bench_encoder.md", folder / "bench_encoder.json")
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m eval.bench_encoder", description=__doc__.split("\n")[0]
@@ -345,3 +339,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     main()
+
+
+def write_results(res: dict, folder: Path) -> None:
+    common.write_results(res, folder, "bench_encoder", render_markdown)

@@ -101,6 +101,7 @@ from autointerp.score import ScoreContext, ScoreStageConfig, read_scores, score_
 from autointerp.score.classifier import ClassifierConfig, ClassifierScorer
 from autointerp.subject import load_tokenizer
 from autointerp.types import SampledLatent
+from eval.common import cpu_seconds
 
 log = logging.getLogger("bench_llm_work")
 REPO = Path(__file__).resolve().parents[1]
@@ -382,15 +383,6 @@ class Quality:
     scored: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     """Latents each scorer scored (autointerp does not score a latent whose explanation failed)."""
     balanced_accuracy: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-
-
-def _cpu_seconds() -> tuple[float, float]:
-    """(CPU seconds every process has used, CPU seconds this process has used)."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    busy = sum(fields[:3]) + sum(fields[5:8])  # user nice system irq softirq steal
-    own = os.times()
-    return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
 
 
 def balanced_accuracy(labels: list[bool], preds: list[bool]) -> float | None:
@@ -936,11 +928,11 @@ def main() -> None:
             order = list(systems) if k % 2 == 0 else list(reversed(systems))
             for name in order:
                 load0 = os.getloadavg()[0]
-                busy0, own0 = _cpu_seconds()
+                busy0, own0 = cpu_seconds()
                 t0 = time.perf_counter()
                 systems[name].run(chunk)
                 seconds = time.perf_counter() - t0
-                busy, own = _cpu_seconds()
+                busy, own = cpu_seconds()
                 phases.append(
                     Phase(
                         system=name,

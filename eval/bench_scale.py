@@ -53,7 +53,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from eval.bench_cache import _cpu_name, _cpu_seconds, _versions, wait_quiet
+from eval import common
+from eval.bench_cache import VERSIONS, wait_quiet
+from eval.common import cpu_seconds
 from eval.synthetic import cache_config, tiny_embedder, write_cache, write_coder
 
 log = logging.getLogger("bench_scale")
@@ -93,12 +95,12 @@ def process_usage(cmd: list[str], env: dict[str, str] | None = None, cwd: Path =
     # own child's peak is then its own
     peak_file = Path(tempfile.mkstemp(suffix=".maxrss")[1])
     cmd = ["/usr/bin/time", "-f", "%M", "-o", str(peak_file), *cmd]
-    t0, (busy0, _) = time.perf_counter(), _cpu_seconds()
+    t0, (busy0, _) = time.perf_counter(), cpu_seconds()
     proc = subprocess.Popen(cmd, cwd=cwd, env={**os.environ, **(env or {})})
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
-    busy, _ = _cpu_seconds()
+    busy, _ = cpu_seconds()
     cpu = usage.ru_utime + usage.ru_stime
     result = {
         "wall_s": round(wall, 2),
@@ -551,11 +553,11 @@ def main(argv: list[str] | None = None) -> dict:
         "git_commit": _git_commit(),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": {
-            "cpu": _cpu_name(),
+            "cpu": common.cpu_name(),
             "cores": os.cpu_count(),
             "cpu_flags": _cpu_flags(),
             "loadavg_start": Path("/proc/loadavg").read_text().split()[:3],
-            "versions": _versions(),
+            "versions": common.versions(VERSIONS),
             "platform": platform.platform(),
         },
         "tokens": args.tokens,

@@ -43,11 +43,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.metadata
 import json
 import logging
 import os
-import platform
 import re
 import shutil
 import sys
@@ -70,6 +68,7 @@ from autointerp.score.intruder import IntruderConfig
 from autointerp.score.metrics import auroc
 from autointerp.score.simulation import SimulationConfig
 from autointerp.types import Explanation, LatentId
+from eval import common
 
 log = logging.getLogger("planted")
 REPO = Path(__file__).resolve().parents[1]
@@ -980,16 +979,6 @@ def notes(res: dict) -> list[str]:
 # Main
 
 
-def _versions() -> dict:
-    out = {"python": platform.python_version()}
-    for dist in ("torch", "transformers", "sentence-transformers", "autointerp"):
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return out
-
-
 def _signature(args) -> str:
     """What the derived folders depend on; a change wipes them (the real cache is kept)."""
     data = {
@@ -1136,7 +1125,9 @@ def main(argv: list[str] | None = None) -> dict:
         "seconds_scoring": round(sum(x for v in seconds.values() for x in v.values()), 1),
         "command": " ".join(["python -m eval.planted", *(sys.argv[1:] if argv is None else argv)]),
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "versions": _versions(),
+        "versions": common.versions(
+            ("torch", "transformers", "sentence-transformers", "autointerp")
+        ),
         "machine": {"cores": os.cpu_count()},
     }
     write_results(res, args.results)
@@ -1144,12 +1135,9 @@ def main(argv: list[str] | None = None) -> dict:
     return res
 
 
-def write_results(res: dict, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "planted.json").write_text(json.dumps(res, indent=2) + "\n")
-    (folder / "planted.md").write_text(render_markdown(res))
-    log.info("wrote %s and %s", folder / "planted.md", folder / "planted.json")
-
-
 if __name__ == "__main__":
     main()
+
+
+def write_results(res: dict, folder: Path) -> None:
+    common.write_results(res, folder, "planted", render_markdown)
