@@ -130,7 +130,7 @@ def test_explain_and_score_in_memory_with_the_real_local_model():
         "the word cat", CATS, OTHERS, scorer="detection", client={"dtype": "float32"}
     )
     assert s.status == "ok" and len(s.predictions) == len(CATS) + len(OTHERS)
-    assert [p.label for p in s.predictions] == [True] * 3 + [False] * 2
+    assert sorted(p.label for p in s.predictions) == [False] * 2 + [True] * 3  # shuffled
     emb = autointerp.score("the word cat", CATS, OTHERS, scorer="embedding")
     assert emb.status == "ok" and 0.0 <= emb.metrics["auroc"] <= 1.0
     free = autointerp.score("", CATS, OTHERS, scorer="example-embedding", train=CATS[:2])

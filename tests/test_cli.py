@@ -95,6 +95,22 @@ def test_config_errors_name_the_key(tmp_path):
     assert r.exit_code == 1 and "config file not found" in r.output
 
 
+def test_cache_takes_a_run_config(tmp_path):
+    """`autointerp cache RUN.yaml` caches what the run would (the cache keys of a run config; the
+    later stages' sections and `max_latents` are for them), and a typo is still named."""
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        "corpus: {n_tokens: 2048}\nmax_latents: 3\nexplain: {explainer: token-stats}\n"
+        "score: {scorers: [embedding]}\n"
+    )
+    r = _cli("cache", cfg, "--out", tmp_path / "cache")
+    assert r.exit_code == 0, r.output
+    assert ActivationCache(tmp_path / "cache").n_tokens == 2048
+    cfg.write_text("corpus: {n_tokens: 2048}\nmax_latent: 3\n")
+    r = _cli("cache", cfg, "--out", tmp_path / "cache2")
+    assert r.exit_code == 1 and "max_latent: Extra inputs are not permitted" in r.output
+
+
 def test_bad_inputs_exit_nonzero(tmp_path):
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("na\xefve".encode("latin-1") * 100)
