@@ -502,9 +502,17 @@ def export(
         typer.Option(help="CODER=SOURCE_ID, Neuronpedia's id of a coder (repeatable)."),
     ] = None,
     license: Annotated[str, typer.Option(help="License named in the dataset card.")] = "other",
+    neuronpedia: Annotated[
+        bool,
+        typer.Option(
+            "--neuronpedia",
+            help="Also write OUT/neuronpedia: explanations, scores and their types laid out as "
+            "Neuronpedia's import routes read them (README: Explanation datasets).",
+        ),
+    ] = False,
 ) -> None:
     """Write the explanation dataset: Parquet + JSONL (load with `datasets`), a dataset card, and
-    Neuronpedia JSON."""
+    Neuronpedia JSON; with --neuronpedia, the folder Neuronpedia imports."""
     from autointerp.export import export_run
 
     try:
@@ -514,7 +522,15 @@ def export(
             if not sep or not coder_name or not source:
                 raise ConfigError(f"--neuronpedia-source takes CODER=SOURCE_ID, not {item!r}")
             sources[coder_name] = source
-        paths = export_run(run_dir, out, examples, neuronpedia_model, sources or None, license)
+        paths = export_run(
+            run_dir,
+            out,
+            examples,
+            neuronpedia_model,
+            sources or None,
+            license,
+            neuronpedia=neuronpedia,
+        )
         for kind, path in paths.items():
             typer.echo(f"{kind}: {path}")
     except AutointerpError as e:

@@ -1,12 +1,13 @@
 """Explanation datasets: a finished run folder -> a Hugging Face dataset and a Neuronpedia upload.
 
-Usage: `autointerp export RUN [--out RUN/export]`; Python: `export_run(RUN, out)`, which returns the
-paths it wrote:
+Usage: `autointerp export RUN [--out RUN/export] [--neuronpedia]`; Python: `export_run(RUN, out,
+neuronpedia=False)`, which returns the paths it wrote:
     OUT/explanations.parquet   one row per sampled latent of every coder (columns below)
     OUT/explanations.jsonl     the same rows and columns, one JSON object a line
-    OUT/neuronpedia.json       the explanations in Neuronpedia's Explanation shape
+    OUT/neuronpedia.json       the explanations with the field names of Neuronpedia's Explanation table
     OUT/judge_check.json       per LLM scorer and coder, the run's judge check (verdict, AUROC, text)
     OUT/README.md              a dataset card: `datasets.load_dataset("OUT")` loads the parquet file
+    OUT/neuronpedia/           with --neuronpedia: the folder Neuronpedia's import routes read (below)
 
 Columns: model, hookpoint, coder, coder_kind, latent; status (`explained`, `explanation_failed`,
 `skipped` by the sample stage, or `not_explained` when the explain stage never reached the latent);
@@ -23,25 +24,52 @@ directly (`ds.filter(lambda r: r["detection"] > 0.8)`), and the name `<scorer>.<
 `Dataset.flatten()` would give a struct anyway. Each metric column has one type (int64 when every value
 is an integer, else float64); NaN and infinite values become null, since JSON has no NaN.
 
-Neuronpedia: `neuronpedia.json` is a JSON array of records with the field names of Neuronpedia's
-`Explanation` table (modelId, layer = the source/SAE id, index as a string, description, typeName,
-explanationModelName, notes), the shape that `GET /api/explanation/export` returns and that its
-importer reads from `<model>/<source>/explanations/*.jsonl` (hijohnnylin/neuronpedia:
-apps/webapp/prisma/schema.prisma `model Explanation`, apps/webapp/app/api/admin/import/route.ts,
-apps/webapp/app/api/explanation/export/route.ts; the same fields in
-utils/neuronpedia-utils/neuronpedia_utils/db_models/explanation.py). `id` and `authorId` are assigned
-by the Neuronpedia instance that imports them, so they are left out. typeName is `autointerp-<explainer>`
-and notes hold the prompt id and every main score. Failed explanations are left out (counted in the log
-and the card). The source id cannot be known from the run: pass `neuronpedia_sources` (coder -> id);
-the default is `<layer>-<site>-<kind>` from the hookpoint and coder kind (`layers.15`, sparsify ->
-`15-res-sparsify`; site is res, mlp or att), with the coder name instead of the kind when two coders
-would share an id. modelId defaults to the subject model's name, lowercased and slugged.
+Neuronpedia (hijohnnylin/neuronpedia at ebb8426f: apps/webapp/prisma/schema.prisma and its migrations,
+apps/webapp/app/api/admin/import/route.ts, import-file/route.ts, apps/webapp/lib/db/import.ts,
+apps/webapp/lib/utils/s3.ts). `neuronpedia.json` is a JSON array of explained latents with field names
+of the `Explanation` table (modelId, layer = the source/SAE id, index as a string, description,
+typeName, explanationModelName, notes with the prompt id and every main score), for reading: it has no
+`id` nor `authorId`, which the import requires (the migration has `"id" TEXT NOT NULL`: Prisma's
+@default(cuid()) is filled in by the Prisma client, and the import inserts with raw SQL), so no
+Neuronpedia route takes it as it is (`GET /api/explanation/export`, whose shape it had, is removed).
 
-Each file is written to a hidden temporary name and renamed, so an interrupted export never leaves a
-half file under a final name; the card is removed first and written last, so a folder with a card holds
-one complete export. An OUT that holds another export is simply overwritten (other files in it are left
-alone); OUT may not be the run folder itself nor lie inside its cache, sample, explanations or scores
-folders.
+`--neuronpedia` writes OUT/neuronpedia/, the keys of the datasets bucket the import routes read
+(DATASET_BASE_PATH `v1/`), which `NeuronpediaImport` fills as the rows stream past:
+    v1/config/explanation_type.jsonl, explanation_model_type.jsonl, explanation_score_type.jsonl,
+      explanation_score_model.jsonl, eval_type.jsonl (empty)   upserted by name (importConfigFromS3)
+    v1/<model>/<source>/explanations/batch-<n>.jsonl.gz         Explanation rows
+    v1/<model>/<source>/explanation_scores/batch-<n>.jsonl.gz   ExplanationScore rows
+`GET /api/admin/import?modelId=&sourceId=&explanations=only` syncs v1/config and inserts every
+`explanations/*.jsonl.gz` of the source; `POST /api/admin/import-file {path, tableName:
+"ExplanationScore"}` inserts one scores file. Both insert with `jsonb_to_recordset` and `ON CONFLICT DO
+NOTHING`, taking the columns from a file's first line, so every line of a file has the same keys.
+Explanation lines: id, modelId, layer, index, description, authorId, typeName, explanationModelName,
+notes. ExplanationScore lines: id, explanationId, value (a Float: the scorer's main metric),
+explanationScoreTypeName (`autointerp-<scorer>-<metric>`), explanationScoreModelName, initiatedByUserId,
+jsonDetails (a JSON string: metric, interval, every metric; Neuronpedia's page parses it). One score per
+explained latent and scorer whose main metric is a finite number; a failed or missing score, one of an
+older explanation text, and the explanation-free scorers' (they score latents, not explanations) have
+no row, never a zero; the log and the card count them. Type rows (`autointerp-` names, so that no
+Neuronpedia row is replaced; `featured` false, so that the site offers none of them for new runs) say
+the method and, for scores, what the metric means; the scoring model is read from RUN/run_config.yaml
+(`autointerp run`) and is `autointerp-unrecorded` otherwise. authorId, creatorId and initiatedByUserId
+are the bot user every instance is seeded with. Ids are cuid-shaped SHA-256 hashes of the row's
+content, so an export of the same run gives the same ids (a re-import adds nothing) and a changed
+explanation a new one. The import also needs what the folder does not hold: the model, the source and
+its features (Neuron rows) on the instance, as the README's upload steps say.
+
+The source id cannot be known from the run: pass `neuronpedia_sources` (coder -> id); the default is
+`<layer>-<site>-<kind>` from the hookpoint and coder kind (`layers.15`, sparsify -> `15-res-sparsify`;
+site is res, mlp or att), with the coder name instead of the kind when two coders would share an id.
+modelId defaults to the subject model's name, lowercased and slugged. Failed explanations are left out
+of both (counted in the log and the card).
+
+Each file is written to a hidden temporary name and renamed (OUT/neuronpedia as a whole folder), so an
+interrupted export never leaves a half file under a final name; the card is removed first and written
+last, so a folder with a card holds one complete export. An OUT that holds another export is simply
+overwritten (other files in it are left alone; an older neuronpedia/ folder is removed by an export
+without --neuronpedia); OUT may not be the run folder itself nor lie inside its cache, sample,
+explanations or scores folders.
 
 Method: Paulo et al. 2024, "Automatically Interpreting Millions of Features in Large Language Models"
 (arXiv:2410.13928).
@@ -49,15 +77,20 @@ Method: Paulo et al. 2024, "Automatically Interpreting Millions of Features in L
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import logging
 import math
 import os
 import re
+import shutil
 import textwrap
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import IO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -66,7 +99,7 @@ import yaml
 from autointerp.errors import RunError
 from autointerp.jsonl import ExplanationHead, ScoreHead, scan
 from autointerp.runfolder import RunFolder
-from autointerp.score import MAIN_METRIC
+from autointerp.score import EXPLANATION_FREE, LLM_SCORERS, MAIN_METRIC
 from autointerp.score.base import LatentScore
 from autointerp.types import Explanation, SampledLatent
 
@@ -116,7 +149,8 @@ COLUMN_DOCS = {
     "n_activating_windows": "number of example windows in which the latent is active",
     "top_examples": "strongest train examples, strongest first: {text, tokens, activations}",
 }
-BOS_DOCS = {  # density and max_activation as the run's sample.filter_bos made them
+# density and max_activation as the run's sample.filter_bos made them
+BOS_DOCS: dict[bool | None, dict[str, str]] = {
     True: {
         "density": "fraction of cached tokens on which the latent is active, the BOS that starts "
         "each window left out (sample.filter_bos)",
@@ -145,10 +179,13 @@ def export_run(
     neuronpedia_model_id: str | None = None,
     neuronpedia_sources: Mapping[str, str] | None = None,
     license: str = "other",
+    neuronpedia: bool = False,
 ) -> dict[str, Path]:
-    """Export a run folder's explanations, scores and top examples into `out` (default RUN/export).
+    """Export a run folder's explanations, scores and top examples into `out` (default RUN/export);
+    with `neuronpedia`, also the folder Neuronpedia's import routes read (OUT/neuronpedia).
 
-    Returns {"parquet", "jsonl", "neuronpedia", "judge_check", "card"} -> path. Raises RunError when `run` is not a
+    Returns {"parquet", "jsonl", "neuronpedia", "judge_check", "card"} -> path, and
+    "neuronpedia_import" -> OUT/neuronpedia with `neuronpedia`. Raises RunError when `run` is not a
     run folder, has no samples or no explanations, or `out` would land inside the run's stage folders.
     """
     if n_examples < 0:
@@ -163,25 +200,42 @@ def export_run(
     paths = _paths(target)
     target.mkdir(parents=True, exist_ok=True)
     paths["card"].unlink(missing_ok=True)
+    np_dir = target / NEURONPEDIA_DIR
+    if not neuronpedia and np_dir.is_dir():  # an older export's: it would not match this one
+        shutil.rmtree(np_dir)
     text = json.dumps(judged, indent=1) + "\n"
     _atomic(paths["judge_check"], lambda p: p.write_text(text))
     tally = Tally(scorers)
     rows_tmp = target / ".explanations.rows.partial"
-    try:
-        _atomic(
-            paths["neuronpedia"],
-            lambda p: _write_rows(folder, n_examples, tally, rows_tmp, p, model_id, sources),
-        )
-        log.info(
-            "neuronpedia.json: %d explanations, %d failed ones left out",
-            tally.n_neuronpedia,
-            tally.left_out,
-        )
-        schema = tally.schema()
-        _atomic2(paths["parquet"], paths["jsonl"], lambda p, j: _convert(rows_tmp, schema, p, j))
-    finally:
-        rows_tmp.unlink(missing_ok=True)
-    card = dataset_card(folder, tally, scorers, model_id, sources, license)
+    with _atomic_dir(np_dir) if neuronpedia else nullcontext() as np_tmp:
+        imports = None
+        if np_tmp is not None:
+            imports = NeuronpediaImport(np_tmp, model_id, _score_models(folder))
+        try:
+            _atomic(
+                paths["neuronpedia"],
+                lambda p: _write_rows(
+                    folder, n_examples, tally, rows_tmp, p, model_id, sources, imports
+                ),
+            )
+            log.info(
+                "neuronpedia.json: %d explanations, %d failed ones left out",
+                tally.n_neuronpedia,
+                tally.left_out,
+            )
+            schema = tally.schema()
+            _atomic2(
+                paths["parquet"], paths["jsonl"], lambda p, j: _convert(rows_tmp, schema, p, j)
+            )
+        finally:
+            rows_tmp.unlink(missing_ok=True)
+            if imports is not None:
+                imports.close()
+        if imports is not None:
+            imports.write_config()
+            log.info("neuronpedia/: %s", imports.summary())
+            paths["neuronpedia_import"] = np_dir
+    card = dataset_card(folder, tally, scorers, model_id, sources, license, imports)
     card += _judge_section(judged)
     _atomic(paths["card"], lambda p: p.write_text(card))
     return paths
@@ -256,6 +310,14 @@ def iter_rows(run: RunFolder, n_examples: int = 10, tally: Tally | None = None) 
     """One row per sampled latent of every coder (the columns of the module docstring), built one
     at a time from the files: a latent's last line of each, found through line indexes. `tally`
     counts the sample records' examples."""
+    for row, _ in _iter_latents(run, n_examples, tally):
+        yield row
+
+
+def _iter_latents(
+    run: RunFolder, n_examples: int, tally: Tally | None
+) -> Iterator[tuple[dict, dict[str, ScoreHead | None]]]:
+    """`iter_rows`' rows, each with the score lines it was built from (scorer -> line or None)."""
     scorers = run.scorers()
     for coder, meta in run.coders.items():
         explanations = run.explanation_index(coder)
@@ -265,12 +327,13 @@ def iter_rows(run: RunFolder, n_examples: int = 10, tally: Tally | None = None) 
             row = _base_row(run.subject_model, coder, meta, record)
             e = explanations.read([latent], ExplanationHead).get(latent)
             row |= _explanation_fields(record, e)
-            for scorer, index in scores.items():
-                row |= _score_fields(scorer, index.read([latent], ScoreHead).get(latent))
+            heads = {s: index.read([latent], ScoreHead).get(latent) for s, index in scores.items()}
+            for scorer, head in heads.items():
+                row |= _score_fields(scorer, head)
             row["top_examples"] = _top_examples(run, record, n_examples)
             if tally is not None:
                 tally.add_sample(record)
-            yield row
+            yield row, heads
 
 
 def _write_rows(
@@ -281,15 +344,16 @@ def _write_rows(
     neuronpedia: Path,
     model_id: str,
     sources: Mapping[str, str],
+    imports: NeuronpediaImport | None = None,
 ) -> None:
     """Every row into `rows_path` (plain JSON lines, typed later by `_convert` once the schema is
     known) and the explained ones into `neuronpedia` (a JSON array, as `json.dumps(.., indent=1)`
-    writes it), counting what the card needs into `tally`."""
+    writes it) and `imports`, counting what the card needs into `tally`."""
     with (
         open(rows_path, "w", encoding="utf-8") as rows,
         open(neuronpedia, "w", encoding="utf-8") as np_file,
     ):
-        for row in iter_rows(run, n_examples, tally):
+        for row, heads in _iter_latents(run, n_examples, tally):
             rows.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
             tally.add(row)
             if _left_out(row):
@@ -299,6 +363,8 @@ def _write_rows(
                 item = textwrap.indent(json.dumps(rec, indent=1), " ")
                 np_file.write(("[\n" if not tally.n_neuronpedia else ",\n") + item)
                 tally.n_neuronpedia += 1
+                if imports is not None:
+                    imports.add(row, heads, sources[row["coder"]])
         np_file.write("\n]\n" if tally.n_neuronpedia else "[]\n")
 
 
@@ -488,6 +554,26 @@ def _atomic2(a: Path, b: Path, write: Callable[[Path, Path], object]) -> None:
         tmp_b.unlink(missing_ok=True)
 
 
+@contextmanager
+def _atomic_dir(path: Path) -> Iterator[Path]:
+    """`_atomic` for a folder: yields a hidden temporary folder beside `path` to fill; once the block
+    ends without error, it replaces `path` (an older folder of that name is removed whole, so no file
+    of an older export stays in it)."""
+    tmp = path.with_name(f".{path.name}.partial")
+    old = path.with_name(f".{path.name}.old.partial")
+    for p in (tmp, old):
+        shutil.rmtree(p, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def _write_jsonl(rows: list[dict], f) -> None:
     for row in rows:
         f.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
@@ -547,6 +633,309 @@ def _neuronpedia_record(row: dict, scorers: list[str], model_id: str, source: st
     }
 
 
+# ---- Neuronpedia import folder -------------------------------------------------------------------
+
+NEURONPEDIA_DIR = "neuronpedia"
+NEURONPEDIA_USER = "clkht01d40000jv08hvalcvly"
+"""The bot user every Neuronpedia database is seeded with (apps/webapp/prisma/seed.ts), which its own
+exports name as author and creator (DEFAULT_CREATOR_USER_ID, apps/webapp/lib/env.ts): the required
+authorId, initiatedByUserId and creatorId, references to User rows."""
+NEURONPEDIA_BATCH = 1024
+"""Lines per `batch-<n>.jsonl.gz`, as in Neuronpedia's own exports (utils/neuronpedia-utils
+export-data.py). The import route lists a folder's files once, without paging (S3 lists at most
+1,000 keys), so a source holds up to ~1M explanations."""
+NEURONPEDIA_CONFIG = (
+    "explanation_model_type",
+    "explanation_type",
+    "explanation_score_model",
+    "explanation_score_type",
+    "eval_type",
+)
+"""The files of v1/config/ the import route upserts by name (apps/webapp/lib/db/import.ts,
+importConfigFromS3) before it imports anything; it reads all five, so eval_type.jsonl is written
+empty."""
+CREATOR = "autointerp"
+METHOD_URL = "https://arxiv.org/abs/2410.13928"
+SCORER_METHODS = {
+    "detection": "an LLM reads the explanation and says, for each held-out example (activating "
+    "examples from every activation quantile, and non-activating ones), whether the latent fires "
+    "in it",
+    "fuzzing": "an LLM reads the explanation and says, for each held-out example with some tokens "
+    "marked, whether the marked tokens are the ones the explanation describes (activating examples "
+    "marked right or wrong, non-activating ones marked at random)",
+    "surprisal": "a local language model's loss on each held-out example after a prefix holding "
+    "the explanation, against after an uninformative one",
+    "embedding": "the cosine similarity of each held-out example's sentence embedding to the "
+    "explanation's",
+    "intervention": "the latent is steered in the subject model; a local language model's "
+    "surprisal of the explanation after clean continuations minus after steered ones",
+    "simulation": "an LLM predicts each token's activation (0-10) from the explanation alone",
+}
+METRIC_MEANINGS = {
+    "balanced_accuracy": "balanced accuracy of the answers (the mean of the rates right on "
+    "activating and on non-activating examples; 0.5 is chance, 1 perfect)",
+    "auroc": "AUROC separating activating from non-activating examples (0.5 is chance, 1 perfect)",
+    "score": "mean over prompts of the drop in the explanation's surprisal (0: no effect, higher "
+    "is better)",
+    "correlation": "correlation of the predicted with the true activations over every token (0 is "
+    "chance, 1 perfect)",
+}
+
+
+class NeuronpediaImport:
+    """The folder Neuronpedia's import routes read, written as the rows stream past: under `root`,
+        v1/config/<NEURONPEDIA_CONFIG>.jsonl                     type rows, one JSON object a line
+        v1/<model>/<source>/explanations/batch-<n>.jsonl.gz      Explanation rows
+        v1/<model>/<source>/explanation_scores/batch-<n>.jsonl.gz  ExplanationScore rows
+    Only the open batch file of each folder and the (few) type rows are held. Ids are content
+    hashes, so an export of the same run gives the same ids (and the same bytes)."""
+
+    def __init__(self, root: Path, model_id: str, score_models: Mapping[str, str]):
+        self.root, self.model_id, self.score_models = root, model_id, score_models
+        self._files: dict[tuple[str, str], _Batches] = {}
+        self._explanation_types: dict[str, set[str]] = {}
+        """typeName -> the explainer prompt ids (`name@hash`) of its explanations"""
+        self._model_types: dict[str, str] = {}
+        """ExplanationModelType name -> the explainer model as the run names it"""
+        self._score_types: dict[str, tuple[str, str, str | None]] = {}
+        """ExplanationScoreType name -> (scorer, metric, model or None when not recorded)"""
+        self._score_models: dict[str, str | None] = {}
+        """ExplanationScoreModel name -> the model as the run names it (None: not recorded)"""
+        self.n_explanations = 0
+        self.n_scores: Counter[str] = Counter()
+        self.left_out: Counter[tuple[str, str]] = Counter()
+        """(scorer, reason) -> scores not written"""
+
+    def add(self, row: dict, heads: Mapping[str, ScoreHead | None], source: str) -> None:
+        """An explained row's Explanation, and an ExplanationScore per scorer that scored it."""
+        explanation = self._explanation(row, source)
+        self._batches(source, "explanations").write(explanation)
+        self.n_explanations += 1
+        for scorer, head in heads.items():
+            score, reason = self._score(explanation["id"], row["explanation"], scorer, head)
+            if score is None:
+                self.left_out[scorer, reason] += 1
+            else:
+                self._batches(source, "explanation_scores").write(score)
+                self.n_scores[scorer] += 1
+
+    def close(self) -> None:
+        for batches in self._files.values():
+            batches.close()
+
+    def write_config(self) -> None:
+        folder = self.root / "v1" / "config"
+        folder.mkdir(parents=True, exist_ok=True)
+        records = {
+            "explanation_model_type": [_model_type(n, m) for n, m in self._model_types.items()],
+            "explanation_type": [
+                _explanation_type(n, p) for n, p in self._explanation_types.items()
+            ],
+            "explanation_score_model": [_score_model(n, m) for n, m in self._score_models.items()],
+            "explanation_score_type": [_score_type(n, *v) for n, v in self._score_types.items()],
+            "eval_type": [],
+        }
+        for name in NEURONPEDIA_CONFIG:
+            lines = sorted(json.dumps(r, ensure_ascii=False) + "\n" for r in records[name])
+            (folder / f"{name}.jsonl").write_text("".join(lines), encoding="utf-8")
+
+    def summary(self) -> str:
+        scores = ", ".join(f"{s} {n}" for s, n in sorted(self.n_scores.items())) or "none"
+        out = ", ".join(f"{s} {n} ({why})" for (s, why), n in sorted(self.left_out.items()))
+        return f"{self.n_explanations} explanations; scores: {scores}" + (
+            f"; scores left out: {out}" if out else ""
+        )
+
+    def _batches(self, source: str, kind: str) -> _Batches:
+        key = (source, kind)
+        if key not in self._files:
+            self._files[key] = _Batches(self.root / "v1" / self.model_id / source / kind)
+        return self._files[key]
+
+    def _explanation(self, row: dict, source: str) -> dict:
+        prompt = row["explainer_prompt"] or ""
+        type_name = f"autointerp-{prompt.split('@')[0] or 'explainer'}"
+        model_name = _np_name(row["explainer_model"])
+        self._explanation_types.setdefault(type_name, set()).add(prompt)
+        self._model_types[model_name] = row["explainer_model"] or ""
+        index, text = str(row["latent"]), row["explanation"].strip()
+        key = ("Explanation", self.model_id, source, index, type_name, model_name, text)
+        return {
+            "id": _np_id(*key),
+            "modelId": self.model_id,
+            "layer": source,
+            "index": index,
+            "description": text,
+            "authorId": NEURONPEDIA_USER,
+            "typeName": type_name,
+            "explanationModelName": model_name,
+            "notes": f"autointerp prompt {prompt}",
+        }
+
+    def _score(
+        self, explanation_id: str, text: str, scorer: str, head: ScoreHead | None
+    ) -> tuple[dict | None, str]:
+        """An ExplanationScore, or None and why not: its `value` is a required Float, so a failed
+        score has no row (never a zero)."""
+        metric = MAIN_METRIC.get(scorer)
+        if scorer in EXPLANATION_FREE:
+            return None, "explanation-free: it scores the latent, not an explanation"
+        if metric is None:
+            return None, "no main metric known"
+        if head is None:
+            return None, "not scored"
+        if head.status != "ok":
+            return None, "failed"
+        if head.explanation is not None and head.explanation != text:
+            return None, "scored another explanation"
+        value = head.metrics.get(metric)
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+        ):
+            return None, f"no {metric}"
+        model = self.score_models.get(scorer)
+        type_name = f"autointerp-{scorer}-{metric.replace('_', '-')}"
+        model_name = _np_name(model)
+        self._score_types[type_name] = (scorer, metric, model)
+        self._score_models[model_name] = model
+        interval = head.intervals.get(metric)
+        details = {
+            "scorer": scorer,
+            "metric": metric,
+            "interval": None if interval is None else [_finite(v) for v in interval],
+            "metrics": {k: _finite(v) for k, v in sorted(head.metrics.items())},
+        }
+        return {
+            "id": _np_id("ExplanationScore", explanation_id, type_name, model_name),
+            "explanationId": explanation_id,
+            "value": float(value),
+            "explanationScoreTypeName": type_name,
+            "explanationScoreModelName": model_name,
+            "initiatedByUserId": NEURONPEDIA_USER,
+            "jsonDetails": json.dumps(details, sort_keys=True, allow_nan=False),
+        }, ""
+
+
+class _Batches:
+    """`batch-<n>.jsonl.gz` files of NEURONPEDIA_BATCH lines in one folder, filled in order with one
+    open at a time; gzip headers hold no time or name, so the same lines give the same bytes."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.n = folder, 0
+        self._raw: IO[bytes] | None = None
+        self._gz: gzip.GzipFile | None = None
+
+    def write(self, record: dict) -> None:
+        if self._gz is None or self.n % NEURONPEDIA_BATCH == 0:
+            self.close()
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._raw = open(self.folder / f"batch-{self.n // NEURONPEDIA_BATCH}.jsonl.gz", "wb")
+            self._gz = gzip.GzipFile(filename="", mode="wb", fileobj=self._raw, mtime=0)
+        line = json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n"
+        self._gz.write(line.encode("utf-8"))
+        self.n += 1
+
+    def close(self) -> None:
+        if self._gz is not None:
+            self._gz.close()
+        if self._raw is not None:
+            self._raw.close()
+        self._gz = self._raw = None
+
+
+def _np_id(*parts: str) -> str:
+    """A deterministic id shaped like the cuids Neuronpedia's ids are ('c' and 24 base-36 digits):
+    the parts' SHA-256, so the same record always gets the same id and a changed one a new id."""
+    n = int.from_bytes(hashlib.sha256("\x1f".join(parts).encode()).digest()[:16], "big")
+    digits = []
+    for _ in range(24):
+        n, d = divmod(n, 36)
+        digits.append("0123456789abcdefghijklmnopqrstuvwxyz"[d])
+    return "c" + "".join(digits)
+
+
+def _np_name(model: str | None) -> str:
+    """A model type's name: `autointerp-` and the model's last path part, so that no row of ours
+    replaces one of Neuronpedia's own (the config upsert overwrites a row of the same name)."""
+    base = (model or "").rstrip("/").split("/")[-1]
+    return f"autointerp-{base or 'unrecorded'}"
+
+
+def _model_type(name: str, model: str) -> dict:
+    return {
+        "name": name,
+        "displayName": model or "not recorded",
+        "description": f"{model or 'A model not recorded in the run'}, as autointerp's explainer "
+        "(the model that wrote the explanations)",
+        "featured": False,
+        "creatorName": CREATOR,
+    }
+
+
+def _explanation_type(name: str, prompts: set[str]) -> dict:
+    explainer = name.removeprefix("autointerp-")
+    return {
+        "name": name,
+        "displayName": f"autointerp {explainer}",
+        "description": f"autointerp's {explainer} explainer: an explanation written from the "
+        "latent's activating examples (Paulo et al. 2024, arXiv:2410.13928); prompt versions "
+        + ", ".join(sorted(prompts)),
+        "featured": False,
+        "isAttention": False,
+        "settings": json.dumps({"prompts": sorted(prompts)}),
+        "url": METHOD_URL,
+        "creatorName": CREATOR,
+        "creatorId": NEURONPEDIA_USER,
+    }
+
+
+def _score_model(name: str, model: str | None) -> dict:
+    return {
+        "name": name,
+        "displayName": model or "not recorded",
+        "description": f"{model}, the model autointerp's scorer used"
+        if model
+        else "The run folder does not record the model its scorer used (RUN/run_config.yaml, "
+        "written by `autointerp run`, does)",
+        "featured": False,
+        "creatorName": CREATOR,
+    }
+
+
+def _score_type(name: str, scorer: str, metric: str, model: str | None) -> dict:
+    meaning = METRIC_MEANINGS.get(metric, metric)
+    method = SCORER_METHODS.get(scorer, f"autointerp's {scorer} scorer")
+    return {
+        "name": name,
+        "displayName": f"autointerp {scorer} ({metric.replace('_', ' ')})",
+        "description": f"autointerp's {scorer} scorer (Paulo et al. 2024, arXiv:2410.13928): "
+        f"{method}. The value is the {meaning}.",
+        "featured": False,
+        "isAttention": False,
+        "scoreDescription": meaning,
+        "scorerModel": model,
+        "settings": json.dumps({"scorer": scorer, "metric": metric}),
+        "url": METHOD_URL,
+        "creatorName": CREATOR,
+        "creatorId": NEURONPEDIA_USER,
+    }
+
+
+def _score_models(run: RunFolder) -> dict[str, str]:
+    """Scorer -> the model it scored with, where RUN/run_config.yaml (`autointerp run`) says; a run
+    scored with `autointerp score` records none."""
+    path = run.root / "run_config.yaml"
+    cfg = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+    score = cfg.get("score") or {}
+    judge = (cfg.get("score_client") or cfg.get("client") or {}).get("model")
+    reader = (score.get("surprisal") or {}).get("model")
+    models = {s: judge for s in LLM_SCORERS} | {"surprisal": reader, "intervention": reader}
+    models["embedding"] = (score.get("embedding") or {}).get("model")
+    return {s: m for s, m in models.items() if isinstance(m, str) and m}
+
+
 # ---- dataset card --------------------------------------------------------------------------------
 
 
@@ -557,6 +946,7 @@ def dataset_card(
     model_id: str,
     sources: Mapping[str, str],
     license: str = "other",
+    imports: NeuronpediaImport | None = None,
 ) -> str:
     """README.md with YAML front matter (configs, license, pretty_name, tags) and a description."""
     coders = ", ".join(run.coders)
@@ -580,7 +970,7 @@ def dataset_card(
         _scores_section(tally, scorers),
         _loading_section(),
         _columns_section(scorers, _sample_config(run).get("filter_bos")),
-        _neuronpedia_section(model_id, sources, tally.n_neuronpedia, tally.left_out),
+        _neuronpedia_section(model_id, sources, tally.n_neuronpedia, tally.left_out, imports),
         "## Citation\n\nThe method follows Paulo et al. 2024, *Automatically Interpreting Millions of "
         f"Features in Large Language Models*:\n\n```bibtex\n{CITATION}\n```\n",
     ]
@@ -718,11 +1108,25 @@ def _columns_section(scorers: list[str], filter_bos: bool | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _neuronpedia_section(model_id: str, sources: Mapping[str, str], n: int, left_out: int) -> str:
+def _neuronpedia_section(
+    model_id: str,
+    sources: Mapping[str, str],
+    n: int,
+    left_out: int,
+    imports: NeuronpediaImport | None = None,
+) -> str:
     mapping = ", ".join(f"`{c}` -> `{s}`" for c, s in sources.items())
-    return (
+    text = (
         "## Neuronpedia\n\n"
         f"`neuronpedia.json` holds {n} explanations as Neuronpedia Explanation records (modelId "
         f"`{model_id}`; sources {mapping}); {left_out} failed explanation(s) were left out. Check "
         "that the model and source ids match the ones on Neuronpedia before uploading.\n"
     )
+    if imports is not None:
+        text += (
+            "\n`neuronpedia/` is laid out as Neuronpedia's import routes read it (`v1/config/`, "
+            "`v1/<model>/<source>/explanations/` and `explanation_scores/`): "
+            f"{imports.summary()}. A failed score has no row (its value would be a required "
+            "number), never a zero.\n"
+        )
+    return text

@@ -1,15 +1,20 @@
 """export_run on the finished `small_run` folder: the files load with `datasets`, rows match the run's
-files, the card and the Neuronpedia JSON say what they should, and bad inputs fail with RunError."""
+files, the card and the Neuronpedia JSON say what they should, the Neuronpedia import folder holds the
+fields and types of Neuronpedia's schema, and bad inputs fail with RunError."""
 
 from __future__ import annotations
 
+import gzip
 import json
+import math
+import re
 import shutil
 from pathlib import Path
 
 import datasets
 import pytest
 import yaml
+from typer.testing import CliRunner
 
 from autointerp import export
 from autointerp.errors import RunError
@@ -225,3 +230,355 @@ def test_ids():
         "c": {"hookpoint": "layers.15", "kind": "sparsify"},
     }
     assert default_sources(coders) == {"a": "6-mlp-saelens", "b": "15-res-b", "c": "15-res-c"}
+
+
+# ---- Neuronpedia import folder -------------------------------------------------------------------
+
+# The scalar columns of Neuronpedia's tables, transcribed from apps/webapp/prisma/schema.prisma of
+# hijohnnylin/neuronpedia at commit ebb8426fc550ad5d1f76d52c271a624af3c08a57: field -> (Prisma type,
+# required). "Required" means the row cannot be inserted without it: a non-optional field with no
+# default in the database. Prisma's @default(cuid()) is filled in by the Prisma client, not by the
+# database (the migration has `"id" TEXT NOT NULL`), and the import route inserts with raw SQL
+# (apps/webapp/lib/db/import.ts, importJsonlString), so `id` is required; fields with @default(...)
+# other than cuid(), like createdAt, are left to the database.
+PRISMA = {
+    "Explanation": {
+        "id": ("String", True),
+        "modelId": ("String", True),
+        "layer": ("String", True),
+        "index": ("String", True),
+        "embedding": ("Unsupported", False),
+        "description": ("String", True),
+        "authorId": ("String", True),
+        "triggeredByUserId": ("String", False),
+        "notes": ("String", False),
+        "scoreV1": ("Float", False),
+        "scoreV2": ("Float", False),
+        "umap_x": ("Float", False),
+        "umap_y": ("Float", False),
+        "umap_cluster": ("Int", False),
+        "umap_log_feature_sparsity": ("Float", False),
+        "typeName": ("String", False),
+        "explanationModelName": ("String", False),
+        "createdAt": ("DateTime", False),
+        "updatedAt": ("DateTime", False),
+    },
+    "ExplanationScore": {
+        "id": ("String", True),
+        "initiatedByUserId": ("String", True),
+        "value": ("Float", True),
+        "explanationId": ("String", True),
+        "explanationScoreTypeName": ("String", True),
+        "explanationScoreModelName": ("String", True),
+        "jsonDetails": ("String", False),
+        "createdAt": ("DateTime", False),
+    },
+    "ExplanationType": {
+        "name": ("String", True),
+        "displayName": ("String", True),
+        "description": ("String", True),
+        "featured": ("Boolean", False),
+        "isAttention": ("Boolean", False),
+        "explainerModelSettingsId": ("String", False),
+        "settings": ("String", False),
+        "url": ("String", False),
+        "creatorName": ("String", True),
+        "creatorId": ("String", True),
+        "createdAt": ("DateTime", False),
+        "updatedAt": ("DateTime", False),
+    },
+    "ExplanationModelType": {
+        "name": ("String", True),
+        "displayName": ("String", True),
+        "description": ("String", True),
+        "featured": ("Boolean", False),
+        "openRouterModelId": ("String", False),
+        "url": ("String", False),
+        "creatorName": ("String", True),
+        "createdAt": ("DateTime", False),
+        "updatedAt": ("DateTime", False),
+    },
+    "ExplanationScoreType": {
+        "name": ("String", True),
+        "displayName": ("String", True),
+        "description": ("String", True),
+        "featured": ("Boolean", False),
+        "isAttention": ("Boolean", False),
+        "scoreDescription": ("String", False),
+        "scorerModel": ("String", False),
+        "settings": ("String", False),
+        "url": ("String", False),
+        "creatorName": ("String", True),
+        "creatorId": ("String", True),
+        "createdAt": ("DateTime", False),
+        "updatedAt": ("DateTime", False),
+    },
+    "ExplanationScoreModel": {
+        "name": ("String", True),
+        "displayName": ("String", True),
+        "description": ("String", True),
+        "featured": ("Boolean", False),
+        "openRouterModelId": ("String", False),
+        "url": ("String", False),
+        "creatorName": ("String", True),
+        "createdAt": ("DateTime", False),
+        "updatedAt": ("DateTime", False),
+    },
+    "EvalType": {"name": ("String", True)},  # written empty: only its name is transcribed
+}
+# The JSON type each Prisma type is written as; the others (DateTime, Unsupported vector) are left
+# to the database and must not be written.
+JSON_TYPES = {
+    "String": lambda v: isinstance(v, str),
+    "Float": lambda v: isinstance(v, float) and math.isfinite(v),
+    "Int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "Boolean": lambda v: isinstance(v, bool),
+}
+# The files of v1/config/ that importConfigFromS3 (apps/webapp/lib/db/import.ts) upserts, and tables.
+CONFIG_TABLES = {
+    "explanation_model_type": "ExplanationModelType",
+    "explanation_type": "ExplanationType",
+    "explanation_score_model": "ExplanationScoreModel",
+    "explanation_score_type": "ExplanationScoreType",
+    "eval_type": "EvalType",
+}
+# The seeded bot user (apps/webapp/prisma/seed.ts): the only User row every instance has.
+BOT_USER = "clkht01d40000jv08hvalcvly"
+# The import route keeps files named like this (apps/webapp/app/api/admin/import/route.ts).
+BATCH_FILE = re.compile(r"^batch-(\d+)\.jsonl\.gz$")
+CUID = re.compile(r"^c[0-9a-z]{24}$")
+
+
+def _schema_errors(table: str, records: list[dict]) -> list[str]:
+    """Every way `records` differ from what PRISMA says `table` takes, as readable lines."""
+    fields, errors = PRISMA[table], []
+    keys = {tuple(r) for r in records}
+    if len(keys) > 1:  # the importer reads the columns from a file's first line only
+        errors.append(f"{table}: lines with different keys {keys}")
+    for r in records:
+        for name in set(r) - set(fields):
+            errors.append(f"{table}: {name} is no field of the table")
+        for name, (kind, required) in fields.items():
+            value = r.get(name)
+            if value is None:
+                if required:
+                    errors.append(f"{table}: required {name} missing or null in {r}")
+            elif kind not in JSON_TYPES:
+                errors.append(f"{table}: {name} ({kind}) is written; it is the database's")
+            elif not JSON_TYPES[kind](value):
+                errors.append(f"{table}: {name} should be {kind}, is {value!r}")
+    return errors
+
+
+def _read_import(root: Path) -> dict:
+    """The folder as the import reads it: config records by file name, and per (model, source) the
+    explanation and score records of its batch files in batch order."""
+    top = sorted(p.name for p in (root / "v1").iterdir())
+    config = {
+        p.stem: [json.loads(x) for x in p.read_text().splitlines()]
+        for p in sorted((root / "v1" / "config").iterdir())
+    }
+    data: dict[tuple[str, str], dict[str, list[dict]]] = {}
+    for model in (root / "v1").iterdir():
+        if model.name == "config":
+            continue
+        for source in model.iterdir():
+            kinds = data.setdefault((model.name, source.name), {})
+            assert sorted(p.name for p in source.iterdir()) <= [
+                "explanation_scores",
+                "explanations",
+            ]
+            for kind in source.iterdir():
+                files = sorted(kind.iterdir(), key=lambda p: int(BATCH_FILE.match(p.name)[1]))
+                kinds[kind.name] = [
+                    json.loads(line)
+                    for f in files
+                    for line in gzip.decompress(f.read_bytes()).decode("utf-8").splitlines()
+                ]
+    return {"top": top, "config": config, "data": data}
+
+
+@pytest.fixture(scope="module")
+def np_export(small_run, tmp_path_factory) -> Path:
+    return export_run(small_run, tmp_path_factory.mktemp("np"), n_examples=0, neuronpedia=True)[
+        "neuronpedia_import"
+    ]
+
+
+def test_neuronpedia_import_folder_has_the_schemas_fields_and_types(np_export):
+    found = _read_import(np_export)
+    assert found["top"] == ["config", "smollm2"]
+    assert sorted(found["config"]) == sorted(CONFIG_TABLES)
+    errors = []
+    for name, records in found["config"].items():
+        errors += _schema_errors(CONFIG_TABLES[name], records)
+    explanations = [r for d in found["data"].values() for r in d.get("explanations", [])]
+    scores = [r for d in found["data"].values() for r in d.get("explanation_scores", [])]
+    for kinds in found["data"].values():  # the importer's columns come from each file's first line
+        errors += _schema_errors("Explanation", kinds.get("explanations", []))
+        errors += _schema_errors("ExplanationScore", kinds.get("explanation_scores", []))
+    assert errors == []
+    assert explanations and scores
+    # the same checks catch what they should
+    bad = dict(explanations[0], index=0, umap_x="1", createdAt="2026-01-01", extra=1)
+    del bad["authorId"]
+    assert len(_schema_errors("Explanation", [bad])) == 5
+    assert _schema_errors("ExplanationScore", [dict(scores[0], value=1)])  # an int, not a Float
+
+
+def test_neuronpedia_import_folder_references_rows_that_exist(np_export):
+    found = _read_import(np_export)
+    config = {CONFIG_TABLES[k]: {r["name"] for r in v} for k, v in found["config"].items()}
+    ids = set()
+    for (model, source), kinds in found["data"].items():
+        assert {"explanations", "explanation_scores"} == set(kinds)
+        for r in kinds["explanations"]:
+            assert (r["modelId"], r["layer"]) == (model, source)
+            assert r["typeName"] in config["ExplanationType"]
+            assert r["explanationModelName"] in config["ExplanationModelType"]
+            assert r["authorId"] == BOT_USER and CUID.match(r["id"])
+            ids.add(r["id"])
+        for r in kinds["explanation_scores"]:
+            assert r["explanationId"] in ids
+            assert r["explanationScoreTypeName"] in config["ExplanationScoreType"]
+            assert r["explanationScoreModelName"] in config["ExplanationScoreModel"]
+            assert r["initiatedByUserId"] == BOT_USER and CUID.match(r["id"])
+            assert isinstance(json.loads(r["jsonDetails"]), dict)  # Neuronpedia's UI parses it
+    n = sum(len(k["explanations"]) + len(k["explanation_scores"]) for k in found["data"].values())
+    assert len(ids) + sum(len(k["explanation_scores"]) for k in found["data"].values()) == n
+    for name in ["ExplanationType", "ExplanationScoreType"]:
+        assert {r["creatorId"] for r in found["config"][_file(name)]} == {BOT_USER}
+    for records in found["config"].values():  # never offered for new runs, never Neuronpedia's rows
+        assert all(r["featured"] is False and r["name"].startswith("autointerp-") for r in records)
+    assert found["config"]["eval_type"] == []
+    score_type = found["config"]["explanation_score_type"][0]
+    assert "auroc" in score_type["description"].lower() and "embedding" in score_type["description"]
+
+
+def _file(table: str) -> str:
+    return next(k for k, v in CONFIG_TABLES.items() if v == table)
+
+
+def test_neuronpedia_import_folder_holds_the_runs_explanations_and_scores(small_run, np_export):
+    run, found = RunFolder(small_run), _read_import(np_export)
+    sources = {"layers.15": "15-res-sparsify", "neurons.15": "15-res-neurons"}
+    metric = MAIN_METRIC["embedding"]
+    n_scores = 0
+    for coder, source in sources.items():
+        kinds = found["data"][("smollm2", source)]
+        explained = {i: e for i, e in run.explanations(coder).items() if (e.text or "").strip()}
+        by_index = {r["index"]: r for r in kinds["explanations"]}
+        assert sorted(by_index, key=int) == [str(i) for i in sorted(explained)]
+        for i, e in explained.items():
+            assert by_index[str(i)]["description"] == e.text.strip()
+            assert by_index[str(i)]["notes"] == f"autointerp prompt {e.prompt}"
+        scores = {r["explanationId"]: r for r in kinds["explanation_scores"]}
+        assert len(scores) == len(kinds["explanation_scores"])  # one per explanation and scorer
+        for i, s in run.scores("embedding", coder).items():
+            rec = scores.get(by_index[str(i)]["id"]) if str(i) in by_index else None
+            value = s.metrics.get(metric) if s.status == "ok" else None
+            if value is None or not math.isfinite(value):
+                assert rec is None  # a failed score has no row, and never a zero
+            else:
+                assert rec["value"] == pytest.approx(value) and rec["value"] == float(value)
+                assert json.loads(rec["jsonDetails"])["metrics"][metric] == pytest.approx(value)
+                n_scores += 1
+    assert n_scores == sum(len(k["explanation_scores"]) for k in found["data"].values())
+
+
+def test_neuronpedia_leaves_out_failed_and_foreign_scores_and_explanation_free_ones(
+    small_run, tmp_path
+):
+    run = _copy_run(small_run, tmp_path)
+    expl = run / "explanations" / "layers.15.jsonl"
+    lines = expl.read_text().splitlines()
+    failed = json.loads(lines[0]) | {"text": None, "error": "no [EXPLANATION] line"}
+    expl.write_text("\n".join([json.dumps(failed), *lines[1:]]) + "\n")
+    path = run / "scores" / "embedding" / "layers.15.jsonl"
+    scores = [json.loads(x) for x in path.read_text().splitlines()]
+    first = failed["latent"]["latent"]
+    ok = [
+        s
+        for s in scores
+        if s["status"] == "ok"
+        and s["metrics"].get("auroc") is not None
+        and s["latent"]["latent"] != first
+    ]
+    broken, foreign = ok[0], ok[1]
+    broken |= {"status": "failed", "error": "the judge said nothing", "metrics": {"auroc": 0.0}}
+    foreign["explanation"] = "an explanation written before the one exported"
+    path.write_text("".join(json.dumps(s) + "\n" for s in scores))
+    intruder = run / "scores" / "intruder"  # explanation-free: it scores latents, not explanations
+    intruder.mkdir()
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    free = [
+        s | {"scorer": "intruder", "explanation": None, "metrics": {"accuracy": 0.5}} for s in lines
+    ]
+    (intruder / "layers.15.jsonl").write_text("".join(json.dumps(s) + "\n" for s in free))
+
+    paths = export_run(run, tmp_path / "out", n_examples=0, neuronpedia=True)
+    found = _read_import(paths["neuronpedia_import"])
+    kinds = found["data"][("smollm2", "15-res-sparsify")]
+    by_index = {r["index"]: r["id"] for r in kinds["explanations"]}
+    scored = {r["explanationId"] for r in kinds["explanation_scores"]}
+    assert str(first) not in by_index
+    assert by_index[str(broken["latent"]["latent"])] not in scored
+    assert by_index[str(foreign["latent"]["latent"])] not in scored
+    assert len(scored) == len(ok) - 2
+    assert all(r["value"] != 0.0 for r in kinds["explanation_scores"])
+    types = {r["name"] for r in found["config"]["explanation_score_type"]}
+    assert types == {"autointerp-embedding-auroc"}
+    exported = {int(i) for i in by_index}
+    n_failed = sum(s["status"] == "failed" and s["latent"]["latent"] in exported for s in scores)
+    card = paths["card"].read_text()
+    assert n_failed >= 1 and f"embedding {n_failed} (failed)" in card
+    assert "embedding 1 (scored another explanation)" in card
+    assert "intruder" in card and "explanation-free" in card
+
+
+def test_neuronpedia_reexport_gives_the_same_ids_and_bytes(
+    small_run, np_export, tmp_path, monkeypatch
+):
+    again = export_run(small_run, tmp_path / "again", n_examples=2, neuronpedia=True)
+    files = sorted(p.relative_to(np_export) for p in np_export.rglob("*") if p.is_file())
+    assert files == sorted(
+        p.relative_to(again["neuronpedia_import"])
+        for p in again["neuronpedia_import"].rglob("*")
+        if p.is_file()
+    )
+    for f in files:
+        assert (np_export / f).read_bytes() == (again["neuronpedia_import"] / f).read_bytes()
+    # into the same folder with small batches, then large ones: no batch file of the first stays
+    out = tmp_path / "same"
+    monkeypatch.setattr(export, "NEURONPEDIA_BATCH", 4)
+    first = _read_import(
+        export_run(small_run, out, n_examples=0, neuronpedia=True)["neuronpedia_import"]
+    )
+    folder = out / "neuronpedia" / "v1" / "smollm2" / "15-res-sparsify" / "explanations"
+    assert len(list(folder.iterdir())) > 1
+    monkeypatch.setattr(export, "NEURONPEDIA_BATCH", 1024)
+    second = _read_import(
+        export_run(small_run, out, n_examples=0, neuronpedia=True)["neuronpedia_import"]
+    )
+    assert [p.name for p in folder.iterdir()] == ["batch-0.jsonl.gz"]
+    assert first == second == _read_import(np_export)
+    assert not list(out.glob(".*partial"))
+
+
+def test_neuronpedia_flag_of_the_cli(small_run, tmp_path):
+    from autointerp.cli import app
+
+    out = tmp_path / "out"
+    runner = CliRunner()
+    args = ["export", str(small_run), "--out", str(out), "--examples", "0"]
+    done = runner.invoke(app, [*args, "--neuronpedia", "--neuronpedia-source", "layers.15=9-res-x"])
+    assert done.exit_code == 0, done.output
+    assert f"neuronpedia_import: {out / 'neuronpedia'}" in done.output
+    assert (out / "neuronpedia" / "v1" / "smollm2" / "9-res-x" / "explanations").is_dir()
+    assert (
+        "`neuronpedia/` is laid out as Neuronpedia's import routes read it"
+        in (out / "README.md").read_text()
+    )
+    done = runner.invoke(app, args)  # without the flag: no folder of an older export is left
+    assert done.exit_code == 0, done.output
+    assert not (out / "neuronpedia").exists() and "neuronpedia_import" not in done.output
