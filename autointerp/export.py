@@ -1130,3 +1130,8 @@ def _neuronpedia_section(
             "number), never a zero.\n"
         )
     return text
+
+
+from autointerp._callable import make_callable  # noqa: E402 (see autointerp._callable)
+
+make_callable(__name__)
