@@ -1,26 +1,34 @@
 """Report and coder similarity on the shared no-LLM run folder (`small_run`): tables against the score
-files, failures kept out of every mean, the comparison of the two coders, the HTML pages as headless
-Chromium draws them, the errors a user can hit, and explanation matching with the packaged MiniLM."""
+files, failures kept out of every mean, the comparison of the two coders, the HTML pages (their text,
+links and structure, escaping, and as headless Chromium draws them), the errors a user can hit, and
+explanation matching with the packaged MiniLM."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import subprocess
+from html.parser import HTMLParser
 from pathlib import Path
 
+import jinja2
 import numpy as np
 import pandas as pd
 import pytest
 
+from autointerp import report_html
 from autointerp.errors import RunError
 from autointerp.explain import read_explanations
 from autointerp.report import (
+    CoderRef,
     analyse,
     build_report,
     compare,
+    is_main,
     load_quantiles,
     load_scores,
+    main_metric,
+    main_values,
     summary_text,
     tables,
 )
@@ -228,12 +236,192 @@ def test_report_files_and_cards(report):
     pages = sorted((out / "cards" / "layers.15").glob("page-*.html"))
     assert len(pages) == 3  # 12 latents, 5 a page
     first, last = pages[0].read_text(), pages[-1].read_text()
-    escaped = "explanation failed: the explanation failed: &lt;timeout&gt; &amp; &quot;retry&quot;"
-    assert escaped in first and "<timeout>" not in first
+    assert f"explanation failed: {FAILURE}" in Page(first).text  # shown as written
+    assert "<timeout>" not in first and "&lt;timeout&gt; &amp; &#34;retry&#34;" in first
     assert "embedding failed:" in first
     assert first.count('class="card"') == 5 and "next →" in first and "next →" not in last
     assert 'title="' in first and "background:rgba(255,120,0,0." in first
     assert (out / "summary.txt").read_text().startswith("subject model")
+
+
+class Page(HTMLParser):
+    """What a browser shows of a page: its text (whitespace folded), headings (h1..h3, in order),
+    links (target, text), the targets of its links and images, and each table's cells by row."""
+
+    VOID = {"meta", "img", "br", "link", "input", "hr"}
+
+    def __init__(self, source: str):
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.headings: list[tuple[str, str]] = []
+        self.targets: list[str] = []
+        self.links: list[tuple[str, str]] = []
+        self.tables: list[list[list[str]]] = []
+        self._open: list[str] = []
+        self._heading: list[str] = []
+        self.feed(source)
+        self.close()
+        self.text = fold("".join(self.parts))
+
+    def handle_starttag(self, tag, attrs):
+        self.targets += [v for k, v in attrs if k in ("href", "src") and v]
+        if tag in self.VOID:
+            return
+        self._open.append(tag)
+        if tag == "a":
+            self.links.append((dict(attrs).get("href", ""), ""))
+        elif tag in ("h1", "h2", "h3"):
+            self._heading = []
+        elif tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self.tables[-1][-1].append("")
+
+    def handle_endtag(self, tag):
+        assert self._open.pop() == tag, f"</{tag}> closes no open <{tag}>"
+        if tag in ("h1", "h2", "h3"):
+            self.headings.append((tag, fold("".join(self._heading))))
+
+    def handle_data(self, data):
+        if {"style", "title"} & set(self._open):
+            return
+        self.parts.append(data)
+        self._heading.append(data)
+        if {"td", "th"} & set(self._open):
+            self.tables[-1][-1][-1] += data
+        if "a" in self._open:
+            self.links[-1] = (self.links[-1][0], self.links[-1][1] + data)
+
+
+def fold(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_report_pages_text_links_and_structure(report, edited_run):
+    """Every page's links and images point at files of the report; the summary has its sections in
+    order; a card page shows each of its latents with its explanation, and the coder's index lists
+    its pages."""
+    out = report.parent
+    pages = sorted(out.rglob("*.html"))
+    assert {p.relative_to(out).as_posix() for p in pages} >= {
+        "index.html",
+        "cards/layers.15/index.html",
+        "cards/neurons.15/index.html",
+        "cards/neurons.15/page-00003.html",
+    }
+    for path in pages:
+        page = Page(path.read_text())
+        for target in page.targets:
+            assert (path.parent / target).resolve().is_file(), (path, target)
+
+    index = Page(report.read_text())
+    assert [h for level, h in index.headings if level != "h3"] == [
+        "autointerp report",
+        "Runs",
+        "Comparison of coders",
+        "Plots",
+        "Main metric per coder and scorer",
+        "Failures",
+        "Per activation decile",
+        "Latent cards",
+    ]
+    assert ("h3", "embedding: auroc") in index.headings
+    assert index.tables[0][0] == ["run", "path", "subject model"]
+    assert index.tables[0][1][:2] == ["run", str(edited_run)]
+    assert [row[0] for row in index.tables[1]] == ["coder", "layers.15", "neurons.15"]
+    assert f"{FAILURE} (1)" in index.text  # the failures table's reasons, as written
+    assert "cards/layers.15/index.html" in index.targets
+    assert "cards/layers.15/page-00001.html" in index.targets
+
+    explanations = read_explanations(edited_run / "explanations" / "layers.15.jsonl")
+    first = Page((out / "cards" / "layers.15" / "page-00001.html").read_text())
+    assert first.headings[0] == ("h1", "layers.15: latents 0–4")
+    cards = [h.split(" density ")[0] for level, h in first.headings if level == "h3"]
+    assert cards == [f"layers.15 · latent {i}" for i in range(5)]
+    for i in range(1, 5):
+        if explanations[i].text:
+            assert fold(explanations[i].text) in first.text
+    assert first.links[:3] == [
+        ("../../index.html", "summary"),
+        ("index.html", "all pages"),
+        ("page-00002.html", "next →"),
+    ]
+    assert "page 1" in first.text and "previous" not in first.text
+
+    coder = Page((out / "cards" / "layers.15" / "index.html").read_text())
+    assert coder.tables[0] == [
+        ["page", "first latent", "last latent", "cards"],
+        ["page-00001.html", "0", "4", "5"],
+        ["page-00002.html", "5", "9", "5"],
+        ["page-00003.html", "10", "11", "2"],
+    ]
+    assert "12 latents" in coder.text and "1 explanation failed" in coder.text
+
+
+HOSTILE = "<script>alert(\"x\")</script> & 'q' {{ title }} {% raw %}"
+
+
+def test_text_is_shown_as_written_and_never_run(tmp_path):
+    """Text from a run (a coder's label, an explanation, a failure, a token) that looks like HTML
+    or like a template shows literally; none of it becomes markup."""
+    ref = CoderRef(run=None, run_label="r", coder="c", label=HOSTILE)  # type: ignore[arg-type]
+    pages = [report_html.PageInfo("page-00001.html", 0, 1, 2)]
+    index = report_html.coder_index(report_html.CoderCards(ref, "cards/c", pages, {"latents": 2}))
+    cell = report_html.ScoreCell("embedding", "auroc", False, float("nan"), HOSTILE)
+    spans = report_html.token_spans([HOSTILE, "\n"], [1.0, 0.0], 2.0)
+    cards = [
+        report_html.Card(
+            latent=0,
+            meta="density 0.1",
+            explanation=report_html.ExplanationView("ok", HOSTILE),
+            scores=[cell],
+            examples=[report_html.ExampleView(HOSTILE, spans)],
+        )
+    ]
+    page = report_html.cards_page(ref, cards, 1, False)
+    for source in (index, page):
+        assert "<script" not in source and "{{" not in Page(source).text.replace(HOSTILE, "")
+        assert HOSTILE in Page(source).text
+    shown = Page(page).text
+    assert f"{HOSTILE} · latent 0" in shown and f"embedding failed: {HOSTILE}" in shown
+    assert f"{HOSTILE}{HOSTILE}⏎" in shown  # the example's label, then its tokens
+
+
+def test_templates_fail_on_a_missing_value():
+    with pytest.raises(jinja2.UndefinedError, match="pages"):
+        report_html.render("coder_index.html", title="x", counts="1 latents")
+
+
+def test_report_html_imports_nothing_from_report():
+    """report imports report_html, never the reverse (but for type hints): no import cycle."""
+    import ast
+
+    tree = ast.parse(Path(report_html.__file__).read_text())
+    hints = [
+        n for n in tree.body if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test)
+    ]
+    hinted = {id(n) for h in hints for n in ast.walk(h)}
+    imported = []
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Import) and id(n) not in hinted:
+            imported += [a.name for a in n.names]
+        elif isinstance(n, ast.ImportFrom) and id(n) not in hinted:
+            imported += [n.module or ""] + [f"{n.module}.{a.name}" for a in n.names]
+    found = [name for name in imported if name == "autointerp.report"]
+    assert found == []
+
+
+def test_main_metric_rules_match_the_report_module(edited_run):
+    """report_html repeats `report`'s rules for the main metric (it imports nothing from report,
+    which imports it); they must agree."""
+    for scorer in ["detection", "fuzzing", "intruder", "simulation", "embedding", "no such"]:
+        assert report_html.main_metric(scorer) == main_metric(scorer)
+    a = analyse([edited_run])
+    for frame in (a.scores, a.tables["metrics"]):
+        assert report_html.is_main(frame).equals(is_main(frame))
+    assert report_html.main_values(a.scores).equals(main_values(a.scores))
 
 
 # ---------------------------------------------------------------- errors
