@@ -21,18 +21,22 @@ configured default (the packaged local model on this machine's CPU or GPU).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from autointerp.aio import run_sync
 from autointerp.clients.base import LLMClient
 from autointerp.config import CacheConfig, ClientConfig, as_config, validate
 from autointerp.errors import ConfigError
+from autointerp.score.base import LatentScore
 from autointerp.types import Example, ExampleRef, Explanation, LatentId
 
 Config = str | Path | dict | Any | None
 """A YAML path, a dict as the YAML would hold it, a config object, or None for the defaults."""
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def default_run_config() -> Path:
@@ -201,6 +205,19 @@ def _latent(latent: LatentId | tuple[str, int] | None) -> LatentId:
     return LatentId(coder=coder, latent=int(index))
 
 
+def _sync(coroutine_function: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
+    """The plain form of an `a...` coroutine function: `run_sync` of it, also inside a running
+    event loop (`autointerp.aio`)."""
+
+    @functools.wraps(coroutine_function)
+    def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        return run_sync(coroutine_function(*args, **kwargs))
+
+    call.__name__ = call.__qualname__ = coroutine_function.__name__.removeprefix("a")
+    call.__doc__ = f"`{coroutine_function.__name__}`, from synchronous code (also inside a running event loop).\n\n{coroutine_function.__doc__}"
+    return call
+
+
 async def aexplain(
     examples: Sequence[Any],
     client: ClientConfig | Mapping | LLMClient | None = None,
@@ -228,16 +245,7 @@ async def aexplain(
     return out
 
 
-def explain(
-    examples: Sequence[Any],
-    client: ClientConfig | Mapping | LLMClient | None = None,
-    explainer: str = "default",
-    negatives: Sequence[Any] = (),
-    config: Config = None,
-    latent: LatentId | tuple[str, int] | None = None,
-) -> Explanation:
-    """`aexplain`, from synchronous code (also inside a running event loop)."""
-    return run_sync(aexplain(examples, client, explainer, negatives, config, latent))
+explain = _sync(aexplain)
 
 
 def _refs(xs: list[Example]) -> list[ExampleRef]:
@@ -262,7 +270,7 @@ async def ascore(
     config: Config = None,
     train: Sequence[Any] = (),
     latent: LatentId | tuple[str, int] | None = None,
-):
+) -> LatentScore:
     """Score an explanation (an `Explanation` or its text) on held-out activating `examples` and
     non-activating `negatives`: the `LatentScore` the score stage writes, with every prediction.
     `config`: the `score:` options (`ScoreConfig`); `train`: the explainer's examples, which the
@@ -317,15 +325,4 @@ async def ascore(
     return result
 
 
-def score(
-    explanation: Explanation | str,
-    examples: Sequence[Any],
-    negatives: Sequence[Any],
-    scorer: str = "detection",
-    client: ClientConfig | Mapping | LLMClient | None = None,
-    config: Config = None,
-    train: Sequence[Any] = (),
-    latent: LatentId | tuple[str, int] | None = None,
-):
-    """`ascore`, from synchronous code (also inside a running event loop)."""
-    return run_sync(ascore(explanation, examples, negatives, scorer, client, config, train, latent))
+score = _sync(ascore)
