@@ -556,7 +556,8 @@ def write_stats(root: Path, coders: list[SparseCoder], n_tokens: int) -> dict:
         for shard in cache.shard_names:
             off, _, vals = cache.shard_arrays(shard, coder.name)
             c = np.diff(off.astype(np.int64))
-            count += c
+            # numpy's stubs type np.diff of an int64 array of unknown shape as timedelta64
+            count += c  # type: ignore[arg-type]
             live = c > 0
             if live.any():  # segments of the live latents are contiguous and tile `vals`
                 starts = off[:-1][live].astype(np.int64)

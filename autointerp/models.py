@@ -213,7 +213,7 @@ def _concatenate(parts: list[Path], out) -> tuple[int, str, bytes]:
     h, size, head = hashlib.sha256(), 0, b""
     for part in parts:
         with open(part, "rb") as f:
-            for block in iter(lambda f=f: f.read(8 << 20), b""):
+            for block in iter(functools.partial(f.read, 8 << 20), b""):
                 if len(head) < 4:
                     head = (head + block)[:4]
                 h.update(block)

@@ -344,7 +344,8 @@ def cooccurrence_matrix(cache: ActivationCache, coder: str):
     parts = []
     for shard in cache.shard_names:
         off, pos, _ = cache.shard_arrays(shard, coder)
-        latent = np.repeat(np.arange(n, dtype=np.int32), np.diff(off.astype(np.int64)))
+        # numpy's stubs type np.diff of an int64 array of unknown shape as timedelta64
+        latent = np.repeat(np.arange(n, dtype=np.int32), np.diff(off.astype(np.int64)))  # type: ignore[arg-type]
         seq = (np.asarray(pos, dtype=np.int32) // ctx).astype(np.int32)
         part = sp.csr_matrix(
             (np.ones(len(seq), dtype=np.int32), (seq, latent)), shape=(cache.shard_seqs, n)

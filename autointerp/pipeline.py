@@ -26,7 +26,9 @@ import re
 import shutil
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -51,6 +53,7 @@ from autointerp.jsonl import (
 )
 from autointerp.locks import folder_lock
 from autointerp.sample import SampleConfig, parse_latents, sample_coder, write_config
+from autointerp.score.base import Scorer
 from autointerp.score.names import MAIN_METRIC
 from autointerp.score.stage import (
     SCORERS,
@@ -311,7 +314,7 @@ def sample_stage(
     cache: ActivationCache,
     cfg: SampleConfig,
     folder: Path,
-    ids: dict[str, list[int] | None],
+    ids: Mapping[str, list[int] | None],
     ray: str | None = None,
     workers: int = 2,
     progress: bool = True,
@@ -416,7 +419,7 @@ def plan(
             expl_path, {i: at for i, (at, _) in heads.items() if i not in failed and i in records}
         )
         del heads
-        done = {}
+        done: dict[str, set[int]] = {}
         for name in cfg.score.scorers:
             path = out / "scores" / name / f"{coder}.jsonl"
             cut_torn_line(path)
@@ -452,6 +455,10 @@ def _key(line: ExplanationHead | ScoreHead) -> int:
     return line.latent.latent
 
 
+def _status_and(metric: str, line: ScoreHead) -> tuple[str, float | int | None]:
+    return line.status, line.metrics.get(metric)
+
+
 class Worker:
     """Explains and scores chunks with its own clients: one per process, or per Ray actor."""
 
@@ -483,7 +490,7 @@ class Worker:
         self.explainer = Explainer(
             cache, cfg.explain, client, self.ctx.decode, cfg.sample.example_len
         )
-        self._scorers: dict[tuple[str, str], object] = {}
+        self._scorers: dict[tuple[str, str], Scorer] = {}
 
     def _score_client(self):
         from autointerp.clients import make_client
@@ -491,7 +498,7 @@ class Worker:
         stage = self.cfg.score_stage()
         return make_client(stage.client, self._score_cache, self._shared)
 
-    def scorers(self, coder: str) -> dict[str, object]:
+    def scorers(self, coder: str) -> dict[str, Scorer]:
         for name in self.cfg.score.scorers:
             if (coder, name) not in self._scorers:
                 self._scorers[coder, name] = SCORERS[name](self.ctx, coder)
@@ -713,7 +720,8 @@ def summarize_run(out: Path, cfg: RunConfig, coders: list[str], cache: Activatio
     (`trusted`: its judge discriminates for every coder)."""
     from autointerp.score.judge_check import folder_verdicts, trusted
 
-    per_coder, values = {}, {name: [] for name in cfg.score.scorers}
+    per_coder = {}
+    values: dict[str, list[float]] = {name: [] for name in cfg.score.scorers}
     totals = dict(n_latents=0, n_skipped=0, n_explained=0, n_scored=0, n_failed=0)
     skipped: Counter[str] = Counter()
     for coder in coders:
@@ -722,7 +730,7 @@ def summarize_run(out: Path, cfg: RunConfig, coders: list[str], cache: Activatio
         skipped.update(c["skipped"])
         for k in totals:
             totals[k] += c[k]
-    means = {
+    means: dict[str, dict[str, object]] = {
         name: {"metric": MAIN_METRIC[name], "mean": float(np.mean(v)) if v else None}
         for name, v in values.items()
     }
@@ -794,7 +802,7 @@ def _coder_summary(out, cfg, coder, cache, values) -> dict:
                 out / "scores" / name / f"{coder}.jsonl",
                 ScoreHead,
                 _key,
-                lambda s, m=metric: (s.status, s.metrics.get(m)),
+                partial(_status_and, metric),
             ).items()
         }
         good = {i for i, s in scores.items() if i in ok and s[0] == "ok"}

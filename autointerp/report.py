@@ -295,10 +295,10 @@ class _Columns:
         self.value = array("d")
 
     def extend(self, rows) -> None:
-        columns = [(self.data[n], k, self.codes.get(n)) for n, k in self.kinds.items()]
+        columns = [(self.data[n], self.codes.get(n)) for n in self.kinds]  # codes: text columns
         for row in rows:
-            for (col, kind, codes), v in zip(columns, row, strict=False):
-                col.append(codes.setdefault(v, len(codes)) if kind == "text" else v)
+            for (col, codes), v in zip(columns, row, strict=False):
+                col.append(codes.setdefault(v, len(codes)) if codes is not None else v)
             self.value.append(row[-1])
 
     def frame(self, constants: dict) -> pd.DataFrame:
@@ -306,17 +306,18 @@ class _Columns:
         out: dict = {}
         for name, kind in self.kinds.items():
             col = self.data[name]
-            if kind == "int":
-                out[name] = np.frombuffer(col, dtype=np.int64) if n else np.zeros(0, np.int64)
-            elif kind == "text":
-                codes = np.frombuffer(col, dtype=np.int32) if n else np.zeros(0, np.int32)
-                out[name] = pd.Categorical.from_codes(codes, list(self.codes[name]))
-            else:
+            if isinstance(col, list):  # kind "object"
                 out[name] = pd.Series(col, dtype=object)  # not inferred as str (pandas 3)
+            elif kind == "int":
+                out[name] = np.frombuffer(col, dtype=np.int64) if n else np.zeros(0, np.int64)
+            else:  # kind "text"
+                codes = np.frombuffer(col, dtype=np.int32) if n else np.zeros(0, np.int32)
+                # pandas-stubs take only an Index of categories; pandas takes any list-like
+                out[name] = pd.Categorical.from_codes(codes, list(self.codes[name]))  # type: ignore[call-overload]
         out["value"] = np.frombuffer(self.value, dtype=np.float64) if n else np.zeros(0)
         for name, v in constants.items():  # one category each, not an object per row
             codes = np.zeros(n, np.int8) if v is not None else np.full(n, -1, np.int8)
-            out[name] = pd.Categorical.from_codes(codes, [] if v is None else [v])
+            out[name] = pd.Categorical.from_codes(codes, [] if v is None else [v])  # type: ignore[call-overload]
         return pd.DataFrame(out)
 
 
@@ -401,9 +402,10 @@ def metric_table(scores: pd.DataFrame) -> pd.DataFrame:
         row |= {"scored": int(d.value.notna().sum()), "failed": int(failed.get(key[:4], 0))}
         row |= {"undefined": int(d.value.isna().sum())} | _describe_values(d.value)
         rows.append(row)
-    for key, n in failed.items():  # coders whose every score failed
+    # pandas-stubs type a MultiIndex's labels as Hashable; here they are tuples of KEYS (str)
+    for key, n in failed.items():  # type: ignore[assignment]  # coders whose every score failed
         if not any(tuple(r[k] for k in KEYS) == key for r in rows):
-            row = dict(zip(KEYS, key, strict=True)) | {"metric": main_metric(key[3])}
+            row = dict(zip(KEYS, key, strict=True)) | {"metric": main_metric(key[3])}  # type: ignore[arg-type]
             rows.append(row | {"scored": 0, "failed": int(n), "undefined": 0})
     columns = [*KEYS, "metric", "scored", "failed", "undefined", "mean", "median", *PERCENTILES]
     return pd.DataFrame(rows, columns=columns)
@@ -444,11 +446,12 @@ def quantile_table(quantiles: pd.DataFrame) -> pd.DataFrame:
     for (hook, label, scorer), d in quantiles.groupby(
         ["hookpoint", "label", "scorer"], sort=False, observed=True
     ):
-        metric = quantile_metric(scorer, set(d.metric))
+        # pandas-stubs type group keys as Hashable or Scalar; here they are str (and int) values
+        metric = quantile_metric(scorer, set(d.metric))  # type: ignore[arg-type]
         for q, dq in d[d.metric == metric].groupby("quantile", observed=True):
             v = dq.value.dropna()
             row = {"hookpoint": hook, "label": label, "scorer": scorer, "metric": metric}
-            rows.append(row | {"quantile": int(q), "latents": len(v), "mean": v.mean()})
+            rows.append(row | {"quantile": int(q), "latents": len(v), "mean": v.mean()})  # type: ignore[arg-type]
     columns = ["hookpoint", "label", "scorer", "metric", "quantile", "latents", "mean"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -537,18 +540,19 @@ def compare(scores: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict[str
         for (label, hook), g in groups.items():
             x = values[label] = g.value.to_numpy()
             lo, hi = mean_interval((x,), n_boot, seed, f"{scorer}/{label}")
-            row = {"scorer": scorer, "metric": main_metric(scorer), "label": label}
+            # pandas-stubs type group keys as Hashable or Scalar; here they are str categories
+            row = {"scorer": scorer, "metric": main_metric(scorer), "label": label}  # type: ignore[arg-type]
             coders.append(row | {"hookpoint": hook, "n": len(x), "mean": x.mean()})
             coders[-1] |= {"ci_low": lo, "ci_high": hi}
         for (a, ha), (b, hb) in itertools.combinations(groups, 2):
             xa, xb = values[a], values[b]
             lo, hi = mean_interval((xa, xb), n_boot, seed, f"{scorer}/{a}/{b}")
             p = mannwhitneyu(xa, xb, alternative="two-sided").pvalue
-            row = {"scorer": scorer, "metric": main_metric(scorer), "coder_a": a, "coder_b": b}
+            row = {"scorer": scorer, "metric": main_metric(scorer), "coder_a": a, "coder_b": b}  # type: ignore[arg-type]
             row |= {"hookpoint_a": ha, "hookpoint_b": hb, "n_a": len(xa), "n_b": len(xb)}
             row |= {"mean_a": xa.mean(), "mean_b": xb.mean(), "diff": xa.mean() - xb.mean()}
             row |= {"ci_low": lo, "ci_high": hi, "p_mannwhitney": float(p)}
-            pairs.append(row | {"contrast": contrast(a, b)})
+            pairs.append(row | {"contrast": contrast(a, b)})  # type: ignore[arg-type]
     coder_cols = ["scorer", "metric", "label", "hookpoint", "n", "mean", "ci_low", "ci_high"]
     pair_cols = ["scorer", "metric", "coder_a", "coder_b", "hookpoint_a", "hookpoint_b", "n_a"]
     pair_cols += ["n_b", "mean_a", "mean_b", "diff", "ci_low", "ci_high", "p_mannwhitney"]

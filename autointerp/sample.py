@@ -42,7 +42,7 @@ from autointerp.cache import ActivationCache
 from autointerp.config import _Strict
 from autointerp.errors import ConfigError, SubjectError
 from autointerp.jsonl import SampleHead, cut_torn_line, read_jsonl, scan
-from autointerp.neighbours import neighbours
+from autointerp.neighbours import By, neighbours
 from autointerp.types import Example, ExampleRef, LatentId, SampledLatent
 
 log = logging.getLogger(__name__)
@@ -349,7 +349,7 @@ class Sampler:
         """(n_latents, n_neighbours) nearest latents by decoder cosine or co-occurrence, computed
         once per coder and stored beside the cache (autointerp.neighbours)."""
         if self._neighbours is None:
-            by = "cooccurrence" if self.cfg.similar_by == "cooccurrence" else "decoder"
+            by: By = "cooccurrence" if self.cfg.similar_by == "cooccurrence" else "decoder"
             self._neighbours = neighbours(
                 self.cache, self.coder, self.cfg.n_neighbours, by=by, progress=progress
             )

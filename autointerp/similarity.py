@@ -168,8 +168,9 @@ def histogram(matched: np.ndarray, baseline: np.ndarray, result: dict, path: Pat
     ax = fig.subplots()
     lo = float(min(matched.min(), baseline.min(), 0.0))
     bins = np.linspace(lo, 1.0, 41)
-    ax.hist(baseline, bins=bins, alpha=0.5, color="grey", label="random matching")
-    ax.hist(matched, bins=bins, alpha=0.7, color="C0", label="Hungarian matching")
+    # matplotlib's stubs type `bins` as Sequence[float]; its docs and code take an array
+    ax.hist(baseline, bins=bins, alpha=0.5, color="grey", label="random matching")  # type: ignore[arg-type]
+    ax.hist(matched, bins=bins, alpha=0.7, color="C0", label="Hungarian matching")  # type: ignore[arg-type]
     a, b = result["a"], result["b"]
     ax.set_title(f"{a['coder']} vs {b['coder']}: explanation similarity of matched latents")
     ax.set_xlabel("cosine similarity (all-MiniLM-L6-v2)")

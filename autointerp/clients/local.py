@@ -118,7 +118,8 @@ class TransformersClient(BlockingClient):
     def _generate(self, ids: list[list[int]], params: GenParams) -> list[Completion]:
         enc = self.tok.pad({"input_ids": ids}, return_tensors="pt").to(self.device)
         sampling = params.temperature > 0
-        gen = self.lm.generate(
+        # nn.Module.__getattr__ is typed Tensor | Module; the subject's model is a causal LM
+        gen = self.lm.generate(  # type: ignore[operator]
             **enc,
             max_new_tokens=params.max_tokens,
             do_sample=sampling,

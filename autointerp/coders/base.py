@@ -51,7 +51,8 @@ class SparseCoder:
             f: None if getattr(self, f) is None else getattr(self, f).to(device=device, dtype=dtype)
             for f in _TENSORS
         }
-        return replace(self, **cast)
+        # mypy checks the dict's values against every field; its keys are tensor fields only
+        return replace(self, **cast)  # type: ignore[arg-type]
 
     def check_width(self, width: int, model_name: str) -> None:
         if width != self.d_in:
@@ -118,7 +119,10 @@ class SparseCoder:
             raise CoderError(f"unknown activation {self.activation!r}")
         if self.W_enc is None:
             pre = pre.clone()  # the caller's activations themselves
-        mask = pre > threshold if self.activation == "jumprelu" else None
+        mask = None
+        if self.activation == "jumprelu":
+            assert threshold is not None  # the loaders refuse a JumpReLU coder without
+            mask = pre > threshold
         acts = pre.relu_()
         return acts if mask is None else acts.mul_(mask)
 
@@ -141,7 +145,7 @@ class SparseCoder:
         for lo, pre in self._chunks(x, cols):
             v, i = torch.topk(pre, min(k, pre.shape[1]), dim=-1, sorted=False)
             i += lo
-            if best_v is not None:
+            if best_v is not None and best_i is not None:
                 v, i = torch.cat([best_v, v], dim=1), torch.cat([best_i, i], dim=1)
                 if v.shape[1] > k:
                     v, keep = torch.topk(v, k, dim=-1, sorted=False)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -119,7 +119,7 @@ def answer_probabilities(c: Completion, n: int) -> list[float] | None:
     return None
 
 
-def _mark_positions(example: Example, positions: Sequence[int]) -> Example:
+def _mark_positions(example: Example, positions: Iterable[int]) -> Example:
     acts = [0.0] * len(example.tokens)
     for i in positions:
         acts[i] = 1.0
@@ -128,6 +128,8 @@ def _mark_positions(example: Example, positions: Sequence[int]) -> Example:
 
 class ClassifierScorer:
     """Detection (`fuzz=False`) or fuzzing (`fuzz=True`) with one client."""
+
+    name: str  # as the Scorer protocol declares it (a Literal here would not conform)
 
     def __init__(
         self, name: Literal["detection", "fuzzing"], client: LLMClient, cfg: ClassifierConfig
@@ -215,12 +217,12 @@ class ClassifierScorer:
         # one call per answer length (a latent's last prompt may be short)
         for n in sorted(set(sizes)):
             idx = [j for j, size in enumerate(sizes) if size == n]
-            for j, c in zip(
+            for j, answer in zip(
                 idx,
                 await self.client.complete([chats[j] for j in idx], self.params(n)),
                 strict=True,
             ):
-                answers[j] = c
+                answers[j] = answer
         preds: list[list[Prediction]] = [[] for _ in items]
         notes: list[list[str]] = [[] for _ in items]
         usage = [new_usage() for _ in items]
@@ -284,11 +286,11 @@ class ClassifierScorer:
         calibrated AUROC), and `notes` says why."""
         n = len(read)
         if not base.ok:
-            base_p: list[float] | None = None
+            base_p: Sequence[float | None] | None = None
             why = f"the uninformative prompt failed: {base.error}"
         else:
             single = self.single(n) and base.logprobs
-            base_p = [_first_p1(base)] if single else answer_probabilities(base, n)  # type: ignore[assignment]
+            base_p = [_first_p1(base)] if single else answer_probabilities(base, n)
             why = f"no P(yes) in the answer to the uninformative prompt: {NO_LOGPROBS}"
         out = []
         for j, p in enumerate(read):

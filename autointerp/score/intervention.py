@@ -103,7 +103,8 @@ class InterventionScorer:
             texts = []
             for s in range(0, len(self.prompts), self.cfg.batch_size):
                 ids = self.prompts[s : s + self.cfg.batch_size].to(self.subject.device)
-                out = self.subject.model.generate(
+                # nn.Module.__getattr__ is typed Tensor | Module; the model is a causal LM
+                out = self.subject.model.generate(  # type: ignore[operator]
                     input_ids=ids,
                     attention_mask=torch.ones_like(ids),
                     max_new_tokens=self.cfg.new_tokens,

@@ -215,8 +215,10 @@ class IntruderScorer:
         for n in sorted({len(p.shown) for _, p in jobs}):  # one call per number of examples
             idx = [j for j, (_, p) in enumerate(jobs) if len(p.shown) == n]
             chats = [self.chat(jobs[j][1].shown) for j in idx]
-            for j, c in zip(idx, await self.client.complete(chats, self.params(n)), strict=True):
-                answers[j] = c
+            for j, answer in zip(
+                idx, await self.client.complete(chats, self.params(n)), strict=True
+            ):
+                answers[j] = answer
         preds: list[list[Prediction]] = [[] for _ in items]
         notes: list[list[str]] = [[] for _ in items]
         usage = [new_usage() for _ in items]

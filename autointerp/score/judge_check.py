@@ -32,7 +32,8 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -269,7 +270,7 @@ def run_checks(
     scores_dir: Path,
     check_dir: Path,
     cfg: JudgeCheckConfig,
-    scorers: list[str],
+    scorers: Sequence[str],
     coders: list[str],
     load: Loader,
     get_scorer: Callable[[str, str], Scorer],
@@ -291,7 +292,7 @@ def run_checks(
         usage[scorer] = {"calls": 0, "tokens": 0, "failed": 0}
         for coder in coders:
             u = check_coder(
-                lambda s=scorer, c=coder: get_scorer(s, c),
+                partial(get_scorer, scorer, coder),
                 coder,
                 load,
                 true_scores(scores_dir / scorer / f"{coder}.jsonl"),
@@ -331,7 +332,7 @@ def paired_auroc(
     return float(auc), float(lo), float(hi)  # type: ignore[arg-type]
 
 
-def check_metric(scorer: str, scores: list[LatentScore]) -> str:
+def check_metric(scorer: str, scores: Sequence[LatentScore | ScoreHead]) -> str:
     """The metric the check compares: for detection and fuzzing their AUROC from P(yes) when every
     score has one, else the main metric. Balanced accuracy thresholds P(yes) at 0.5, so a judge that
     ranks examples well but leans to one answer (a 1.5B judge answered no to nearly every example of
@@ -385,7 +386,7 @@ def write_settings(folder: Path, cfg: JudgeCheckConfig) -> None:
 
 
 def folder_verdicts(
-    scores_dir: Path, check_dir: Path, scorers: list[str], coders: list[str]
+    scores_dir: Path, check_dir: Path, scorers: Sequence[str], coders: list[str]
 ) -> dict[str, dict[str, dict]]:
     """scorer -> coder -> verdict (see `verdict`) for every checked scorer among `scorers`, from
     the files of a run (`scores_dir` RUN/scores, `check_dir` RUN/judge_check). Without

@@ -11,9 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
+
+Values = Sequence[float] | npt.NDArray[np.floating]
+"""Numbers per example, as a sequence or an array (read with `np.asarray`)."""
 
 
-def auroc(labels: Sequence[bool], scores: Sequence[float]) -> float | None:
+def auroc(labels: Sequence[bool], scores: Values) -> float | None:
     """Area under the ROC curve (ties count half: average ranks); None without both classes."""
     from scipy.stats import rankdata
 
@@ -92,7 +96,7 @@ def _group_key(g: str) -> tuple[int, int | str]:
     return (0, int(g[1:])) if g[:1] == "q" and g[1:].isdigit() else (1, g)
 
 
-def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
+def pearson(x: Values, y: Values) -> float | None:
     """Pearson correlation; None when either side is constant or there are fewer than 2 points."""
     a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if len(a) < 2 or a.std() == 0 or b.std() == 0:

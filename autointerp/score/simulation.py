@@ -173,7 +173,8 @@ class SimulationScorer:
         intervals = {"correlation": metrics.correlation_interval(m["correlation"], len(true))}
         if m["auroc"] is not None:
             values = [(p.label, p.value) for p, _ in ok]
-            intervals["auroc"] = metrics.auroc_interval(*zip(*values, strict=True))
+            labels, scores = zip(*values, strict=True)
+            intervals["auroc"] = metrics.auroc_interval(labels, scores)
         return LatentScore(
             latent=item.record.id,
             scorer=self.name,

@@ -367,8 +367,7 @@ def summarize(paths: dict[str, Path]) -> dict[str, dict]:
         scores = [h for _, (_, h) in latest(path, ScoreHead, _latent, _same).items()]
         ok = [s for s in scores if s.status == "ok"]
         key = MAIN_METRIC[name]
-        values = [s.metrics.get(key) for s in ok]
-        values = [v for v in values if v is not None]
+        values = [v for v in (s.metrics.get(key) for s in ok) if v is not None]
         out[name] = {
             "scored": len(ok),
             "failed": len(scores) - len(ok),
