@@ -59,7 +59,7 @@ from pandas.api.types import union_categoricals
 from autointerp.errors import RunError
 from autointerp.jsonl import ScoreHead, latest
 from autointerp.runfolder import RunFolder
-from autointerp.score.names import MAIN_METRIC
+from autointerp.score.names import is_main, main_metric, main_values
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +80,6 @@ SCORE_COLUMNS = [
 QUANTILE_COLUMNS = ["run", "hookpoint", "coder", "label", "scorer", "latent", "quantile"]
 QUANTILE_COLUMNS += ["metric", "value"]
 PERCENTILES = {"q10": 10, "q25": 25, "q75": 75, "q90": 90}
-
-
-def main_metric(scorer: str) -> str:
-    """The metric a scorer is compared by (`auroc` for a scorer this module does not know)."""
-    return MAIN_METRIC.get(scorer, "auroc")
 
 
 @dataclass(frozen=True)
@@ -466,20 +461,6 @@ def tables(scores: pd.DataFrame, quantiles: pd.DataFrame) -> dict[str, pd.DataFr
 
 
 # ---------------------------------------------------------------- comparison
-
-
-def main_values(scores: pd.DataFrame) -> pd.DataFrame:
-    """The successful scores' main metric values (one row per run, coder, scorer and latent)."""
-    keep = is_main(scores) & (scores.status == "ok") & scores.value.notna()
-    return scores[keep]
-
-
-def is_main(frame: pd.DataFrame) -> pd.Series:
-    """Rows whose metric is their scorer's main metric."""
-    mask = pd.Series(False, index=frame.index)
-    for scorer in frame.scorer.unique():
-        mask |= (frame.scorer == scorer) & (frame.metric == main_metric(str(scorer)))
-    return mask
 
 
 BCA_MAX = 5_000

@@ -40,7 +40,7 @@ from markupsafe import Markup
 from tqdm.auto import tqdm
 
 from autointerp.jsonl import ExplanationHead, ScoreHead, scan
-from autointerp.score.names import MAIN_METRIC
+from autointerp.score.names import is_main, main_metric, main_values
 from autointerp.types import ExampleRef, Explanation, SampledLatent
 
 if TYPE_CHECKING:
@@ -105,26 +105,6 @@ def slug(text: str) -> str:
 
 
 # ---------------------------------------------------------------- main metric
-
-
-def main_metric(scorer: str) -> str:
-    """The metric a scorer is compared by (`auroc` for a scorer not in MAIN_METRIC): the rule of
-    `autointerp.report.main_metric`, repeated so that this module needs nothing from `report`
-    (tests/test_report.py checks that the two agree)."""
-    return MAIN_METRIC.get(scorer, "auroc")
-
-
-def is_main(frame: pd.DataFrame) -> pd.Series:
-    """Rows whose metric is their scorer's main metric (as `autointerp.report.is_main`)."""
-    mask = pd.Series(False, index=frame.index)
-    for scorer in frame.scorer.unique():
-        mask |= (frame.scorer == scorer) & (frame.metric == main_metric(str(scorer)))
-    return mask
-
-
-def main_values(scores: pd.DataFrame) -> pd.DataFrame:
-    """The successful scores' main metric values (as `autointerp.report.main_values`)."""
-    return scores[is_main(scores) & (scores.status == "ok") & scores.value.notna()]
 
 
 # ---------------------------------------------------------------- plots

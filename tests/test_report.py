@@ -24,11 +24,9 @@ from autointerp.report import (
     analyse,
     build_report,
     compare,
-    is_main,
     load_quantiles,
     load_scores,
     main_metric,
-    main_values,
     summary_text,
     tables,
 )
@@ -413,15 +411,13 @@ def test_report_html_imports_nothing_from_report():
     assert found == []
 
 
-def test_main_metric_rules_match_the_report_module(edited_run):
-    """report_html repeats `report`'s rules for the main metric (it imports nothing from report,
-    which imports it); they must agree."""
-    for scorer in ["detection", "fuzzing", "intruder", "simulation", "embedding", "no such"]:
-        assert report_html.main_metric(scorer) == main_metric(scorer)
-    a = analyse([edited_run])
-    for frame in (a.scores, a.tables["metrics"]):
-        assert report_html.is_main(frame).equals(is_main(frame))
-    assert report_html.main_values(a.scores).equals(main_values(a.scores))
+def test_main_metric_rules_are_defined_once():
+    """report and report_html use the one definition of the main-metric rules (score.names)."""
+    from autointerp.score import names
+
+    for name in ("main_metric", "is_main", "main_values"):
+        assert getattr(report_html, name) is getattr(names, name)
+    assert main_metric("no such") == "auroc" and main_metric("simulation") == "correlation"
 
 
 # ---------------------------------------------------------------- errors

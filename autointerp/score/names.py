@@ -4,7 +4,10 @@ export, run folders) need no scorer code."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ScorerName = Literal[
     "detection",
@@ -29,3 +32,24 @@ MAIN_METRIC = {
 LLM_SCORERS = {"detection", "fuzzing", "simulation", "intruder"}
 EXPLANATION_FREE = {"intruder", "example-embedding"}
 """Scorers that read no explanation: they score latents whose explanation failed too."""
+
+
+def main_metric(scorer: str) -> str:
+    """The metric a scorer is compared by (`auroc` for a scorer this version does not know)."""
+    return MAIN_METRIC.get(scorer, "auroc")
+
+
+def is_main(frame: pd.DataFrame) -> pd.Series:
+    """Rows of a long score table (`scorer`, `metric` columns) whose metric is their scorer's main
+    metric."""
+    import pandas as pd
+
+    mask = pd.Series(False, index=frame.index)
+    for scorer in frame.scorer.unique():
+        mask |= (frame.scorer == scorer) & (frame.metric == main_metric(str(scorer)))
+    return mask
+
+
+def main_values(scores: pd.DataFrame) -> pd.DataFrame:
+    """The successful scores' main metric values (one row per run, coder, scorer and latent)."""
+    return scores[is_main(scores) & (scores.status == "ok") & scores.value.notna()]
