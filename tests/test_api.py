@@ -210,3 +210,15 @@ def test_readme_python_api_examples_run(tmp_path, monkeypatch):
     for block in readme_examples():
         exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102
     assert (tmp_path / "runs" / "api" / "summary.json").exists()
+
+
+def test_one_example_and_no_examples():
+    """Edges: one activating example explains; scored without negatives its balanced accuracy is
+    undefined (None, never 0); no test example at all is a recorded failure."""
+    one = [{"tokens": ["a", " cat"], "activations": [0, 5]}]
+    assert autointerp.explain(one, explainer="token-stats").text.startswith('the tokens "cat"')
+    s = autointerp.score("cats", one, [], "detection", Scripted("[1]"), ONE_PER_PROMPT)
+    assert s.status == "ok" and s.metrics["n"] == 1 and s.metrics["recall"] == 1.0
+    assert s.metrics["balanced_accuracy"] is None and s.metrics["specificity"] is None
+    none = autointerp.score("cats", [], [], "detection", Scripted("[1]"), ONE_PER_PROMPT)
+    assert none.status == "failed" and "no test examples" in none.error
