@@ -300,10 +300,7 @@ async def ascore(
     shown = to_examples(train, "activating", len(test) + len(negs))
     every = test + negs + shown
     # the `score:` options: of a ScoreConfig, or the section of a stage or run config
-    options = (
-        getattr(config, "score", None) if not isinstance(config, str | Path | Mapping) else None
-    )
-    score_cfg = options if isinstance(options, ScoreConfig) else as_config(config, ScoreConfig)
+    score_cfg = as_config(config, ScoreConfig, section="score")
     stage = ScoreStageConfig(score=score_cfg.model_copy(update={"scorers": [scorer]}))
     length = max((len(e.tokens) for e in every), default=1)
     ctx = ScoreContext(None, stage, length, lambda: make_client(client))  # built if a scorer asks

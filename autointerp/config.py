@@ -145,14 +145,19 @@ def validate(data: dict, model: type[M], source: str = "config") -> M:
         raise ConfigError(f"invalid {source}:\n" + "\n".join(lines)) from None
 
 
-def as_config(value: str | Path | dict | BaseModel | None, model: type[M]) -> M:
+def as_config(
+    value: str | Path | dict | BaseModel | None, model: type[M], section: str | None = None
+) -> M:
     """A config from what a Python caller has at hand: None (the defaults), a YAML path, a dict
     (as the YAML would hold it), or a config object already built: returned as is, or, when it is
-    another config class (a `RunConfig` where a stage's is wanted), the sections `model` has."""
+    another config class, its `section` when that is a `model` (a run config's `sample`), else the
+    sections `model` has (a `RunConfig` where a stage's config is wanted)."""
     if value is None:
         return model()
     if isinstance(value, model):
         return value
+    if section is not None and isinstance(getattr(value, section, None), model):
+        return getattr(value, section)  # the section of a stage or run config
     if isinstance(value, BaseModel):
         data = {k: v for k, v in value.model_dump().items() if k in model.model_fields}
         return validate(data, model, source=type(value).__name__)

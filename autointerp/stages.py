@@ -90,7 +90,7 @@ def sample(
 
     cache_dir = Path(cache_dir)
     out = Path(out) if out is not None else cache_dir.parent / "sample"
-    cfg = _section(config, "sample", SampleConfig)
+    cfg = as_config(config, SampleConfig, section="sample")
     cache = ActivationCache(cache_dir)
     for name in coders or []:
         if name not in cache.coders:
@@ -115,15 +115,6 @@ def sample(
             "skip_reasons": skip_reasons(skipped),
         }
     return done
-
-
-def _section(config: Config, key: str, model):
-    """A stage's options from a stage config, or from the section `key` of a run config."""
-    from autointerp.pipeline import RunConfig
-
-    if isinstance(config, RunConfig):
-        return getattr(config, key)
-    return as_config(config, model)
 
 
 def explain(
