@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from autointerp.aio import run_sync
 from autointerp.clients.base import LLMClient
@@ -32,6 +32,9 @@ from autointerp.config import CacheConfig, ClientConfig, as_config, validate
 from autointerp.errors import ConfigError
 from autointerp.score.base import LatentScore
 from autointerp.types import Example, ExampleRef, Explanation, LatentId
+
+if TYPE_CHECKING:
+    from autointerp.effects import LatentEffects
 
 Config = str | Path | dict | Any | None
 """A YAML path, a dict as the YAML would hold it, a config object, or None for the defaults."""
@@ -225,23 +228,36 @@ async def aexplain(
     negatives: Sequence[Any] = (),
     config: Config = None,
     latent: LatentId | tuple[str, int] | None = None,
+    effects: LatentEffects | Mapping | None = None,
 ) -> Explanation:
     """Explain one latent from its activating examples (and, for the `contrastive` explainer, the
     `negatives`): the record the explain stage writes. `config`: the `explain:` options
-    (`ExplainConfig`); `explainer` overrides its choice. A failed answer is an Explanation with
-    `text` None and the reason in `error`, as in a run."""
-    from autointerp.explain import ExplainConfig, Explainer
+    (`ExplainConfig`); `explainer` overrides its choice. The output-side explainers (`logits`,
+    `mixed`, `intervention`) read `effects` (`LatentEffects` or a dict: `promoted` and
+    `suppressed` tokens, `continuations` as `prompt`/`clean`/`steered`); in a run they are computed
+    from the subject model and coder. A failed answer is an Explanation with `text` None and the
+    reason in `error`, as in a run."""
+    from autointerp.effects import LatentEffects
+    from autointerp.explain import OUTPUT_EXPLAINERS, ExplainConfig, Explainer
 
     cfg = as_config(config, ExplainConfig).model_copy(update={"explainer": explainer})
     cfg = validate(cfg.model_dump(), ExplainConfig, source="explain options")
     train = to_examples(examples)
-    if not train:
+    if not train and cfg.explainer not in ("logits", "intervention"):
         raise ConfigError("explain needs at least one activating example")
+    ev = None
+    if cfg.explainer in OUTPUT_EXPLAINERS:
+        if effects is None:
+            raise ConfigError(
+                f"the {cfg.explainer!r} explainer needs `effects` (the latent's promoted and "
+                "suppressed tokens or steered continuations) when it explains examples in memory"
+            )
+        ev = [validate(dict(effects), LatentEffects) if isinstance(effects, Mapping) else effects]
     negs = to_examples(negatives, "similar", len(train)) if cfg.explainer == "contrastive" else []
     llm = None if cfg.explainer == "token-stats" else make_client(client)
-    length = max(len(e.tokens) for e in train + negs)
+    length = max((len(e.tokens) for e in train + negs), default=0)
     ex = Explainer(None, cfg, llm, None, length)
-    [out] = await ex.explain_examples([_latent(latent)], [(train, negs)])
+    [out] = await ex.explain_examples([_latent(latent)], [(train, negs)], ev)
     return out
 
 

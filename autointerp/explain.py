@@ -8,6 +8,11 @@ Usage: `autointerp explain RUN/cache --sample RUN/sample --out RUN/explanations`
 - `contrastive`: the same, plus similar windows where the latent does not fire.
 - `token-stats`: no LLM; the latent's most frequent activating tokens and the tokens before them, as
   the floor every LLM explainer must beat.
+- `logits`: what the latent does, not what it reads: the tokens its decoder direction promotes and
+  suppresses most through the final norm and unembedding (`autointerp.effects`).
+- `mixed`: the `default` prompt plus those promoted and suppressed tokens.
+- `intervention`: clean and steered continuations of a few cached prompts, steered as the
+  intervention scorer steers, on prompts the scorer does not use (the paper's intervention explainer).
 
 An answer without an explanation line is a failed explanation (text None, raw answer kept), never a
 placeholder string that later stages would score. Explanations are appended per latent as they finish;
@@ -23,7 +28,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import Field
@@ -33,7 +38,8 @@ from autointerp.aio import run_sync
 from autointerp.cache import ActivationCache
 from autointerp.clients.base import Chat, GenParams, LLMClient, Usage
 from autointerp.config import ClientConfig, _Strict
-from autointerp.errors import AutointerpError
+from autointerp.effects import LatentEffects
+from autointerp.errors import AutointerpError, ConfigError
 from autointerp.jsonl import (
     ExplanationHead,
     LineIndex,
@@ -44,6 +50,11 @@ from autointerp.jsonl import (
 )
 from autointerp.sample import TokenDecoder, render
 from autointerp.types import Example, Explanation, LatentId, SampledLatent
+
+if TYPE_CHECKING:
+    from autointerp.effects import Effects
+    from autointerp.score.intervention import InterventionConfig
+    from autointerp.score.stage import ScoreContext
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +73,17 @@ PROMPTS = _prompts_dir()
 _LINE = re.compile(r"\[EXPLANATION\]\s*:\s*(.*)", re.IGNORECASE)
 
 
+OUTPUT_EXPLAINERS = {"logits", "mixed", "intervention"}
+"""Explainers that show what the latent does to the output (they need the subject model and coder)."""
+
+
 class ExplainConfig(_Strict):
-    explainer: Literal["default", "contrastive", "token-stats"] = "default"
+    explainer: Literal[
+        "default", "contrastive", "token-stats", "logits", "mixed", "intervention"
+    ] = "default"
+    """What the explainer is shown: activating examples (`default`), plus similar non-activating
+    ones (`contrastive`), the tokens the latent promotes and suppresses (`logits`), both (`mixed`),
+    clean versus steered continuations (`intervention`); `token-stats` calls no LLM."""
     activations: bool = False
     """Show each example's firing tokens with their strength (0-10)."""
     cot: bool = False
@@ -77,6 +97,11 @@ class ExplainConfig(_Strict):
     models rarely follow the format otherwise). None: on for the local `transformers` backend."""
     latents_per_call: int = Field(16, ge=1)
     """Latents whose prompts go to the client together (and are written together)."""
+    top_logits: int = Field(10, ge=1, le=100)
+    """`logits` and `mixed`: promoted and suppressed tokens shown, each."""
+    steer_prompts: int = Field(8, ge=1)
+    """`intervention`: prompts continued clean and steered (the paper shows 10), cache rows that the
+    intervention scorer does not use; steered as `score.intervention` says (scale, lengths)."""
 
 
 class ExplainStageConfig(_Strict):
@@ -150,26 +175,63 @@ def format_examples(
 PREFILL = "[EXPLANATION]:"
 
 
+def _rules(cfg: ExplainConfig) -> list[str]:
+    """The optional rules inserted into the default system prompt, in order."""
+    on = {
+        "mixed_rule": cfg.explainer == "mixed",
+        "values_rule": cfg.activations,
+        "cot_rule": cfg.cot,
+    }
+    return [name for name, yes in on.items() if yes]
+
+
+def templates(cfg: ExplainConfig) -> list[str]:
+    """The template files an explainer's prompt is made of (system, user, rules)."""
+    kind = cfg.explainer
+    if kind == "token-stats":
+        return []
+    system = kind if kind in ("logits", "intervention") else "default"
+    user = kind if kind in ("contrastive", "logits", "mixed", "intervention") else "default"
+    rules = _rules(cfg) if system == "default" else []
+    return [f"explain/{system}.system.txt", f"explain/{user}.user.txt"] + [
+        f"explain/{r}.txt" for r in rules
+    ]
+
+
+def _oneline(text: str) -> str:
+    return text.replace("\n", "\\n")
+
+
+def format_continuations(effects: LatentEffects) -> str:
+    return "\n\n".join(
+        f"Text {i}: {_oneline(c.prompt)}\nClean: {_oneline(c.clean)}\nSteered: {_oneline(c.steered)}"
+        for i, c in enumerate(effects.continuations, 1)
+    )
+
+
 def build_prompt(
     train: Sequence[Example],
     negatives: Sequence[Example],
     cfg: ExplainConfig,
     prefill: bool = False,
+    effects: LatentEffects | None = None,
 ) -> Chat:
-    """The chat sent to the explainer LLM (golden-tested)."""
-    rules = "".join(
-        "\n" + template(f"explain/{name}.txt").strip() + "\n"
-        for name, on in (("values_rule", cfg.activations), ("cot_rule", cfg.cot))
-        if on
-    )
-    system = template("explain/default.system.txt").format(values_rule=rules)
-    user_name = "contrastive" if cfg.explainer == "contrastive" else "default"
-    user = template(f"explain/{user_name}.user.txt").format(
+    """The chat sent to the explainer LLM (golden-tested); `effects` is the output-side evidence
+    of the `logits`, `mixed` and `intervention` explainers."""
+    if cfg.explainer in OUTPUT_EXPLAINERS and effects is None:
+        raise ValueError(f"the {cfg.explainer!r} explainer's prompt needs the latent's effects")
+    effects = effects or LatentEffects()
+    system_name, user_name, *rule_names = templates(cfg)
+    rules = "".join("\n" + template(name).strip() + "\n" for name in rule_names)
+    system = template(system_name).format(values_rule=rules)
+    user = template(user_name).format(
         examples=format_examples(train, cfg),
         negatives="\n".join(
-            f"Example {i}: {''.join(e.tokens)}".replace("\n", "\\n")
-            for i, e in enumerate(negatives, 1)
+            f"Example {i}: {_oneline(''.join(e.tokens))}" for i, e in enumerate(negatives, 1)
         ),
+        promoted=", ".join(effects.promoted),
+        suppressed=", ".join(effects.suppressed),
+        continuations=format_continuations(effects),
     )
     chat = [
         {"role": "system", "content": system.strip()},
@@ -191,23 +253,23 @@ def template_id(label: str, names: Sequence[str], options: dict) -> str:
     return f"{label}@{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
-def prompt_id(cfg: ExplainConfig, prefill: bool | None = None) -> str:
+def prompt_id(cfg: ExplainConfig, prefill: bool | None = None, steering: dict | None = None) -> str:
     """The explanation's prompt: explainer, `+values`, `+cot`, and a hash of every template used
-    and every option that shaped the prompt or the answer (all but `latents_per_call`); `prefill` is
-    the one in effect (the config's may be None: decided by the backend)."""
+    and every option that shaped the prompt or the answer (all but `latents_per_call`, and the
+    options of other explainer types); `prefill` is the one in effect (the config's may be None:
+    decided by the backend); `steering`, the intervention explainer's steering options."""
     label = f"{cfg.explainer}{'+values' if cfg.activations else ''}{'+cot' if cfg.cot else ''}"
     if cfg.explainer == "token-stats":
         return template_id(label, [], {})
-    names = [
-        "explain/default.system.txt",
-        f"explain/{'contrastive' if cfg.explainer == 'contrastive' else 'default'}.user.txt",
-    ]
-    names += ["explain/values_rule.txt"] if cfg.activations else []
-    names += ["explain/cot_rule.txt"] if cfg.cot else []
-    options = cfg.model_dump(mode="json", exclude={"latents_per_call"})
+    unused = {"latents_per_call"}
+    unused |= set() if cfg.explainer in ("logits", "mixed") else {"top_logits"}
+    unused |= set() if cfg.explainer == "intervention" else {"steer_prompts"}
+    options = cfg.model_dump(mode="json", exclude=unused)
     if prefill is not None:
         options["prefill"] = prefill
-    return template_id(label, names, options)
+    if steering is not None and cfg.explainer == "intervention":
+        options["steering"] = steering
+    return template_id(label, templates(cfg), options)
 
 
 def parse_explanation(raw: str) -> str | None:
@@ -248,11 +310,14 @@ class Explainer:
         client: LLMClient | None,
         decode: TokenDecoder | None,
         example_len: int,
+        effects: Effects | None = None,
     ):
         """`cache` and `decode` render sampled latents (`explain`); without them the explainer
-        takes examples already rendered (`explain_examples`, the Python API's path)."""
+        takes examples already rendered (`explain_examples`, the Python API's path). `effects`
+        gives the output-side evidence of the `logits`, `mixed` and `intervention` explainers."""
         if cfg.explainer != "token-stats" and client is None:
             raise ValueError(f"the {cfg.explainer!r} explainer needs an LLM client")
+        self.effects = effects
         self.cache, self.cfg, self.client, self.decode, self.example_len = (
             cache,
             cfg,
@@ -266,7 +331,8 @@ class Explainer:
 
         auto = client is not None and is_local(client)
         self.prefill = (cfg.prefill if cfg.prefill is not None else auto) and not cfg.cot
-        self.prompt = prompt_id(cfg, self.prefill)
+        steering = effects.steer.model_dump(mode="json") if effects is not None else None
+        self.prompt = prompt_id(cfg, self.prefill, steering)
 
     def examples(self, record: SampledLatent) -> tuple[list[Example], list[Example]]:
         def r(refs):
@@ -277,16 +343,36 @@ class Explainer:
         )
 
     async def explain(self, records: Sequence[SampledLatent]) -> list[Explanation]:
-        return await self.explain_examples([r.id for r in records], map(self.examples, records))
+        effects = None
+        if self.cfg.explainer in OUTPUT_EXPLAINERS:
+            if self.effects is None:
+                raise ConfigError(
+                    f"the {self.cfg.explainer!r} explainer reads the latent's effect on the "
+                    "model's output: it needs the subject model and coder of an activation cache"
+                )
+            kind = self.cfg.explainer
+            effects = await self.effects.of(
+                records, logits=kind in ("logits", "mixed"), steer=kind == "intervention"
+            )
+        return await self.explain_examples(
+            [r.id for r in records], map(self.examples, records), effects
+        )
 
     async def explain_examples(
         self,
         ids: Sequence[LatentId],
         rendered: Iterable[tuple[list[Example], list[Example]]],
+        effects: Sequence[LatentEffects | str] | None = None,
     ) -> list[Explanation]:
-        """Explanations of latents given as rendered (train, contrastive negatives) examples."""
+        """Explanations of latents given as rendered (train, contrastive negatives) examples, and
+        for the output-side explainers each latent's effects (or why they could not be had: that
+        latent's explanation fails with the reason, and no LLM call is made for it)."""
         model = "token-stats" if self.client is None else self.client.model
         rendered = list(rendered)
+        if self.cfg.explainer in OUTPUT_EXPLAINERS:
+            if effects is None:
+                raise ValueError(f"the {self.cfg.explainer!r} explainer needs the latents' effects")
+            return await self._with_effects(ids, rendered, list(effects), model)
         if self.cfg.explainer == "token-stats":
             return [
                 Explanation(
@@ -298,8 +384,43 @@ class Explainer:
                 )
                 for r, (train, _) in zip(ids, rendered, strict=True)
             ]
+        return await self._ask(ids, rendered, [None] * len(rendered), model)
+
+    async def _with_effects(
+        self,
+        ids: Sequence[LatentId],
+        rendered: list[tuple[list[Example], list[Example]]],
+        effects: list[LatentEffects | str],
+        model: str,
+    ) -> list[Explanation]:
+        ok = {i: e for i, e in enumerate(effects) if isinstance(e, LatentEffects)}
+        asked = await self._ask(
+            [ids[i] for i in ok], [rendered[i] for i in ok], list(ok.values()), model
+        )
+        answers = dict(zip(ok, asked, strict=True))
+        return [
+            answers[i]
+            if i in answers
+            else Explanation(
+                latent=ids[i], text=None, raw="", model=model, prompt=self.prompt, error=str(e)
+            )
+            for i, e in enumerate(effects)
+        ]
+
+    async def _ask(
+        self,
+        ids: Sequence[LatentId],
+        rendered: list[tuple[list[Example], list[Example]]],
+        effects: Sequence[LatentEffects | None],
+        model: str,
+    ) -> list[Explanation]:
+        if not ids:
+            return []
         prefill = self.prefill
-        chats = [build_prompt(train, neg, self.cfg, prefill) for train, neg in rendered]
+        chats = [
+            build_prompt(train, neg, self.cfg, prefill, ev)
+            for (train, neg), ev in zip(rendered, effects, strict=True)
+        ]
         if prefill:  # the answer is the rest of one line
             params = GenParams(max_tokens=min(self.cfg.max_tokens, 64), stop=("\n",))
         else:
@@ -330,6 +451,20 @@ class Explainer:
                 )
             )
         return out
+
+
+def effects_for(
+    cfg: ExplainConfig, ctx: ScoreContext, steering: InterventionConfig | None = None
+) -> Effects | None:
+    """The output-side evidence an explainer needs (None for those that read only examples), from
+    the subject model and coders of `ctx`, steered as `steering` (a run's `score.intervention`)
+    says."""
+    if cfg.explainer not in OUTPUT_EXPLAINERS:
+        return None
+    from autointerp.effects import Effects
+    from autointerp.score.intervention import InterventionConfig
+
+    return Effects(ctx, cfg.top_logits, cfg.steer_prompts, steering or InterventionConfig())
 
 
 def read_explanations(path: Path) -> dict[int, Explanation]:

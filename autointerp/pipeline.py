@@ -41,7 +41,7 @@ from autointerp.aio import run_sync
 from autointerp.cache import ActivationCache, build_cache
 from autointerp.config import CacheConfig, ClientConfig
 from autointerp.errors import ConfigError, RunError
-from autointerp.explain import ExplainConfig, Explainer
+from autointerp.explain import ExplainConfig, Explainer, effects_for
 from autointerp.jsonl import (
     ExplanationHead,
     LineIndex,
@@ -488,7 +488,12 @@ class Worker:
         self._shared = inner if same else None
         self._score_cache = out / "scores" / f"llm_cache{suffix}.sqlite"
         self.explainer = Explainer(
-            cache, cfg.explain, client, self.ctx.decode, cfg.sample.example_len
+            cache,
+            cfg.explain,
+            client,
+            self.ctx.decode,
+            cfg.sample.example_len,
+            effects_for(cfg.explain, self.ctx, cfg.score.intervention),
         )
         self._scorers: dict[tuple[str, str], Scorer] = {}
 

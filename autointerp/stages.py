@@ -134,8 +134,15 @@ def explain(
     from autointerp.cache import ActivationCache
     from autointerp.clients import make_client
     from autointerp.config import SubjectConfig
-    from autointerp.explain import Explainer, ExplainStageConfig, explain_coder, summarize
+    from autointerp.explain import (
+        Explainer,
+        ExplainStageConfig,
+        effects_for,
+        explain_coder,
+        summarize,
+    )
     from autointerp.sample import TokenDecoder
+    from autointerp.score.stage import ScoreContext, ScoreStageConfig
     from autointerp.subject import load_tokenizer
 
     cache_dir = Path(cache_dir)
@@ -149,7 +156,10 @@ def explain(
         client = None
     elif client is None:
         client = make_client(cfg.client, out / "llm_cache.sqlite")
-    ex = Explainer(cache, cfg.explain, client, decode, example_len)
+    steering = getattr(getattr(config, "score", None), "intervention", None)
+    ctx = ScoreContext(cache, ScoreStageConfig(), example_len)  # the subject and coders, lazily
+    effects = effects_for(cfg.explain, ctx, steering)
+    ex = Explainer(cache, cfg.explain, client, decode, example_len, effects)
     done = {}
     for name in coders or [p.stem for p in sorted(sample_dir.glob("*.jsonl"))]:
         path = sample_dir / f"{name}.jsonl"

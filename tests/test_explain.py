@@ -8,6 +8,7 @@ from autointerp.cache import ActivationCache, build_cache
 from autointerp.clients import make_client
 from autointerp.clients.base import Completion, GenParams
 from autointerp.config import CacheConfig, ClientConfig, CorpusConfig
+from autointerp.effects import Continuation, LatentEffects
 from autointerp.explain import (
     ExplainConfig,
     Explainer,
@@ -104,7 +105,8 @@ def test_prompt_id_covers_every_option_and_template(monkeypatch, tmp_path):
         "max_tokens": 100,
         "prefill": True,
     }
-    assert set(changes) | {"latents_per_call"} == set(ExplainConfig.model_fields)
+    per_type = {"top_logits", "steer_prompts"}  # test_prompt_id_of_output_explainers
+    assert set(changes) | {"latents_per_call"} | per_type == set(ExplainConfig.model_fields)
     for name, value in changes.items():
         ids[name] = prompt_id(base.model_copy(update={name: value}))
     assert len(set(ids.values())) == len(ids), ids
@@ -123,6 +125,26 @@ def test_prompt_id_covers_every_option_and_template(monkeypatch, tmp_path):
         if name.startswith("default"):
             assert prompt_id(base) != before["base"], name
         monkeypatch.undo()
+
+
+def test_prompt_id_of_output_explainers():
+    """An option of one explainer type changes only that type's id (old ids stay as they were);
+    the intervention explainer's id covers the steering it is shown."""
+    for kind, option, value in (
+        ("logits", "top_logits", 5),
+        ("mixed", "top_logits", 5),
+        ("intervention", "steer_prompts", 3),
+    ):
+        cfg = ExplainConfig(explainer=kind)
+        assert prompt_id(cfg.model_copy(update={option: value})) != prompt_id(cfg), kind
+        assert prompt_id(cfg).startswith(f"{kind}@")
+    default = ExplainConfig()
+    assert prompt_id(default.model_copy(update={"top_logits": 3, "steer_prompts": 2})) == (
+        prompt_id(default)
+    )
+    steer = ExplainConfig(explainer="intervention")
+    assert prompt_id(steer, steering={"scale": 4.0}) != prompt_id(steer, steering={"scale": 8.0})
+    assert prompt_id(default, steering={"scale": 4.0}) == prompt_id(default)
 
 
 def test_marking_threshold():
@@ -230,3 +252,167 @@ def test_real_local_explainer_end_to_end(run, tokenizer, tmp_path):
         got[1].text,
         got[2].text,
     ]
+
+
+EFFECTS = LatentEffects(
+    promoted=['" cat"', '" kitten"'],
+    suppressed=['" dog"'],
+    continuations=[
+        Continuation(prompt="My pet", clean=" is a dog.\nIt", steered=" cat purrs"),
+        Continuation(prompt="The", clean=" end", steered=" cat"),
+    ],
+)
+LOGITS_SYSTEM = """You study the internal features of a language model. A feature is a direction in the model's activations. When it is active, it pushes the model's prediction of the next token towards some tokens and away from others. You will see the tokens the feature promotes most and the tokens it suppresses most.
+
+Find what the promoted tokens have in common (the suppressed ones help rule out explanations that are too broad), and describe what the feature makes the model write next as a short phrase (a few words to one sentence). Describe the pattern, not the individual tokens; do not list alternatives.
+
+End your answer with one line of the form:
+[EXPLANATION]: <your explanation>"""
+
+
+def test_golden_logits_prompt():
+    chat = build_prompt(EX, [], ExplainConfig(explainer="logits"), prefill=True, effects=EFFECTS)
+    assert chat == [
+        {"role": "system", "content": LOGITS_SYSTEM},
+        {
+            "role": "user",
+            "content": 'Tokens the feature promotes: " cat", " kitten"\n'
+            'Tokens the feature suppresses: " dog"',
+        },
+        {"role": "assistant", "content": "[EXPLANATION]:"},
+    ]
+
+
+def test_golden_mixed_prompt():
+    chat = build_prompt(EX, [], ExplainConfig(explainer="mixed", cot=True), effects=EFFECTS)
+    rules = (
+        "\nAfter the excerpts you will also see the tokens the feature promotes most and suppresses "
+        "most in the model's prediction of the next token. Describe what the feature responds to in "
+        "the text and, where the promoted tokens agree with it, what it makes the model write next.\n"
+        "\nThink step by step before you answer: first list the marked tokens, then what comes before them, "
+        "then what they share, and only then state your explanation.\n"
+    )
+    assert chat[0]["content"] == SYSTEM.format(rules=rules)
+    assert chat[1]["content"] == (
+        "Excerpts where the feature fires:\n\n"
+        "Example 1: The<< cat>> sat on the<< mat>>\n"
+        "Example 2: A dog and a<< cat\\n>>\n\n"
+        'Tokens the feature promotes: " cat", " kitten"\n'
+        'Tokens the feature suppresses: " dog"'
+    )
+
+
+def test_golden_intervention_prompt():
+    chat = build_prompt([], [], ExplainConfig(explainer="intervention"), effects=EFFECTS)
+    assert chat[0]["content"] == (
+        "You study the internal features of a language model. A feature is a direction in the "
+        "model's activations. You will see how the model continues a few texts normally (clean) "
+        "and when the feature is turned up (steered).\n\n"
+        "Find what the steered continuations have in common that the clean ones lack, and describe "
+        "what the feature makes the model write as a short phrase (a few words to one sentence). "
+        "Describe the pattern, not the individual continuations; do not list alternatives.\n\n"
+        "End your answer with one line of the form:\n[EXPLANATION]: <your explanation>"
+    )
+    assert chat[1]["content"] == (
+        "Texts continued clean and steered:\n\n"
+        "Text 1: My pet\nClean:  is a dog.\\nIt\nSteered:  cat purrs\n\n"
+        "Text 2: The\nClean:  end\nSteered:  cat"
+    )
+    with pytest.raises(ValueError, match="needs the latent's effects"):
+        build_prompt(EX, [], ExplainConfig(explainer="logits"))
+
+
+def test_direct_logits_are_what_a_huge_steer_at_the_last_layer_makes_the_model_predict(subject):
+    """W_U · norm(d), computed from the weights, ranks tokens as the real model's output does when
+    d, scaled up until it dominates the residual stream, is added after the last layer (where
+    the final norm sees almost only d)."""
+    import torch
+
+    from autointerp.effects import direct_logits, top_tokens
+
+    gen = torch.Generator().manual_seed(0)
+    d = torch.randn(2, subject.model.config.hidden_size, generator=gen)
+    layer = subject.model.model.layers[-1]
+    ids = torch.tensor([subject.tokenizer.encode("The weather today is")])
+    for i in range(2):
+        handle = layer.register_forward_hook(
+            lambda m, inp, out, v=d[i]: (
+                (out[0] + 1e4 * v.to(out[0].dtype), *out[1:])
+                if isinstance(out, tuple)
+                else out + 1e4 * v.to(out.dtype)
+            )
+        )
+        try:
+            with torch.inference_mode():
+                steered = subject.model(input_ids=ids).logits[0, -1].float()
+        finally:
+            handle.remove()
+        mine = direct_logits(subject, d[i : i + 1])[0]
+        top = set(mine.topk(20).indices.tolist())
+        assert len(top & set(steered.topk(20).indices.tolist())) >= 15
+        assert (
+            len(set((-mine).topk(20).indices.tolist()) & set((-steered).topk(20).indices.tolist()))
+            >= 15
+        )
+    [(promoted, suppressed)] = top_tokens(subject, d[:1], 5)
+    assert len(promoted) == 5 and len(suppressed) == 5 and not set(promoted) & set(suppressed)
+    assert all(t.startswith('"') and t.endswith('"') for t in promoted + suppressed)
+
+
+def test_direct_logits_refuse_a_direction_outside_the_residual_stream(subject):
+    import torch
+
+    from autointerp.effects import direct_logits
+    from autointerp.errors import AutointerpError
+
+    with pytest.raises(AutointerpError, match="not in the residual stream"):
+        direct_logits(subject, torch.zeros(1, 1536))
+
+
+def test_real_logits_explainer_through_the_explain_stage(run, tmp_path):
+    """`autointerp explain` with the `logits` explainer: the embedded SmolLM2 is shown the tokens
+    the real coder's latents promote (the same tokens `top_tokens` computes), and explains them."""
+    import autointerp.stages as stages
+    from autointerp.explain import ExplainStageConfig
+
+    from autointerp.sample import write_config
+
+    root, cache, sample = run
+    write_config(root / "sample", SampleConfig())  # as `autointerp sample` leaves the folder
+    seen = []
+
+    class Recording:
+        def __init__(self, inner):
+            self.inner, self.model = inner, inner.model
+
+        async def complete(self, chats, params):
+            seen.extend(chats)
+            return await self.inner.complete(chats, params)
+
+    cfg = ExplainStageConfig.model_validate({"explain": {"explainer": "logits", "max_tokens": 24}})
+    client = Recording(make_client(ClientConfig(), tmp_path / "llm_cache.sqlite"))
+    done = stages.explain(
+        root / "cache",
+        root / "sample",
+        tmp_path / "out",
+        cfg,
+        latents="1-2",
+        client=client,
+        progress=False,
+    )
+    got = read_explanations(done["coders"]["layers.15"]["path"])
+    assert set(got) == {1, 2} and len(seen) == 2
+    for e in got.values():
+        assert e.prompt.startswith("logits@") and (e.text is None) == (e.error is not None)
+    from autointerp.effects import direction, top_tokens
+    from autointerp.score.stage import ScoreContext, ScoreStageConfig
+
+    ctx = ScoreContext(cache, ScoreStageConfig(), 32)
+    coder = ctx.coder("layers.15")
+    [(promoted, suppressed)] = top_tokens(
+        ctx.subject, direction(coder, 1, ctx.subject.device)[None], 10
+    )
+    assert seen[0][1]["content"] == (
+        f"Tokens the feature promotes: {', '.join(promoted)}\n"
+        f"Tokens the feature suppresses: {', '.join(suppressed)}"
+    )
