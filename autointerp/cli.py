@@ -220,7 +220,8 @@ def explain(
         Path | None, typer.Option(help="YAML with `explain:` and `client:` sections.")
     ] = None,
     explainer: Annotated[
-        str | None, typer.Option(help="default | contrastive | token-stats")
+        str | None,
+        typer.Option(help="default | contrastive | token-stats | logits | mixed | intervention"),
     ] = None,
     coder: CoderOpt = None,
     latents: LatentsOpt = None,
