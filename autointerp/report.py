@@ -173,23 +173,42 @@ def baseline_of(label: str) -> str | None:
 _BASELINE_LABEL = re.compile(r" \[(random-model|random-coder)\]$")
 
 
+def explainer_of(label: str) -> str | None:
+    """The explainer a coder label names (`layers.15 [explainer: mixed]`), None when it names none."""
+    m = _EXPLAINER_LABEL.search(label)
+    return m.group(1) if m else None
+
+
+_EXPLAINER_LABEL = re.compile(r" \[explainer: ([^\]]+)\]")
+
+
 def contrast(label_a: str, label_b: str) -> str:
-    """What a pair of coders compares: `trained vs random-model` where one is a baseline's."""
+    """What a pair of coders compares: `trained vs random-model` where one is a baseline's,
+    `explainer default vs mixed` where their explainers differ (both when both do)."""
+    parts = []
     a, b = baseline_of(label_a), baseline_of(label_b)
-    if a == b:
-        return ""
-    return f"{a or 'trained'} vs {b or 'trained'}"
+    if a != b:
+        parts.append(f"{a or 'trained'} vs {b or 'trained'}")
+    ea, eb = explainer_of(label_a), explainer_of(label_b)
+    if ea != eb:
+        parts.append(f"explainer {ea or '-'} vs {eb or '-'}")
+    return "; ".join(parts)
 
 
 def select(runs: list[RunFolder], coders: list[str] | None = None) -> list[CoderRef]:
     """The coders to report, labelled; `coders` keeps only those named (`name` or `run/name`).
     A baseline run's coders are named with the baseline, `layers.15 [random-model]`, so that its
-    coders and the trained run's stand side by side."""
+    coders and the trained run's stand side by side; where the runs' coders were explained by
+    different explainers (runs that differ in `explain:`), each is named with its explainer,
+    `layers.15 [explainer: mixed]`, and the comparison of coders compares explainers."""
     labels = run_labels(runs)
+    explainers = {(id(r), c): r.explainer(c) for r in runs for c in r.coders}
+    differ = len(set(explainers.values()) - {None}) > 1
 
     def tag(r: RunFolder, c: str) -> str:
-        baseline = run_baseline(r)
-        return f"{c} [{baseline}]" if baseline else c
+        baseline, kind = run_baseline(r), explainers[id(r), c]
+        label = f"{c} [explainer: {kind}]" if differ and kind else c
+        return f"{label} [{baseline}]" if baseline else label
 
     count: dict[str, int] = {}
     for r in runs:

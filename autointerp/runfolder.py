@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autointerp.errors import RunError
-from autointerp.jsonl import ExplanationHead, LineIndex, SampleHead, ScoreHead, line_index
+from autointerp.jsonl import (
+    ExplanationHead,
+    LineIndex,
+    SampleHead,
+    ScoreHead,
+    line_index,
+    scan,
+)
 from autointerp.types import Example, ExampleRef, Explanation, SampledLatent
 
 if TYPE_CHECKING:
@@ -74,6 +81,16 @@ class RunFolder:
 
     def score_path(self, scorer: str, coder: str) -> Path:
         return self.root / "scores" / scorer / f"{coder}.jsonl"
+
+    def explainer(self, coder: str) -> str | None:
+        """The explainer a coder's explanations were written with, as their prompt ids name it
+        (`default`, `mixed`, `default+values`, ...; several joined by `,`); None before any."""
+        labels = dict.fromkeys(
+            h.prompt.split("@")[0]
+            for _, h in scan(self.explanation_path(coder), ExplanationHead)
+            if h.prompt
+        )
+        return ",".join(labels) or None
 
     def sample_index(self, coder: str) -> LineIndex:
         """Where each sampled latent's (last) line is: for callers that read records one at a time

@@ -490,3 +490,29 @@ def test_similarity_needs_explanations(small_run, tmp_path):
         coder_similarity(run, "layers.15", run, "neurons.15", None)
     with pytest.raises(RunError, match="no coder 'nope'"):
         coder_similarity(run, "layers.15", run, "nope", None)
+
+
+def test_runs_of_different_explainers_are_compared_as_explainers(small_run, tmp_path):
+    """Two runs of the same cache whose explanations come from different explainer types: each
+    coder is labelled with its explainer, and the comparison of coders says it compares them."""
+    other = copy_run(small_run, tmp_path / "b" / "run", ignore=shutil.ignore_patterns("shards"))
+    before = RunFolder(small_run).explainer("layers.15")
+    assert before is not None and "mixed" not in before
+    path = other / "explanations" / "layers.15.jsonl"
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    for x in lines:
+        x["prompt"] = "mixed@" + x["prompt"].split("@")[1]
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert RunFolder(other).explainer("layers.15") == "mixed"
+
+    a = analyse([small_run, other], coders=["layers.15"])
+    labels = set(a.comparison["coders"].label)
+    assert labels == {f"layers.15 [explainer: {before}]", "layers.15 [explainer: mixed]"}
+    pair = a.comparison["pairs"].iloc[0]
+    assert pair.contrast == f"explainer {before} vs mixed" or pair.contrast == (
+        f"explainer mixed vs {before}"
+    )
+    # the same explainer in both runs: labels as before (run/name), nothing about explainers
+    same = copy_run(small_run, tmp_path / "c" / "run", ignore=shutil.ignore_patterns("shards"))
+    b = analyse([small_run, same], coders=["layers.15"])
+    assert set(b.comparison["coders"].label) == {"run/layers.15", "run-2/layers.15"}
