@@ -1,21 +1,27 @@
 """Intervention scorer: does the explanation predict what the latent does to the model's output?
 
 The subject model continues `n_prompts` prompts (the first `prompt_len` tokens of sequences of the
-cache) twice, greedily: clean, and with the latent steered: its decoder direction, times `scale` times
-the latent's largest cached activation, added at its hookpoint at every position. A local LM then reads
-each continuation followed by the explanation; the prompt's value is the explanation's surprisal after
-the clean continuation minus after the steered one (positive: steering made the explanation more
-predictable). The latent's `score` is the mean over prompts; `auroc` separates steered from clean
-continuations by the explanation's log-likelihood. This scores output-side latents, which
-activation-based scorers miss (Paulo et al., 2024, after Gur-Arieh et al.).
+cache) twice, greedily: clean, and with the latent steered: its decoder direction, times `scale`
+times the latent's largest cached activation, added at its hookpoint at every position. A local LM
+then reads each continuation followed by the explanation; the prompt's value is the explanation's
+surprisal after the clean continuation minus after the steered one (positive: steering made the
+explanation more predictable). The latent's `score` is the mean over prompts; `auroc` separates
+steered from clean continuations by the explanation's log-likelihood. This scores output-side
+latents, which activation-based scorers miss (Paulo et al., 2024, after Gur-Arieh et al.).
 
 A scale that drives the model to non-finite values fails the latent with that reason.
+
+`Steerer` (the steering hook, continuations and next-token log-probabilities) and `prompt_rows` (which
+cache rows are the prompts) are public for other users of steering, such as an explainer shown
+steered continuations (its prompts held out with `prompt_rows(..., exclude=...)`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -45,6 +51,125 @@ class InterventionConfig(_Strict):
     seed: int = 0
 
 
+def prompt_rows(n_sequences: int, n: int, seed: int, exclude: Sequence[int] = ()) -> np.ndarray:
+    """The sorted cache rows whose first tokens are the prompts: `n` of the `n_sequences` rows (all
+    of them where fewer), drawn without replacement under `seed`, never one of `exclude`. Without
+    `exclude`, the rows the `intervention` scorer has always used."""
+    if n < 1:
+        raise ValueError(f"prompt_rows needs n >= 1 prompts, got {n}")
+    pool = np.setdiff1d(np.arange(n_sequences), np.asarray(exclude, dtype=np.int64))
+    if len(pool) == 0:
+        raise ValueError(
+            f"no cache rows left for prompts: {n_sequences} sequences, {len(exclude)} excluded"
+        )
+    pick = np.random.default_rng(seed).choice(len(pool), size=min(n, len(pool)), replace=False)
+    return np.sort(pool[pick])
+
+
+class Steerer:
+    """Adds a vector at a coder's hookpoint, at every position, while the subject model reads or
+    continues fixed `prompts` (n_prompts, prompt_len token ids), `batch_size` prompts a pass. Each
+    pass holds the model (`model_lock`), so the hook never meets another user's forward pass."""
+
+    def __init__(
+        self,
+        subject: Subject,
+        coder: SparseCoder,
+        prompts: torch.Tensor,
+        new_tokens: int,
+        batch_size: int,
+    ):
+        self.subject, self.coder, self.prompts = subject, coder, prompts
+        self.new_tokens, self.batch_size = new_tokens, batch_size
+
+    def direction(self, latent: int) -> torch.Tensor:
+        """The latent's decoder direction (fp32, on the subject's device)."""
+        if self.coder.W_dec is not None:
+            return self.coder.W_dec[latent].to(self.subject.device, torch.float32)
+        d = torch.zeros(self.coder.d_in, device=self.subject.device)  # neurons: the unit vector
+        d[latent] = 1.0
+        return d
+
+    @contextmanager
+    def steering(self, add: torch.Tensor | None) -> Iterator[list[torch.Tensor]]:
+        """The model, held, with `add` added at the coder's site (nothing added for None). Yields
+        the list to which the hook appends, per pass, whether every steered value stayed finite
+        (one flag per pass, read once at the end: no GPU sync per step)."""
+        finite: list[torch.Tensor] = []
+        with model_lock(self.subject.model):
+            handle = None if add is None else self._install(add, finite)
+            try:
+                yield finite
+            finally:
+                if handle is not None:
+                    handle.remove()
+
+    def _install(self, add: torch.Tensor, finite: list[torch.Tensor]):
+        mod = self.subject.module(self.coder.site)
+        vec = add.to(self.subject.device, self.subject.dtype)
+
+        def steer(value):
+            out = value + vec
+            finite.append(torch.isfinite(out).all())
+            return out
+
+        if self.coder.site.port == "input" and not self.coder.transcoder:
+
+            def pre(m, args, kwargs):
+                if args:
+                    return (steer(args[0]), *args[1:]), kwargs
+                key = next(iter(kwargs))
+                return args, {**kwargs, key: steer(kwargs[key])}
+
+            return mod.register_forward_pre_hook(pre, with_kwargs=True)
+        return mod.register_forward_hook(
+            lambda m, i, o: (steer(o[0]), *o[1:]) if isinstance(o, tuple) else steer(o)
+        )
+
+    def _batches(self) -> Iterator[torch.Tensor]:
+        for s in range(0, len(self.prompts), self.batch_size):
+            yield self.prompts[s : s + self.batch_size].to(self.subject.device)
+
+    @torch.inference_mode()
+    def continue_prompts(self, add: torch.Tensor | None) -> tuple[list[str], bool]:
+        """Greedy continuations (`new_tokens` each) with `add` added at the coder's site; and
+        whether every value stayed finite."""
+        texts: list[str] = []
+        with self.steering(add) as finite:
+            for ids in self._batches():
+                # nn.Module.__getattr__ is typed Tensor | Module; the model is a causal LM
+                out = self.subject.model.generate(  # type: ignore[operator]
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    max_new_tokens=self.new_tokens,
+                    min_new_tokens=self.new_tokens,
+                    do_sample=False,
+                    temperature=None,
+                    top_p=None,
+                    top_k=None,
+                    pad_token_id=self.subject.tokenizer.eos_token_id,
+                )
+                texts += self.subject.tokenizer.batch_decode(
+                    out[:, ids.shape[1] :], skip_special_tokens=True
+                )
+        return texts, bool(torch.stack(finite).all()) if finite else True
+
+    @torch.inference_mode()
+    def next_token_logprobs(self, add: torch.Tensor | None) -> torch.Tensor:
+        """Log-softmax of the next-token logits at each prompt's last position, with `add` added at
+        the coder's site: fp32, (n_prompts, vocab), on the subject's device; all NaN where a
+        steered value was not finite."""
+        rows = []
+        with self.steering(add) as finite:
+            for ids in self._batches():
+                out = self.subject.model(input_ids=ids, attention_mask=torch.ones_like(ids))
+                rows.append(out.logits[:, -1].float().log_softmax(-1))
+        logp = torch.cat(rows)
+        if finite and not bool(torch.stack(finite).all()):
+            logp = torch.full_like(logp, math.nan)
+        return logp
+
+
 class InterventionScorer:
     name = "intervention"
 
@@ -57,71 +182,19 @@ class InterventionScorer:
         loss_model: LossModel,
     ):
         self.cfg, self.subject, self.coder, self.loss = cfg, subject, coder, loss_model
-        rng = np.random.default_rng(cfg.seed)
-        rows = rng.choice(len(tokens), size=min(cfg.n_prompts, len(tokens)), replace=False)
-        self.prompts = torch.as_tensor(tokens[np.sort(rows), : cfg.prompt_len].astype(np.int64))
+        rows = prompt_rows(len(tokens), cfg.n_prompts, cfg.seed)
+        self.prompts = torch.as_tensor(tokens[rows, : cfg.prompt_len].astype(np.int64))
+        self.steerer = Steerer(subject, coder, self.prompts, cfg.new_tokens, cfg.batch_size)
         self._clean: list[str] | None = None
 
     def direction(self, latent: int) -> torch.Tensor:
         """The latent's decoder direction (fp32, on the subject's device)."""
-        if self.coder.W_dec is not None:
-            return self.coder.W_dec[latent].to(self.subject.device, torch.float32)
-        d = torch.zeros(self.coder.d_in, device=self.subject.device)  # neurons: the unit vector
-        d[latent] = 1.0
-        return d
+        return self.steerer.direction(latent)
 
-    @torch.inference_mode()
     def continue_prompts(self, add: torch.Tensor | None) -> tuple[list[str], bool]:
         """Greedy continuations with `add` added at the coder's site; and whether every value stayed
         finite."""
-        # one flag per steered pass, read once at the end (no GPU sync per step)
-        finite: list[torch.Tensor] = []
-        handle = None
-        if add is not None:
-            mod = self.subject.module(self.coder.site)
-            vec = add.to(self.subject.device, self.subject.dtype)
-
-            def steer(value):
-                out = value + vec
-                finite.append(torch.isfinite(out).all())
-                return out
-
-            if self.coder.site.port == "input" and not self.coder.transcoder:
-
-                def pre(m, args, kwargs):
-                    if args:
-                        return (steer(args[0]), *args[1:]), kwargs
-                    key = next(iter(kwargs))
-                    return args, {**kwargs, key: steer(kwargs[key])}
-
-                handle = mod.register_forward_pre_hook(pre, with_kwargs=True)
-            else:
-                handle = mod.register_forward_hook(
-                    lambda m, i, o: (steer(o[0]), *o[1:]) if isinstance(o, tuple) else steer(o)
-                )
-        try:
-            texts = []
-            for s in range(0, len(self.prompts), self.cfg.batch_size):
-                ids = self.prompts[s : s + self.cfg.batch_size].to(self.subject.device)
-                # nn.Module.__getattr__ is typed Tensor | Module; the model is a causal LM
-                out = self.subject.model.generate(  # type: ignore[operator]
-                    input_ids=ids,
-                    attention_mask=torch.ones_like(ids),
-                    max_new_tokens=self.cfg.new_tokens,
-                    min_new_tokens=self.cfg.new_tokens,
-                    do_sample=False,
-                    temperature=None,
-                    top_p=None,
-                    top_k=None,
-                    pad_token_id=self.subject.tokenizer.eos_token_id,
-                )
-                texts += self.subject.tokenizer.batch_decode(
-                    out[:, ids.shape[1] :], skip_special_tokens=True
-                )
-        finally:
-            if handle is not None:
-                handle.remove()
-        return texts, bool(torch.stack(finite).all()) if finite else True
+        return self.steerer.continue_prompts(add)
 
     async def score(self, items: Sequence[LatentItem]) -> list[LatentScore]:
         return await asyncio.to_thread(lambda: [self._locked_score(it) for it in items])
@@ -133,19 +206,21 @@ class InterventionScorer:
             return self._score(item)
 
     def _score(self, item: LatentItem) -> LatentScore:
-        lid = item.record.id
+        strength = self.cfg.scale * item.record.max_activation
+        broke = (
+            f"steering at scale {self.cfg.scale} x max activation {item.record.max_activation:.3g}"
+            " made the model produce NaN or inf; lower `intervention.scale`"
+        )
+        return self._steered(item, strength * self.direction(item.record.id.latent), broke)
+
+    def _steered(self, item: LatentItem, add: torch.Tensor, broke: str) -> LatentScore:
+        """The latent's score with `add` steering the prompts; failed with `broke` when the model
+        produced non-finite values."""
         if self._clean is None:
             self._clean, _ = self.continue_prompts(None)
-        strength = self.cfg.scale * item.record.max_activation
-        steered, finite = self.continue_prompts(strength * self.direction(lid.latent))
+        steered, finite = self.continue_prompts(add)
         if not finite:
-            return failed(
-                lid,
-                self.name,
-                f"steering at scale {self.cfg.scale} x max activation {item.record.max_activation:.3g}"
-                " made the model produce NaN or inf; lower `intervention.scale`",
-                explanation=item.text,
-            )
+            return failed(item.record.id, self.name, broke, explanation=item.text)
         texts = self._clean + steered
         loss = self.loss.losses([(self.cfg.prefix.format(text=t), " " + item.text) for t in texts])
         n = len(self._clean)
