@@ -27,7 +27,7 @@ from autointerp.types import _Record
 
 if TYPE_CHECKING:
     from autointerp.coders.base import SparseCoder
-    from autointerp.score.intervention import InterventionConfig
+    from autointerp.score.intervention import InterventionConfig, Steerer
     from autointerp.score.stage import ScoreContext
     from autointerp.subject import Subject
     from autointerp.types import SampledLatent
@@ -129,27 +129,28 @@ class Effects:
         steer: InterventionConfig,
     ):
         self.ctx, self.top, self.n_prompts, self.steer = ctx, top, n_prompts, steer
-        self._steerers: dict[str, object] = {}
+        self._steerers: dict[str, Steerer] = {}
+        self._clean: dict[str, list[str]] = {}
 
     def logits(self, coder: str, latents: Sequence[int]) -> list[tuple[list[str], list[str]]]:
         subject, c = self.ctx.subject, self.ctx.coder(coder)
         dirs = torch.stack([direction(c, i, subject.device) for i in latents])
         return top_tokens(subject, dirs, self.top)
 
-    def steerer(self, coder: str):
+    def steerer(self, coder: str) -> Steerer:
         """The coder's Steerer on the explainer's prompts: `n_prompts` cache rows that the
         intervention scorer's rows (same `seed` and `n_prompts` as `score.intervention`) exclude."""
         from autointerp.score.intervention import Steerer, prompt_rows
 
         if coder not in self._steerers:
             tokens, s = self.ctx.tokens, self.steer
-            scorer_rows = prompt_rows(len(tokens), s.n_prompts, s.seed)
-            rows = prompt_rows(len(tokens), self.n_prompts, s.seed + 1, exclude=scorer_rows)
-            if len(rows) == 0:
+            scorer_rows = prompt_rows(len(tokens), s.n_prompts, s.seed).tolist()
+            if len(scorer_rows) >= len(tokens):
                 raise AutointerpError(
                     f"the cache holds {len(tokens)} sequences, all used by the intervention "
                     "scorer: none is left for the intervention explainer's prompts"
                 )
+            rows = prompt_rows(len(tokens), self.n_prompts, s.seed + 1, exclude=scorer_rows)
             prompts = torch.as_tensor(tokens[rows, : s.prompt_len].astype("int64"))
             self._steerers[coder] = Steerer(
                 self.ctx.subject, self.ctx.coder(coder), prompts, s.new_tokens, s.batch_size
@@ -157,14 +158,15 @@ class Effects:
         return self._steerers[coder]
 
     def continuations(self, coder: str, latent: int, max_activation: float) -> list[Continuation]:
-        from autointerp.locks import model_lock
-
+        """The explainer's prompts continued clean and steered (the clean ones computed once)."""
         st = self.steerer(coder)
         subject = self.ctx.subject
-        with model_lock(subject.model):
-            clean, _ = st.continue_prompts(None)
-            add = self.steer.scale * max_activation * st.direction(latent)
-            steered, finite = st.continue_prompts(add)
+        if coder not in self._clean:
+            self._clean[coder] = st.continue_prompts(None)[0]
+        clean = self._clean[coder]
+        steered, finite = st.continue_prompts(
+            self.steer.scale * max_activation * st.direction(latent)
+        )
         if not finite:
             raise AutointerpError(
                 f"steering at scale {self.steer.scale} x max activation {max_activation:.3g} made "

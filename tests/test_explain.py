@@ -374,7 +374,6 @@ def test_real_logits_explainer_through_the_explain_stage(run, tmp_path):
     the real coder's latents promote (the same tokens `top_tokens` computes), and explains them."""
     import autointerp.stages as stages
     from autointerp.explain import ExplainStageConfig
-
     from autointerp.sample import write_config
 
     root, cache, sample = run
@@ -416,3 +415,48 @@ def test_real_logits_explainer_through_the_explain_stage(run, tmp_path):
         f"Tokens the feature promotes: {', '.join(promoted)}\n"
         f"Tokens the feature suppresses: {', '.join(suppressed)}"
     )
+
+
+def test_real_intervention_explainer_holds_out_the_scorers_prompts(run, tmp_path):
+    """The intervention explainer shows the embedded model's clean and steered continuations of
+    cache rows that the intervention scorer (same seed and n_prompts) never uses."""
+    import numpy as np
+
+    from autointerp.explain import effects_for
+    from autointerp.score.intervention import InterventionConfig, prompt_rows
+    from autointerp.score.stage import ScoreContext, ScoreStageConfig
+
+    _, cache, sample = run
+    steer = InterventionConfig(n_prompts=6, prompt_len=8, new_tokens=6, scale=8.0)
+    ctx = ScoreContext(cache, ScoreStageConfig(), 32)
+    cfg = ExplainConfig(explainer="intervention", steer_prompts=3, max_tokens=24)
+    effects = effects_for(cfg, ctx, steer)
+    seen = []
+
+    class Recording:
+        def __init__(self, inner):
+            self.inner, self.model = inner, inner.model
+
+        async def complete(self, chats, params):
+            seen.extend(chats)
+            return await self.inner.complete(chats, params)
+
+    client = Recording(make_client(ClientConfig(), tmp_path / "llm_cache.sqlite"))
+    ex = Explainer(cache, cfg, client, ctx.decode, 32, effects)
+    got = read_explanations(explain_coder(ex, sample, tmp_path, latents={1}, progress=False))
+    assert got[1].prompt.startswith("intervention@") and len(seen) == 1
+
+    st = effects.steerer("layers.15")
+    scorer_rows = prompt_rows(len(ctx.tokens), steer.n_prompts, steer.seed)
+    assert len(st.prompts) == 3
+    shown = {tuple(p.tolist()) for p in st.prompts}
+    held = {tuple(ctx.tokens[r, :8].astype(np.int64).tolist()) for r in scorer_rows}
+    assert not shown & held
+    conts = effects.continuations("layers.15", 1, 10.0)
+    assert [c.clean for c in conts] == st.continue_prompts(None)[0]
+    assert any(c.clean != c.steered for c in conts)  # steering at 8x a large activation shows
+    assert seen[0][1]["content"].startswith("Texts continued clean and steered:\n\nText 1: ")
+    assert seen[0][1]["content"].count("\nSteered: ") == 3
+    # a different steering gives a different prompt id (and so never reuses the other's answers)
+    other = Explainer(cache, cfg, client, None, 32, effects_for(cfg, ctx, InterventionConfig()))
+    assert other.prompt != ex.prompt
