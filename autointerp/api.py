@@ -228,8 +228,10 @@ async def aexplain(
 ) -> Explanation:
     """Explain one latent from its activating examples (and, for the `contrastive` explainer, the
     `negatives`): the record the explain stage writes. `config`: the `explain:` options
-    (`ExplainConfig`); `explainer` overrides its choice. A failed answer is an Explanation with
-    `text` None and the reason in `error`, as in a run."""
+    (`ExplainConfig`); `explainer` overrides its choice. With `best_of` > 1 the `negatives`
+    (similar non-activating examples) and `pilot` of the examples judge the candidates, with the
+    same client (`autointerp.best_of`). A failed answer is an Explanation with `text` None and the
+    reason in `error`, as in a run."""
     from autointerp.explain import ExplainConfig, Explainer
 
     cfg = as_config(config, ExplainConfig).model_copy(update={"explainer": explainer})
@@ -237,7 +239,12 @@ async def aexplain(
     train = to_examples(examples)
     if not train:
         raise ConfigError("explain needs at least one activating example")
-    negs = to_examples(negatives, "similar", len(train)) if cfg.explainer == "contrastive" else []
+    wanted = cfg.explainer == "contrastive" or cfg.best_of > 1
+    negs = to_examples(negatives, "similar", len(train)) if wanted else []
+    if cfg.best_of > 1:
+        from autointerp.best_of import check_examples
+
+        check_examples(cfg, len(train), len(negs))
     llm = None if cfg.explainer == "token-stats" else make_client(client)
     length = max(len(e.tokens) for e in train + negs)
     ex = Explainer(None, cfg, llm, None, length)

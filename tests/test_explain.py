@@ -9,6 +9,7 @@ from autointerp.clients import make_client
 from autointerp.clients.base import Completion, GenParams
 from autointerp.config import CacheConfig, ClientConfig, CorpusConfig
 from autointerp.explain import (
+    BEST_OF_OPTIONS,
     ExplainConfig,
     Explainer,
     build_prompt,
@@ -104,7 +105,8 @@ def test_prompt_id_covers_every_option_and_template(monkeypatch, tmp_path):
         "max_tokens": 100,
         "prefill": True,
     }
-    assert set(changes) | {"latents_per_call"} == set(ExplainConfig.model_fields)
+    # best-of-k's options count only with best_of > 1 (tests/test_best_of.py)
+    assert set(changes) | {"latents_per_call"} | BEST_OF_OPTIONS == set(ExplainConfig.model_fields)
     for name, value in changes.items():
         ids[name] = prompt_id(base.model_copy(update={name: value}))
     assert len(set(ids.values())) == len(ids), ids
