@@ -103,8 +103,11 @@ class ExplainConfig(_Strict):
 
     @model_validator(mode="after")
     def _best_of_options(self) -> ExplainConfig:
-        if self.best_of > 1 and self.explainer == "token-stats":
-            raise ValueError("best_of > 1 needs an LLM explainer; token-stats writes one answer")
+        if self.best_of > 1 and self.explainer not in ("default", "contrastive"):
+            raise ValueError(
+                f"best_of > 1 works with the default and contrastive explainers, "
+                f"not {self.explainer!r}"
+            )
         if self.best_of > 1 and self.candidates == "temperature" and self.temperature == 0:
             raise ValueError(
                 "candidates: temperature with temperature 0 gives k identical candidates; "

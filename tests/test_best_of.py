@@ -291,7 +291,7 @@ def test_temperature_candidates_are_sampled(sampled, tokenizer, tmp_path):
 def test_bad_options_are_named(small_run, tmp_path):
     from autointerp.pipeline import RunConfig
 
-    with pytest.raises(ValueError, match="token-stats writes one answer"):
+    with pytest.raises(ValueError, match="default and contrastive explainers, not 'token-stats'"):
         ExplainConfig(best_of=2, explainer="token-stats")
     with pytest.raises(ValueError, match="temperature 0 gives k identical"):
         ExplainConfig(best_of=2, candidates="temperature", temperature=0)
