@@ -235,8 +235,10 @@ async def aexplain(
     (`ExplainConfig`); `explainer` overrides its choice. The output-side explainers (`logits`,
     `mixed`, `intervention`) read `effects` (`LatentEffects` or a dict: `promoted` and
     `suppressed` tokens, `continuations` as `prompt`/`clean`/`steered`); in a run they are computed
-    from the subject model and coder. A failed answer is an Explanation with `text` None and the
-    reason in `error`, as in a run."""
+    from the subject model and coder. With `best_of` > 1 the `negatives` (similar non-activating
+    examples) and `pilot` of the examples judge the candidates, with the same client
+    (`autointerp.best_of`). A failed answer is an Explanation with `text` None and the reason in
+    `error`, as in a run."""
     from autointerp.effects import LatentEffects
     from autointerp.explain import OUTPUT_EXPLAINERS, ExplainConfig, Explainer
 
@@ -253,7 +255,12 @@ async def aexplain(
                 "suppressed tokens or steered continuations) when it explains examples in memory"
             )
         ev = [validate(dict(effects), LatentEffects) if isinstance(effects, Mapping) else effects]
-    negs = to_examples(negatives, "similar", len(train)) if cfg.explainer == "contrastive" else []
+    wanted = cfg.explainer == "contrastive" or cfg.best_of > 1
+    negs = to_examples(negatives, "similar", len(train)) if wanted else []
+    if cfg.best_of > 1:
+        from autointerp.best_of import check_examples
+
+        check_examples(cfg, len(train), len(negs))
     llm = None if cfg.explainer == "token-stats" else make_client(client)
     length = max((len(e.tokens) for e in train + negs), default=0)
     ex = Explainer(None, cfg, llm, None, length)

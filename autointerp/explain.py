@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
 from autointerp.aio import run_sync
@@ -102,6 +102,52 @@ class ExplainConfig(_Strict):
     steer_prompts: int = Field(8, ge=1)
     """`intervention`: prompts continued clean and steered (the paper shows 10), cache rows that the
     intervention scorer does not use; steered as `score.intervention` says (scale, lengths)."""
+
+    # best-of-k (autointerp.best_of): k candidates, the one a held-out pilot ranks best is kept
+    best_of: int = Field(1, ge=1)
+    """Candidate explanations per latent; the kept one scores best on the pilot (1: one answer,
+    no pilot, as without best-of). Costs k explanations and k pilot scorings per latent."""
+    candidates: Literal["subsets", "temperature"] = "subsets"
+    """How candidates differ. `subsets` (default): each sees its own random `subset` of the train
+    examples left after the pilot (spread over their activation range), at temperature 0: the
+    candidates differ on any backend, greedy or seeded, a re-run gives the same ones, and a
+    candidate must generalise beyond the examples it saw. `temperature`: each sees every one of
+    those examples (in an order of its own), sampled at `temperature`."""
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    """Sampling temperature of the candidates (`candidates: temperature`)."""
+    subset: float = Field(0.5, gt=0.0, le=1.0)
+    """Fraction of the train examples left after the pilot that each candidate sees
+    (`candidates: subsets`)."""
+    pilot: int = Field(10, ge=1)
+    """Train examples held out from every candidate (spread over the activation range) to judge
+    the candidates, with the latent's `explain_negatives` as negatives (at most half of a latent's
+    train examples: a latent with fewer keeps the rest for the candidates)."""
+    pilot_scorer: Literal["detection", "fuzzing"] = "detection"
+    """The judgement of the pilot: the classifier scorer of that name (its default options), with
+    the scoring client; its main metric (balanced accuracy) ranks the candidates."""
+
+    @model_validator(mode="after")
+    def _best_of_options(self) -> ExplainConfig:
+        if self.best_of > 1 and self.explainer not in ("default", "contrastive"):
+            raise ValueError(
+                f"best_of > 1 works with the default and contrastive explainers, "
+                f"not {self.explainer!r}"
+            )
+        if self.best_of > 1 and self.candidates == "temperature" and self.temperature == 0:
+            raise ValueError(
+                "candidates: temperature with temperature 0 gives k identical candidates; "
+                "set temperature > 0 or use candidates: subsets"
+            )
+        if self.best_of > 1 and self.candidates == "subsets" and self.subset == 1.0:
+            raise ValueError(
+                "candidates: subsets with subset 1.0 shows every candidate the same examples; "
+                "set subset < 1 or use candidates: temperature"
+            )
+        return self
+
+
+BEST_OF_OPTIONS = {"best_of", "candidates", "temperature", "subset", "pilot", "pilot_scorer"}
+"""The options of best-of-k, none of which counts while best_of is 1."""
 
 
 class ExplainStageConfig(_Strict):
@@ -264,12 +310,18 @@ def prompt_id(cfg: ExplainConfig, prefill: bool | None = None, steering: dict | 
     unused = {"latents_per_call"}
     unused |= set() if cfg.explainer in ("logits", "mixed") else {"top_logits"}
     unused |= set() if cfg.explainer == "intervention" else {"steer_prompts"}
+    best_of = cfg.best_of > 1  # best-of-k's options count only when on (ids stay as they were)
+    unused |= set() if best_of else BEST_OF_OPTIONS
     options = cfg.model_dump(mode="json", exclude=unused)
+    names = templates(cfg)
+    if best_of:
+        label += f"+best{cfg.best_of}"
+        names += [f"score/{cfg.pilot_scorer}.system.txt", f"score/{cfg.pilot_scorer}.user.txt"]
     if prefill is not None:
         options["prefill"] = prefill
     if steering is not None and cfg.explainer == "intervention":
         options["steering"] = steering
-    return template_id(label, templates(cfg), options)
+    return template_id(label, names, options)
 
 
 def parse_explanation(raw: str) -> str | None:
@@ -311,10 +363,12 @@ class Explainer:
         decode: TokenDecoder | None,
         example_len: int,
         effects: Effects | None = None,
+        pilot_client: LLMClient | None = None,
     ):
         """`cache` and `decode` render sampled latents (`explain`); without them the explainer
         takes examples already rendered (`explain_examples`, the Python API's path). `effects`
-        gives the output-side evidence of the `logits`, `mixed` and `intervention` explainers."""
+        gives the output-side evidence of the `logits`, `mixed` and `intervention` explainers;
+        `pilot_client` judges best-of-k's candidates (None: `client`)."""
         if cfg.explainer != "token-stats" and client is None:
             raise ValueError(f"the {cfg.explainer!r} explainer needs an LLM client")
         self.effects = effects
@@ -327,6 +381,7 @@ class Explainer:
         )
         self.tokens = cache.tokens() if cache is not None else None
         self.usage = Usage()
+        self.pilot_client = pilot_client
         from autointerp.clients import is_local
 
         auto = client is not None and is_local(client)
@@ -339,7 +394,9 @@ class Explainer:
             return [render(x, self.tokens, self.decode, self.example_len) for x in refs]
 
         return r(record.train), r(
-            record.explain_negatives if self.cfg.explainer == "contrastive" else []
+            record.explain_negatives
+            if self.cfg.explainer == "contrastive" or self.cfg.best_of > 1  # best-of: the pilot's
+            else []
         )
 
     async def explain(self, records: Sequence[SampledLatent]) -> list[Explanation]:
@@ -364,9 +421,14 @@ class Explainer:
         rendered: Iterable[tuple[list[Example], list[Example]]],
         effects: Sequence[LatentEffects | str] | None = None,
     ) -> list[Explanation]:
-        """Explanations of latents given as rendered (train, contrastive negatives) examples, and
-        for the output-side explainers each latent's effects (or why they could not be had: that
-        latent's explanation fails with the reason, and no LLM call is made for it)."""
+        """Explanations of latents given as rendered (train, contrastive negatives) examples
+        (with best_of > 1 the negatives are the pilot's, shown only to a contrastive explainer),
+        and for the output-side explainers each latent's effects (or why they could not be had:
+        that latent's explanation fails with the reason, and no LLM call is made for it)."""
+        if self.cfg.best_of > 1:
+            from autointerp.best_of import explain_best
+
+            return await explain_best(self, ids, list(rendered))
         model = "token-stats" if self.client is None else self.client.model
         rendered = list(rendered)
         if self.cfg.explainer in OUTPUT_EXPLAINERS:

@@ -34,14 +34,14 @@ from typing import Literal
 
 import numpy as np
 import yaml
-from pydantic import Field
+from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
 from autointerp.aio import run_sync
 from autointerp.cache import ActivationCache, build_cache
 from autointerp.config import CacheConfig, ClientConfig
 from autointerp.errors import ConfigError, RunError
-from autointerp.explain import ExplainConfig, Explainer, effects_for
+from autointerp.explain import BEST_OF_OPTIONS, ExplainConfig, Explainer, effects_for
 from autointerp.jsonl import (
     ExplanationHead,
     LineIndex,
@@ -99,6 +99,15 @@ class RunConfig(CacheConfig):
     """Chunks under way at once per worker (one being explained while another is scored)."""
     report: bool = True
     """Write the HTML report at the end."""
+
+    @model_validator(mode="after")
+    def _best_of_fits_the_sample(self) -> RunConfig:
+        from autointerp.best_of import config_problem
+
+        bad = config_problem(self.explain, self.sample.n_train, self.sample.n_explain_negatives)
+        if bad:
+            raise ValueError(bad)
+        return self
 
     def resolved(self) -> RunConfig:
         """The config as it runs: the scorers' client filled in."""
@@ -233,6 +242,8 @@ def _unchanged_by_upgrade(key: str, a: dict, b: dict) -> bool:
         return False
     if key.startswith(_ADDED_SECTIONS):
         return True
+    if key.removeprefix("explain.") in BEST_OF_OPTIONS and b.get("explain.best_of") == 1:
+        return True  # best-of-k's options, added later, mean nothing while it is off
     return key in _ADDED_COMPATIBLE and b.get(key) == _ADDED_COMPATIBLE[key]
 
 
@@ -487,13 +498,16 @@ class Worker:
         same = inner is not None and _same_model(cfg.client, stage.client)
         self._shared = inner if same else None
         self._score_cache = out / "scores" / f"llm_cache{suffix}.sqlite"
+        # best-of-k's pilot is judged by the scorers' client (built now only for it)
+        pilot = self.ctx.client if cfg.explain.best_of > 1 else None
         self.explainer = Explainer(
             cache,
             cfg.explain,
             client,
             self.ctx.decode,
             cfg.sample.example_len,
-            effects_for(cfg.explain, self.ctx, cfg.score.intervention),
+            effects=effects_for(cfg.explain, self.ctx, cfg.score.intervention),
+            pilot_client=pilot,
         )
         self._scorers: dict[tuple[str, str], Scorer] = {}
 
@@ -641,7 +655,10 @@ def check_clients(cfg: RunConfig) -> None:
 
     uses = [
         (cfg.client, cfg.explain.explainer != "token-stats"),
-        (cfg.score_client or cfg.client, bool(LLM_SCORERS & set(cfg.score.scorers))),
+        (
+            cfg.score_client or cfg.client,
+            bool(LLM_SCORERS & set(cfg.score.scorers)) or cfg.explain.best_of > 1,
+        ),
     ]
     for client, used in uses:
         if used and client.backend == "llamacpp":

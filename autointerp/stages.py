@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from autointerp.clients.base import LLMClient
 from autointerp.config import as_config
 from autointerp.errors import ConfigError
+
+if TYPE_CHECKING:
+    from autointerp.explain import ExplainConfig
 
 Config = str | Path | dict | BaseModel | None
 """A YAML path, a dict as the YAML would hold it, a config object, or None for the defaults."""
@@ -62,6 +65,16 @@ def _example_len(sample_dir: Path) -> int:
     if not sample_file.exists():
         raise ConfigError(f"no samples in {sample_dir}; run `autointerp sample` first")
     return json.loads(sample_file.read_text())["example_len"]
+
+
+def _check_best_of(cfg: ExplainConfig, sample_dir: Path) -> None:
+    """Best-of-k's pilot against the samples' numbers of train examples and explain negatives."""
+    from autointerp.best_of import config_problem
+
+    sample = json.loads((sample_dir / "sample_config.json").read_text())
+    bad = config_problem(cfg, sample["n_train"], sample.get("n_explain_negatives", 0))
+    if bad:
+        raise ConfigError(f"{bad} (the samples in {sample_dir})")
 
 
 def _ids(cache, name: str, latents: str | None) -> set[int] | None:
@@ -129,8 +142,9 @@ def explain(
 ) -> dict[str, Any]:
     """Explain every sampled latent into OUT/<coder>.jsonl (OUT defaults to
     CACHE/../explanations); `config` holds `explain:` and `client:` (`ExplainStageConfig`, or a run
-    config); `client`, any object with the client protocol, replaces the configured one. Returns
-    `coders` (per coder: path, explained, failed, mean_words) and `usage` (the LLM's work)."""
+    config); `client`, any object with the client protocol, replaces the configured one (and judges
+    best-of-k's pilot). Returns `coders` (per coder: path, explained, failed, mean_words) and
+    `usage` (the LLM's work, best-of-k's pilot included)."""
     from autointerp.cache import ActivationCache
     from autointerp.clients import make_client
     from autointerp.config import SubjectConfig
@@ -151,6 +165,8 @@ def explain(
     cfg = as_config(config, ExplainStageConfig)
     cache = ActivationCache(cache_dir)
     example_len = _example_len(sample_dir)
+    if cfg.explain.best_of > 1:
+        _check_best_of(cfg.explain, sample_dir)
     decode = TokenDecoder(load_tokenizer(SubjectConfig(**cache.manifest["config"]["subject"])))
     if cfg.explain.explainer == "token-stats":
         client = None
@@ -159,7 +175,7 @@ def explain(
     steering = getattr(getattr(config, "score", None), "intervention", None)
     ctx = ScoreContext(cache, ScoreStageConfig(), example_len)  # the subject and coders, lazily
     effects = effects_for(cfg.explain, ctx, steering)
-    ex = Explainer(cache, cfg.explain, client, decode, example_len, effects)
+    ex = Explainer(cache, cfg.explain, client, decode, example_len, effects=effects)
     done = {}
     for name in coders or [p.stem for p in sorted(sample_dir.glob("*.jsonl"))]:
         path = sample_dir / f"{name}.jsonl"

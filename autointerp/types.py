@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_serializer
 
 
 class _Record(BaseModel):
@@ -65,6 +65,31 @@ class Example(_Record):
     kind: str = "activating"
 
 
+class Candidate(_Record):
+    """One of best-of-k's candidate explanations (`autointerp.best_of`) and its pilot score."""
+
+    text: str | None
+    """None when the answer could not be used (see `error`)."""
+    raw: str
+    error: str | None = None
+    chosen: bool = False
+    """The candidate kept as the explanation."""
+    shown: list[int] = []
+    """Positions (in the latent's train examples) of the examples this candidate was shown."""
+    judge: str | None = None
+    """The model that judged the pilot."""
+    pilot: dict[str, float | int | None] = {}
+    """The pilot scorer's metrics (balanced_accuracy, auroc, n, ...); empty when not judged."""
+    pilot_error: str | None = None
+    """Why the pilot gave no ranking (a failed or unparsed candidate is not judged)."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    """The candidate's own answer."""
+    pilot_calls: int = 0
+    pilot_prompt_tokens: int = 0
+    pilot_completion_tokens: int = 0
+
+
 class Explanation(_Record):
     """One latent's explanation. `text` is None when the answer could not be used (see `error`)."""
 
@@ -77,3 +102,14 @@ class Explanation(_Record):
     error: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    """The LLM work of the explanation: with best-of-k, every candidate's and pilot's."""
+    candidates: list[Candidate] = []
+    """Best-of-k's candidates (`explain.best_of` > 1), the kept one `chosen`; empty (and left out
+    of the JSON, as in files written before best-of-k) otherwise."""
+
+    @model_serializer(mode="wrap")
+    def _without_empty_candidates(self, handler):
+        data = handler(self)
+        if not self.candidates and isinstance(data, dict):
+            data.pop("candidates", None)
+        return data

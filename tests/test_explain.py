@@ -10,6 +10,7 @@ from autointerp.clients.base import Completion, GenParams
 from autointerp.config import CacheConfig, ClientConfig, CorpusConfig
 from autointerp.effects import Continuation, LatentEffects
 from autointerp.explain import (
+    BEST_OF_OPTIONS,
     ExplainConfig,
     Explainer,
     build_prompt,
@@ -106,7 +107,10 @@ def test_prompt_id_covers_every_option_and_template(monkeypatch, tmp_path):
         "prefill": True,
     }
     per_type = {"top_logits", "steer_prompts"}  # test_prompt_id_of_output_explainers
-    assert set(changes) | {"latents_per_call"} | per_type == set(ExplainConfig.model_fields)
+    # best-of-k's options count only with best_of > 1 (tests/test_best_of.py)
+    assert set(changes) | {"latents_per_call"} | per_type | BEST_OF_OPTIONS == set(
+        ExplainConfig.model_fields
+    )
     for name, value in changes.items():
         ids[name] = prompt_id(base.model_copy(update={name: value}))
     assert len(set(ids.values())) == len(ids), ids
