@@ -297,8 +297,8 @@ async def ascore(
     """Score an explanation (an `Explanation` or its text) on held-out activating `examples` and
     non-activating `negatives`: the `LatentScore` the score stage writes, with every prediction.
     `config`: the `score:` options (`ScoreConfig`); `train`: the explainer's examples, which the
-    `example-embedding` scorer compares with. The intervention scorer steers the subject model and
-    needs a run folder (`autointerp.stages.score`)."""
+    `example-embedding` scorer compares with. The intervention scorers steer the subject model and
+    need a run folder (`autointerp.stages.score`)."""
     from autointerp.score.base import LatentItem
     from autointerp.score.names import MAIN_METRIC
     from autointerp.score.stage import (

@@ -258,8 +258,8 @@ def score(
     scorer: Annotated[
         list[str] | None,
         typer.Option(
-            help="detection | fuzzing | surprisal | embedding | intervention | simulation | "
-            "intruder | example-embedding (repeatable; default: the config's list)."
+            help="detection | fuzzing | surprisal | embedding | intervention | intervention-kl | "
+            "simulation | intruder | example-embedding (repeatable; default: the config's list)."
         ),
     ] = None,
     coder: CoderOpt = None,

@@ -99,7 +99,7 @@ import yaml
 from autointerp.errors import RunError
 from autointerp.jsonl import ExplanationHead, ScoreHead, scan
 from autointerp.runfolder import RunFolder
-from autointerp.score import EXPLANATION_FREE, LLM_SCORERS, MAIN_METRIC
+from autointerp.score import EXPLANATION_FREE, LLM_SCORERS, MAIN_METRIC, STEERING
 from autointerp.score.base import LatentScore
 from autointerp.types import Explanation, SampledLatent
 
@@ -669,6 +669,8 @@ SCORER_METHODS = {
     "explanation's",
     "intervention": "the latent is steered in the subject model; a local language model's "
     "surprisal of the explanation after clean continuations minus after steered ones",
+    "intervention-kl": "as intervention, with each latent steered at the strength whose next-token "
+    "KL divergence from the clean model is the same target for every latent",
     "simulation": "an LLM predicts each token's activation (0-10) from the explanation alone",
 }
 METRIC_MEANINGS = {
@@ -677,6 +679,8 @@ METRIC_MEANINGS = {
     "auroc": "AUROC separating activating from non-activating examples (0.5 is chance, 1 perfect)",
     "score": "mean over prompts of the drop in the explanation's surprisal (0: no effect, higher "
     "is better)",
+    "kl_score": "mean over prompts of the drop in the explanation's surprisal per nat of "
+    "next-token KL divergence the steering caused (0: no effect, higher is better)",
     "correlation": "correlation of the predicted with the true activations over every token (0 is "
     "chance, 1 perfect)",
 }
@@ -931,7 +935,8 @@ def _score_models(run: RunFolder) -> dict[str, str]:
     score = cfg.get("score") or {}
     judge = (cfg.get("score_client") or cfg.get("client") or {}).get("model")
     reader = (score.get("surprisal") or {}).get("model")
-    models = {s: judge for s in LLM_SCORERS} | {"surprisal": reader, "intervention": reader}
+    models = {s: judge for s in LLM_SCORERS} | {"surprisal": reader}
+    models |= {s: reader for s in STEERING}
     models["embedding"] = (score.get("embedding") or {}).get("model")
     return {s: m for s, m in models.items() if isinstance(m, str) and m}
 

@@ -7,7 +7,12 @@ Scorers (one module each; `SCORERS` maps names to builders):
 - detection, fuzzing (`classifier.py`): an LLM judges examples; balanced accuracy, AUROC from logprobs;
 - surprisal (`surprisal.py`): loss drop of a local LM given the explanation; AUROC;
 - embedding (`embedding.py`): explanation-example similarity (MiniLM); AUROC;
-- intervention (`intervention.py`): steer the latent, surprisal of the explanation; mean drop;
+- intervention (`intervention.py`): steer the latent (`scale` x its max activation), surprisal of the
+  explanation after clean minus after steered continuations; mean drop (`score`);
+- intervention-kl (`intervention.py`): the same, with each latent's steering strength searched so
+  that the next-token KL(clean || steered) is `target_kl`; `kl_score` = mean drop / KL, the
+  explanation's gain per nat of steering. Prefer it to compare latents or coders whose decoder norms
+  or activation scales differ: a fixed `scale` moves their outputs by different amounts;
 - simulation (`simulation.py`): predicted per-token activations; correlation;
 - intruder (`intruder.py`): an LLM picks the one non-activating example among activating ones;
   accuracy (explanation-free);
@@ -17,7 +22,8 @@ Scorers (one module each; `SCORERS` maps names to builders):
 Each latent's score is appended to its file as soon as it is finished, so an interrupted run resumes
 where it stopped. A latent whose explanation failed or is empty, or that has no test examples, gets a
 failed score with the reason; it never counts as a wrong answer. The explanation-free scorers
-(`EXPLANATION_FREE`) score every latent with test examples, whatever its explanation.
+(`EXPLANATION_FREE`) score every latent with test examples, whatever its explanation; the steering
+scorers (`STEERING`) read no test examples.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from importlib import import_module
 # The names below are read from their modules on first use, so that importing a submodule
 # (`autointerp.score.metrics`, `.base`) loads neither the driver nor any scorer.
 _WHERE = {
-    "names": ("ScorerName", "MAIN_METRIC", "LLM_SCORERS", "EXPLANATION_FREE"),
+    "names": ("ScorerName", "MAIN_METRIC", "LLM_SCORERS", "EXPLANATION_FREE", "STEERING"),
     "stage": (
         "ScoreConfig",
         "ScoreStageConfig",

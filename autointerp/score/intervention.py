@@ -1,7 +1,7 @@
-"""Intervention scorer: does the explanation predict what the latent does to the model's output?
+"""Intervention scorers: does the explanation predict what the latent does to the model's output?
 
 The subject model continues `n_prompts` prompts (the first `prompt_len` tokens of sequences of the
-cache) twice, greedily: clean, and with the latent steered: its decoder direction, times `scale`
+cache) twice, greedily: clean, and with the latent steered: its decoder direction, times a strength
 times the latent's largest cached activation, added at its hookpoint at every position. A local LM
 then reads each continuation followed by the explanation; the prompt's value is the explanation's
 surprisal after the clean continuation minus after the steered one (positive: steering made the
@@ -9,7 +9,17 @@ explanation more predictable). The latent's `score` is the mean over prompts; `a
 steered from clean continuations by the explanation's log-likelihood. This scores output-side
 latents, which activation-based scorers miss (Paulo et al., 2024, after Gur-Arieh et al.).
 
-A scale that drives the model to non-finite values fails the latent with that reason.
+- `intervention`: the strength is `scale` (the same for every latent).
+- `intervention-kl`: the strength is searched per latent (bisection in log space, at most
+  `kl_steps` strengths up to `max_strength`) so that the mean over prompts of KL(clean || steered)
+  next-token distribution at the prompt's last position comes within `kl_tolerance` of
+  `target_kl`. Every latent then moves the model by the same amount, whatever its decoder norm or
+  activation scale, and its main metric `kl_score` (= `score` / `kl`) is the explanation's gain per
+  nat of steering, comparable across latents and coders. Its metrics add `kl` (the KL reached) and
+  `strength` (in units of the latent's max activation).
+
+A strength that drives the model to non-finite values, or a KL target that no strength up to
+`max_strength` reaches, fails the latent with that reason (never a score of 0).
 
 `Steerer` (the steering hook, continuations and next-token log-probabilities) and `prompt_rows` (which
 cache rows are the prompts) are public for other users of steering, such as an explainer shown
@@ -20,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -35,6 +45,9 @@ from autointerp.score.base import LatentItem, LatentScore, Prediction, continuou
 from autointerp.score.surprisal import LossModel
 from autointerp.subject import Subject
 
+SEARCH_SPAN = 1e4
+"""`intervention-kl` searches strengths from `max_strength / SEARCH_SPAN` to `max_strength`."""
+
 
 class InterventionConfig(_Strict):
     n_prompts: int = Field(16, ge=2)
@@ -44,11 +57,22 @@ class InterventionConfig(_Strict):
     new_tokens: int = Field(16, ge=1)
     """Tokens generated per continuation."""
     scale: float = Field(4.0, gt=0)
-    """Steering strength in units of the latent's largest cached activation."""
+    """`intervention`: steering strength in units of the latent's largest cached activation."""
     prefix: str = "{text}\n\nThe text above is about"
     """What the scoring LM reads before the explanation."""
     batch_size: int = Field(16, ge=1)
     seed: int = 0
+    target_kl: float = Field(1.0, gt=0)
+    """`intervention-kl`: the mean over prompts of KL(clean || steered) next-token distribution
+    (nats, at each prompt's last position) that sets each latent's steering strength."""
+    kl_tolerance: float = Field(0.05, gt=0, lt=1)
+    """`intervention-kl`: the search stops when the KL is within this fraction of `target_kl`."""
+    max_strength: float = Field(100.0, gt=0)
+    """`intervention-kl`: the largest strength tried, in units of the latent's largest cached
+    activation (the search spans max_strength / 10^4 to max_strength); a latent whose KL stays
+    below the target there fails."""
+    kl_steps: int = Field(12, ge=1)
+    """`intervention-kl`: strengths tried at most per latent (bisection in log space)."""
 
 
 def prompt_rows(n_sequences: int, n: int, seed: int, exclude: Sequence[int] = ()) -> np.ndarray:
@@ -170,7 +194,59 @@ class Steerer:
         return logp
 
 
+def mean_kl(clean: torch.Tensor, steered: torch.Tensor) -> float:
+    """Mean over rows of KL(clean || steered), from log-probabilities (rows, vocab); non-finite
+    where `steered` is."""
+    p = clean.exp()
+    terms = torch.where(p > 0, p * (clean - steered), torch.zeros_like(p))
+    return float(terms.sum(-1).mean())
+
+
+class StrengthNotFound(Exception):
+    """No strength within the search's bounds and steps gives the target KL; the message says
+    why."""
+
+
+def find_strength(
+    kl: Callable[[float], float],
+    target: float,
+    tolerance: float,
+    max_strength: float,
+    steps: int,
+) -> tuple[float, float]:
+    """The strength s in [max_strength / SEARCH_SPAN, max_strength] at which `kl(s)` (increasing
+    in s) comes within `tolerance` x `target` of `target`, and that KL: bisection in log s, `steps`
+    evaluations at most, the first at `max_strength`. A non-finite KL counts as too strong. Raises
+    `StrengthNotFound` when the KL at `max_strength` is below the target, or the steps run out."""
+    lo, hi = math.log(max_strength / SEARCH_SPAN), math.log(max_strength)
+    s, value, broke = max_strength, math.nan, False
+    for i in range(steps):
+        value = kl(s)
+        finite = math.isfinite(value)
+        if finite and abs(value - target) <= tolerance * target:
+            return s, value
+        if i == 0 and finite and value < target:
+            raise StrengthNotFound(
+                f"the KL reaches only {value:.3g} at the largest strength, {s:.3g} x max "
+                f"activation (target {target:g}); raise `intervention.max_strength`"
+            )
+        broke |= not finite
+        if finite and value < target:
+            lo = math.log(s)
+        else:
+            hi = math.log(s)
+        s = math.exp((lo + hi) / 2)
+    why = "; stronger steering made the model produce NaN or inf" if broke else ""
+    raise StrengthNotFound(
+        f"the KL did not come within {tolerance:.0%} of {target:g} in {steps} steps (last: "
+        f"{value:.3g} at {s:.3g} x max activation){why}; raise `intervention.kl_steps` or "
+        "`intervention.kl_tolerance`"
+    )
+
+
 class InterventionScorer:
+    """`intervention`: steering at `scale` x the latent's max activation."""
+
     name = "intervention"
 
     def __init__(
@@ -244,4 +320,44 @@ class InterventionScorer:
         intervals = dict(result.intervals)
         if (t := metrics.mean_interval(drops)) is not None:
             intervals["score"] = t  # Student t over prompts
+        return result.model_copy(update={"metrics": m, "intervals": intervals})
+
+
+class InterventionKLScorer(InterventionScorer):
+    """`intervention-kl`: steering at the strength whose next-token KL is `target_kl`; main metric
+    `kl_score` = `score` / `kl`."""
+
+    name = "intervention-kl"
+    _clean_logprobs: torch.Tensor | None = None  # the prompts' clean next-token log-probabilities
+
+    def kl(self, add: torch.Tensor) -> float:
+        """Mean over prompts of KL(clean || steered by `add`) next-token distribution."""
+        if self._clean_logprobs is None:
+            self._clean_logprobs = self.steerer.next_token_logprobs(None)
+        return mean_kl(self._clean_logprobs, self.steerer.next_token_logprobs(add))
+
+    def _score(self, item: LatentItem) -> LatentScore:
+        c, lid = self.cfg, item.record.id
+        unit = item.record.max_activation * self.direction(lid.latent)
+        try:
+            strength, kl = find_strength(
+                lambda s: self.kl(s * unit), c.target_kl, c.kl_tolerance, c.max_strength, c.kl_steps
+            )
+        except StrengthNotFound as e:
+            return failed(lid, self.name, str(e), explanation=item.text)
+        broke = (
+            f"steering at {strength:.3g} x max activation (KL {kl:.3g}) made the continuations "
+            "produce NaN or inf; lower `intervention.target_kl`"
+        )
+        result = self._steered(item, strength * unit, broke)
+        if result.status != "ok":
+            return result
+        if (score := result.metrics.get("score")) is None:
+            reason = "no prompt's change in the explanation's surprisal is finite"
+            return failed(lid, self.name, reason, explanation=item.text)
+        m = {**result.metrics, "kl": kl, "strength": strength, "kl_score": score / kl}
+        intervals = dict(result.intervals)
+        if "score" in intervals:
+            lo, hi = intervals["score"]
+            intervals["kl_score"] = (lo / kl, hi / kl)  # kl is fixed by the search
         return result.model_copy(update={"metrics": m, "intervals": intervals})

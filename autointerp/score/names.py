@@ -1,4 +1,5 @@
-"""The scorers' names, their main metrics, and which of them call an LLM or read no explanation.
+"""The scorers' names, their main metrics, and which of them call an LLM, read no explanation or
+steer the subject model.
 Kept apart from the scoring driver (`autointerp.score.stage`) so that readers of score files (report,
 export, run folders) need no scorer code."""
 
@@ -15,6 +16,7 @@ ScorerName = Literal[
     "surprisal",
     "embedding",
     "intervention",
+    "intervention-kl",
     "simulation",
     "intruder",
     "example-embedding",
@@ -25,6 +27,7 @@ MAIN_METRIC = {
     "surprisal": "auroc",
     "embedding": "auroc",
     "intervention": "score",
+    "intervention-kl": "kl_score",
     "simulation": "correlation",
     "intruder": "accuracy",
     "example-embedding": "auroc",
@@ -32,6 +35,8 @@ MAIN_METRIC = {
 LLM_SCORERS = {"detection", "fuzzing", "simulation", "intruder"}
 EXPLANATION_FREE = {"intruder", "example-embedding"}
 """Scorers that read no explanation: they score latents whose explanation failed too."""
+STEERING = {"intervention", "intervention-kl"}
+"""Scorers that steer the subject model on cached prompts: they read no test examples."""
 
 
 def main_metric(scorer: str) -> str:

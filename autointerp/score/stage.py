@@ -35,7 +35,7 @@ from autointerp.score.embedding import EmbeddingConfig
 from autointerp.score.intervention import InterventionConfig
 from autointerp.score.intruder import IntruderConfig
 from autointerp.score.judge_check import JudgeCheckConfig
-from autointerp.score.names import EXPLANATION_FREE, MAIN_METRIC, ScorerName
+from autointerp.score.names import EXPLANATION_FREE, MAIN_METRIC, STEERING, ScorerName
 from autointerp.score.simulation import SimulationConfig
 from autointerp.score.surprisal import SurprisalConfig
 from autointerp.types import Explanation, SampledLatent
@@ -51,6 +51,7 @@ class ScoreConfig(_Strict):
     surprisal: SurprisalConfig = SurprisalConfig()
     embedding: EmbeddingConfig = EmbeddingConfig()
     intervention: InterventionConfig = InterventionConfig()
+    """The `intervention` and `intervention-kl` scorers' options."""
     simulation: SimulationConfig = SimulationConfig()
     intruder: IntruderConfig = IntruderConfig()
     example_embedding: EmbeddingConfig = EmbeddingConfig()
@@ -186,12 +187,17 @@ def _embedding(ctx: ScoreContext, coder: str) -> Scorer:
     return EmbeddingScorer(ctx.cfg.score.embedding)
 
 
-def _intervention(ctx: ScoreContext, coder: str) -> Scorer:
-    from autointerp.score.intervention import InterventionScorer
+def _intervention(ctx: ScoreContext, coder: str, kl: bool = False) -> Scorer:
+    from autointerp.score.intervention import InterventionKLScorer, InterventionScorer
 
     c = ctx.cfg.score.intervention
     loss = ctx.loss_model(ctx.cfg.score.surprisal.model, c.batch_size)
-    return InterventionScorer(c, ctx.subject, ctx.coder(coder), ctx.tokens, loss)
+    kind = InterventionKLScorer if kl else InterventionScorer
+    return kind(c, ctx.subject, ctx.coder(coder), ctx.tokens, loss)
+
+
+def _intervention_kl(ctx: ScoreContext, coder: str) -> Scorer:
+    return _intervention(ctx, coder, kl=True)
 
 
 def _simulation(ctx: ScoreContext, coder: str) -> Scorer:
@@ -218,6 +224,7 @@ SCORERS: dict[str, Callable[[ScoreContext, str], Scorer]] = {
     "surprisal": _surprisal,
     "embedding": _embedding,
     "intervention": _intervention,
+    "intervention-kl": _intervention_kl,
     "simulation": _simulation,
     "intruder": _intruder,
     "example-embedding": _example_embedding,
@@ -238,14 +245,14 @@ def _same(s: ScoreHead) -> ScoreHead:
 
 def precheck(record: SampledLatent, explanation: Explanation, scorer: str) -> LatentScore | None:
     """A failed score when the latent cannot be scored at all; None when it can. The
-    explanation-free scorers need only test examples."""
+    explanation-free scorers need only test examples; the steering ones (`STEERING`) none."""
     reason = None
     free = scorer in EXPLANATION_FREE
     if not free and explanation.text is None:
         reason = f"the explanation failed: {explanation.error or 'no text'}"
     elif not free and not (explanation.text or "").strip():
         reason = "the explanation is empty"
-    elif not record.test and scorer != "intervention":
+    elif not record.test and scorer not in STEERING:
         reason = "the latent has no test examples"
     if reason is None:
         return None
