@@ -239,8 +239,9 @@ async def aexplain(
     examples) and `pilot` of the examples judge the candidates, with the same client
     (`autointerp.best_of`). A failed answer is an Explanation with `text` None and the reason in
     `error`, as in a run."""
+    from autointerp.best_of import make_explainer
     from autointerp.effects import LatentEffects
-    from autointerp.explain import OUTPUT_EXPLAINERS, ExplainConfig, Explainer
+    from autointerp.explain import OUTPUT_EXPLAINERS, ExplainConfig
 
     cfg = as_config(config, ExplainConfig).model_copy(update={"explainer": explainer})
     cfg = validate(cfg.model_dump(), ExplainConfig, source="explain options")
@@ -263,7 +264,7 @@ async def aexplain(
         check_examples(cfg, len(train), len(negs))
     llm = None if cfg.explainer == "token-stats" else make_client(client)
     length = max((len(e.tokens) for e in train + negs), default=0)
-    ex = Explainer(None, cfg, llm, None, length)
+    ex = make_explainer(None, cfg, llm, None, length)
     [out] = await ex.explain_examples([_latent(latent)], [(train, negs)], ev)
     return out
 

@@ -40,13 +40,15 @@ import numpy as np
 
 from autointerp.clients.base import Chat, Completion, GenParams, LLMClient, Usage
 from autointerp.errors import ConfigError
-from autointerp.explain import PREFILL, ExplainConfig, build_prompt, parse_explanation
+from autointerp.explain import PREFILL, ExplainConfig, Explainer, build_prompt, parse_explanation
 from autointerp.score.base import LatentItem, LatentScore
 from autointerp.score.classifier import ClassifierConfig, ClassifierScorer
 from autointerp.types import Candidate, Example, Explanation, LatentId, SampledLatent
 
 if TYPE_CHECKING:
-    from autointerp.explain import Explainer
+    from autointerp.cache import ActivationCache
+    from autointerp.effects import Effects
+    from autointerp.sample import TokenDecoder
 
 log = logging.getLogger(__name__)
 
@@ -328,3 +330,27 @@ async def explain_best(
     judged = await _pilot(explainer, todo, await _candidates(explainer, todo))
     found = dict(zip((id(p) for p in todo), judged, strict=True))
     return [_explanation(explainer, p, found.get(id(p), [])) for p in plans]
+
+
+class BestOfExplainer(Explainer):
+    """An explainer that writes `best_of` candidates per latent and keeps the one its pilot ranks
+    best (`explain_best`). Built by `make_explainer`, which picks it when `best_of` > 1."""
+
+    async def explain_examples(self, ids, rendered, effects=None) -> list[Explanation]:
+        return await explain_best(self, ids, list(rendered))
+
+
+def make_explainer(
+    cache: ActivationCache | None,
+    cfg: ExplainConfig,
+    client: LLMClient | None,
+    decode: TokenDecoder | None,
+    example_len: int,
+    *,
+    effects: Effects | None = None,
+    pilot_client: LLMClient | None = None,
+) -> Explainer:
+    """The explainer a config asks for: a `BestOfExplainer` with `best_of` > 1, else an
+    `Explainer` (the arguments are `Explainer`'s)."""
+    kind = BestOfExplainer if cfg.best_of > 1 else Explainer
+    return kind(cache, cfg, client, decode, example_len, effects=effects, pilot_client=pilot_client)

@@ -26,7 +26,6 @@ from autointerp.errors import AutointerpError
 from autointerp.types import _Record
 
 if TYPE_CHECKING:
-    from autointerp.coders.base import SparseCoder
     from autointerp.score.intervention import InterventionConfig, Steerer
     from autointerp.score.stage import ScoreContext
     from autointerp.subject import Subject
@@ -108,15 +107,6 @@ def top_tokens(
     return [(_shown(tok, h)[:k], _shown(tok, lo)[:k]) for h, lo in zip(high, low, strict=True)]
 
 
-def direction(coder: SparseCoder, latent: int, device: torch.device) -> torch.Tensor:
-    """The latent's decoder direction (fp32); a neuron baseline's unit vector."""
-    if coder.W_dec is not None:
-        return coder.W_dec[latent].to(device, torch.float32)
-    d = torch.zeros(coder.d_in, device=device)
-    d[latent] = 1.0
-    return d
-
-
 class Effects:
     """Output-side evidence for the explainer, from the subject model and coders of a score
     context (loaded on first use, and shared with the scorers)."""
@@ -134,7 +124,7 @@ class Effects:
 
     def logits(self, coder: str, latents: Sequence[int]) -> list[tuple[list[str], list[str]]]:
         subject, c = self.ctx.subject, self.ctx.coder(coder)
-        dirs = torch.stack([direction(c, i, subject.device) for i in latents])
+        dirs = torch.stack([c.direction(i, subject.device) for i in latents])
         return top_tokens(subject, dirs, self.top)
 
     def steerer(self, coder: str) -> Steerer:

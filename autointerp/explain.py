@@ -426,9 +426,10 @@ class Explainer:
         and for the output-side explainers each latent's effects (or why they could not be had:
         that latent's explanation fails with the reason, and no LLM call is made for it)."""
         if self.cfg.best_of > 1:
-            from autointerp.best_of import explain_best
-
-            return await explain_best(self, ids, list(rendered))
+            raise ConfigError(
+                "best_of > 1 needs the best-of explainer: build it with "
+                "autointerp.best_of.make_explainer"
+            )
         model = "token-stats" if self.client is None else self.client.model
         rendered = list(rendered)
         if self.cfg.explainer in OUTPUT_EXPLAINERS:

@@ -38,10 +38,11 @@ from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
 from autointerp.aio import run_sync
+from autointerp.best_of import make_explainer
 from autointerp.cache import ActivationCache, build_cache
 from autointerp.config import CacheConfig, ClientConfig
 from autointerp.errors import ConfigError, RunError
-from autointerp.explain import BEST_OF_OPTIONS, ExplainConfig, Explainer, effects_for
+from autointerp.explain import BEST_OF_OPTIONS, ExplainConfig, effects_for
 from autointerp.jsonl import (
     ExplanationHead,
     LineIndex,
@@ -500,7 +501,7 @@ class Worker:
         self._score_cache = out / "scores" / f"llm_cache{suffix}.sqlite"
         # best-of-k's pilot is judged by the scorers' client (built now only for it)
         pilot = self.ctx.client if cfg.explain.best_of > 1 else None
-        self.explainer = Explainer(
+        self.explainer = make_explainer(
             cache,
             cfg.explain,
             client,

@@ -145,11 +145,11 @@ def explain(
     config); `client`, any object with the client protocol, replaces the configured one (and judges
     best-of-k's pilot). Returns `coders` (per coder: path, explained, failed, mean_words) and
     `usage` (the LLM's work, best-of-k's pilot included)."""
+    from autointerp.best_of import make_explainer
     from autointerp.cache import ActivationCache
     from autointerp.clients import make_client
     from autointerp.config import SubjectConfig
     from autointerp.explain import (
-        Explainer,
         ExplainStageConfig,
         effects_for,
         explain_coder,
@@ -175,7 +175,7 @@ def explain(
     steering = getattr(getattr(config, "score", None), "intervention", None)
     ctx = ScoreContext(cache, ScoreStageConfig(), example_len)  # the subject and coders, lazily
     effects = effects_for(cfg.explain, ctx, steering)
-    ex = Explainer(cache, cfg.explain, client, decode, example_len, effects=effects)
+    ex = make_explainer(cache, cfg.explain, client, decode, example_len, effects=effects)
     done = {}
     for name in coders or [p.stem for p in sorted(sample_dir.glob("*.jsonl"))]:
         path = sample_dir / f"{name}.jsonl"

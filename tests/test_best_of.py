@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import autointerp
 import autointerp.stages
 from autointerp.aio import run_sync
-from autointerp.best_of import best, candidate_views, split_pilot
+from autointerp.best_of import best, candidate_views, make_explainer, split_pilot
 from autointerp.cache import ActivationCache
 from autointerp.clients.base import Completion, GenParams, TokenLogprob
 from autointerp.errors import ConfigError
@@ -111,7 +111,7 @@ def sampled(small_run, tokenizer):
 
 def _explainer(sampled, tokenizer, client, **options) -> Explainer:
     cache = sampled[0]
-    return Explainer(cache, ExplainConfig(**options), client, TokenDecoder(tokenizer), 32)
+    return make_explainer(cache, ExplainConfig(**options), client, TokenDecoder(tokenizer), 32)
 
 
 def test_the_pilot_keeps_the_candidate_it_ranks_best(sampled, tokenizer, tmp_path):

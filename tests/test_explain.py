@@ -407,13 +407,13 @@ def test_real_logits_explainer_through_the_explain_stage(run, tmp_path):
     assert set(got) == {1, 2} and len(seen) == 2
     for e in got.values():
         assert e.prompt.startswith("logits@") and (e.text is None) == (e.error is not None)
-    from autointerp.effects import direction, top_tokens
+    from autointerp.effects import top_tokens
     from autointerp.score.stage import ScoreContext, ScoreStageConfig
 
     ctx = ScoreContext(cache, ScoreStageConfig(), 32)
     coder = ctx.coder("layers.15")
     [(promoted, suppressed)] = top_tokens(
-        ctx.subject, direction(coder, 1, ctx.subject.device)[None], 10
+        ctx.subject, coder.direction(1, ctx.subject.device)[None], 10
     )
     assert seen[0][1]["content"] == (
         f"Tokens the feature promotes: {', '.join(promoted)}\n"

@@ -54,6 +54,14 @@ class SparseCoder:
         # mypy checks the dict's values against every field; its keys are tensor fields only
         return replace(self, **cast)  # type: ignore[arg-type]
 
+    def direction(self, latent: int, device: torch.device | str = "cpu") -> Tensor:
+        """What the latent writes: its decoder row (fp32); a neuron baseline's unit vector."""
+        if self.W_dec is not None:
+            return self.W_dec[latent].to(device, torch.float32)
+        d = torch.zeros(self.d_in, device=device)
+        d[latent] = 1.0
+        return d
+
     def check_width(self, width: int, model_name: str) -> None:
         if width != self.d_in:
             raise CoderError(

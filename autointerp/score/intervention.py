@@ -108,11 +108,7 @@ class Steerer:
 
     def direction(self, latent: int) -> torch.Tensor:
         """The latent's decoder direction (fp32, on the subject's device)."""
-        if self.coder.W_dec is not None:
-            return self.coder.W_dec[latent].to(self.subject.device, torch.float32)
-        d = torch.zeros(self.coder.d_in, device=self.subject.device)  # neurons: the unit vector
-        d[latent] = 1.0
-        return d
+        return self.coder.direction(latent, self.subject.device)
 
     @contextmanager
     def steering(self, add: torch.Tensor | None) -> Iterator[list[torch.Tensor]]:
