@@ -19,7 +19,7 @@ work folder; `tokens_per_latent` is the explainer's prompt + generated tokens pe
 (best-of-k: its k candidates and its pilot scoring included).
 
 Usage:
-    python -m eval.explainers [--real 16] [--planted 12] [--best-real 8] [--k 4]
+    python -m eval.explainers [--real 8] [--planted 4] [--best-real 4] [--k 4] [--pilot 4]
                               [--judge qwen2.5-coder-1.5b] [--workdir runs/explainers]
 Writes results/explainers.md and results/explainers.json (rows: explainer, scorer, mean, ci_low,
 ci_high, n_latents, tokens_per_latent, plus the latent set and, for gains, the arm compared with).
@@ -66,7 +66,7 @@ def sample_cfg(args, similar_by: str) -> SampleConfig:
         n_test=args.n_test,
         n_random_negatives=args.n_negatives,
         n_similar_negatives=args.n_negatives,
-        n_explain_negatives=args.pilot,
+        n_explain_negatives=args.n_explain_negatives,
         similar_by=similar_by,  # type: ignore[arg-type]
         min_examples=args.n_train + args.n_test,
         seed=args.seed,
@@ -356,12 +356,15 @@ def findings(res: dict) -> list[str]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tokens", type=int, default=200_000, help="tokens of the real cache")
-    p.add_argument("--real", type=int, default=16, help="real latents for the explainer types")
-    p.add_argument("--best-real", type=int, default=8, help="of those, latents for best-of-k")
-    p.add_argument("--planted", type=int, default=12, help="planted latents for best-of-k")
+    p.add_argument("--real", type=int, default=8, help="real latents for the explainer types")
+    p.add_argument("--best-real", type=int, default=4, help="of those, latents for best-of-k")
+    p.add_argument("--planted", type=int, default=4, help="planted latents for best-of-k")
     p.add_argument("--scan", type=int, default=64, help="real latents 0..scan-1 are sampled")
     p.add_argument("--k", type=int, default=4)
-    p.add_argument("--pilot", type=int, default=6)
+    p.add_argument("--pilot", type=int, default=4, help="train examples held out for best-of-k")
+    p.add_argument(
+        "--n-explain-negatives", type=int, default=6, help="the pilot's negatives (sampled)"
+    )
     p.add_argument("--n-train", type=int, default=20)
     p.add_argument("--n-test", type=int, default=10)
     p.add_argument("--n-negatives", type=int, default=5, help="random and similar, each")
