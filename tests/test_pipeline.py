@@ -580,3 +580,50 @@ def test_a_folder_saved_before_the_new_options_resumes_when_they_keep_its_result
         "baseline",
         "score.detection.calibrate",
     ]
+
+
+def test_run_with_the_mixed_explainer_and_the_kl_intervention_score(tmp_path, small_run):
+    """`autointerp run` with `explain: {explainer: mixed}`: the explainer (a scripted server) is
+    shown each latent's examples and the tokens its decoder direction promotes through the real
+    model's final norm and unembedding; `intervention-kl` scores the explanation at the target KL."""
+    from openai_fake import FakeOpenAI
+
+    from autointerp.cache import ActivationCache
+    from autointerp.effects import top_tokens
+    from autointerp.score.stage import ScoreContext, ScoreStageConfig
+
+    server = FakeOpenAI()
+    server.reply = lambda body: "[EXPLANATION]: the word cat"
+    text = (
+        BASE
+        + f"client: {{backend: openai, base_url: '{server.url}', model: fake-model}}\n"
+        + "explain: {explainer: mixed, top_logits: 5}\n"
+        + "score:\n  scorers: [intervention-kl]\n"
+        + "  intervention: {n_prompts: 3, prompt_len: 8, new_tokens: 4, kl_steps: 8}\n"
+        + "latents: 0-1\nonly_coders: [layers.15]\n"
+    )
+    cfg, out = _folder(tmp_path, small_run, text)
+    try:
+        r = CliRunner().invoke(app, ["run", str(cfg), "--out", str(out)])
+    finally:
+        server.close()
+    assert r.exit_code == 0, (r.output, r.exception)
+    expl = _lines(out / "explanations" / "layers.15.jsonl")
+    assert {e["latent"]["latent"] for e in expl} == {0, 1}
+    assert all(e["prompt"].startswith("mixed@") and e["text"] == "the word cat" for e in expl)
+    ctx = ScoreContext(ActivationCache(out / "cache"), ScoreStageConfig(), 32)
+    users = [q["messages"][1]["content"] for q in server.requests]
+    for latent in (0, 1):
+        d = ctx.coder("layers.15").direction(latent, ctx.subject.device)
+        [(promoted, suppressed)] = top_tokens(ctx.subject, d[None], 5)
+        shown = f"Tokens the feature promotes: {', '.join(promoted)}\n"
+        assert sum(shown in u for u in users) == 1, latent
+        assert any(f"Tokens the feature suppresses: {', '.join(suppressed)}" in u for u in users)
+    scores = _lines(out / "scores" / "intervention-kl" / "layers.15.jsonl")
+    for s in scores:
+        assert s["status"] in ("ok", "failed"), s
+        if s["status"] == "ok":
+            m = s["metrics"]
+            assert m["kl_score"] == pytest.approx(m["score"] / m["kl"])
+        else:
+            assert s["error"]  # a recorded reason, never a zero
