@@ -123,6 +123,8 @@ def _latents(ids: list[int]) -> str:
 
 def explain(args, cache, sample, ids, out: Path, explain_cfg: ExplainConfig) -> float:
     """Explanations into `out` (resumes); returns the seconds this call spent."""
+    if args.summarize_only:
+        return 0.0
     start = time.perf_counter()
     cfg = RunConfig(explain=explain_cfg, client=client(args))
     stages.explain(cache.root, sample, out, cfg, latents=_latents(ids), progress=False)
@@ -130,6 +132,8 @@ def explain(args, cache, sample, ids, out: Path, explain_cfg: ExplainConfig) -> 
 
 
 def score(args, cache, sample, ids, expl: Path, out: Path, scorers) -> float:
+    if args.summarize_only:
+        return 0.0
     start = time.perf_counter()
     cfg = ScoreStageConfig(
         score=ScoreConfig(
@@ -142,6 +146,12 @@ def score(args, cache, sample, ids, expl: Path, out: Path, scorers) -> float:
     )
     stages.score(cache.root, sample, expl, out, cfg, latents=_latents(ids), progress=False)
     return time.perf_counter() - start
+
+
+def tally(work: Path, seconds: dict[str, float], key: str, spent: float) -> None:
+    """Add a step's seconds to those of earlier invocations (work/seconds.json, kept as it goes)."""
+    seconds[key] = seconds.get(key, 0.0) + spent
+    (work / "seconds.json").write_text(json.dumps(seconds, indent=1))
 
 
 def _coder(cache: ActivationCache) -> str:
@@ -205,18 +215,34 @@ def gain(name, base, scorer, latent_set, a: dict, b: dict, tokens, n_boot, seed)
 def run_output_types(args, work: Path, sets: dict, seconds: dict) -> list[dict]:
     cache, sample, ids = sets["real"]
     rows, vals = [], {}
-    for kind in OUTPUT_TYPES:
+    for kind in args.types:
         expl = work / "real" / kind / "explanations"
-        seconds[f"explain real {kind}"] = explain(
-            args,
-            cache,
-            sample,
-            ids,
-            expl,
-            ExplainConfig(explainer=kind, max_tokens=args.max_tokens),
+        tally(
+            work,
+            seconds,
+            f"explain real {kind}",
+            explain(
+                args,
+                cache,
+                sample,
+                ids,
+                expl,
+                ExplainConfig(explainer=kind, max_tokens=args.max_tokens),
+            ),
         )
-        seconds[f"score real {kind}"] = score(
-            args, cache, sample, ids, expl, work / "real" / kind / "scores", INTERVENTION_SCORERS
+        tally(
+            work,
+            seconds,
+            f"score real {kind}",
+            score(
+                args,
+                cache,
+                sample,
+                ids,
+                expl,
+                work / "real" / kind / "scores",
+                INTERVENTION_SCORERS,
+            ),
         )
         tokens = tokens_per_latent(expl, REAL_CODER, ids)
         for scorer in INTERVENTION_SCORERS:
@@ -224,7 +250,7 @@ def run_output_types(args, work: Path, sets: dict, seconds: dict) -> list[dict]:
             rows.append(
                 row(kind, scorer, "real", vals[kind, scorer], tokens, args.n_boot, args.seed)
             )
-    for kind in OUTPUT_TYPES[1:]:
+    for kind in [t for t in args.types if t != "default"]:
         for scorer in INTERVENTION_SCORERS:
             rows.append(
                 gain(
@@ -258,11 +284,19 @@ def run_best_of(args, work: Path, sets: dict, seconds: dict) -> list[dict]:
         for arm, cfg in arms.items():
             slug = "best1" if cfg.best_of == 1 else f"best{args.k}"
             base = work / latent_set / ("default" if slug == "best1" else slug)
-            seconds[f"explain {latent_set} {slug}"] = explain(
-                args, cache, sample, ids, base / "explanations", cfg
+            tally(
+                work,
+                seconds,
+                f"explain {latent_set} {slug}",
+                explain(args, cache, sample, ids, base / "explanations", cfg),
             )
-            seconds[f"score {latent_set} {slug}"] = score(
-                args, cache, sample, ids, base / "explanations", base / "scores", CLASSIFIERS
+            tally(
+                work,
+                seconds,
+                f"score {latent_set} {slug}",
+                score(
+                    args, cache, sample, ids, base / "explanations", base / "scores", CLASSIFIERS
+                ),
             )
             tokens[arm] = tokens_per_latent(base / "explanations", coder, ids)
             for scorer in CLASSIFIERS:
@@ -302,7 +336,9 @@ def render_markdown(res: dict) -> str:
         "",
         f"{res['date']}, {res['machine']['cores']} CPU cores, no GPU. Command: `{res['command']}`. "
         f"Explainer and judge: {res['setup']['judge']} (llama.cpp); intervention scores read by "
-        f"SmolLM2-135M (the subject model). Total time {res['seconds_total'] / 60:.1f} min.",
+        f"SmolLM2-135M (the subject model). Explaining and scoring took "
+        f"{sum(res['seconds'].values()) / 60:.0f} min (the steps timed: Setup), on a machine "
+        "shared with other jobs (load averages in the JSON).",
         "",
         "Rows `A - B` are paired: the mean over latents of A's score minus B's on the latents both "
         "scored, with a 95% bootstrap interval (BCa) of that mean; `wins` is the share of latents "
@@ -360,6 +396,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--best-real", type=int, default=4, help="of those, latents for best-of-k")
     p.add_argument("--planted", type=int, default=4, help="planted latents for best-of-k")
     p.add_argument("--scan", type=int, default=64, help="real latents 0..scan-1 are sampled")
+    p.add_argument(
+        "--types",
+        nargs="+",
+        default=list(OUTPUT_TYPES),
+        choices=OUTPUT_TYPES,
+        help="explainer types compared on the intervention scores (default first)",
+    )
     p.add_argument("--k", type=int, default=4)
     p.add_argument("--pilot", type=int, default=4, help="train examples held out for best-of-k")
     p.add_argument(
@@ -374,6 +417,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--n-boot", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--summarize-only",
+        action="store_true",
+        help="write the results from what earlier invocations explained and scored, run nothing",
+    )
     p.add_argument("--skip", nargs="*", default=[], choices=["output", "best-of"])
     p.add_argument("--workdir", type=Path, default=Path("runs/explainers"))
     p.add_argument("--results", type=Path, default=Path("results"))
@@ -387,7 +435,8 @@ def main(argv: list[str] | None = None) -> dict:
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
     sets = prepare(args, work)
-    seconds: dict[str, float] = {}
+    timing = work / "seconds.json"
+    seconds: dict[str, float] = json.loads(timing.read_text()) if timing.exists() else {}
     rows = []
     if "output" not in args.skip:
         rows += run_output_types(args, work, sets, seconds)
