@@ -23,6 +23,7 @@ from autointerp.plan import (
     StageWork,
     api_cost,
     chat_tokens,
+    describe_comparison,
     load_prices,
     make_plan,
     recorded_usage,
@@ -57,8 +58,8 @@ def _cli(*args):
 
 
 @pytest.fixture(scope="module")
-def llm_run(tmp_path_factory, small_run) -> tuple[Path, Path, str]:
-    """A real run of every LLM stage on 4 latents (config, folder, printed output). Read-only."""
+def llm_run(tmp_path_factory, small_run) -> tuple[Path, Path]:
+    """A real run of every LLM stage on 4 latents: (config, run folder). Read-only."""
     root = tmp_path_factory.mktemp("plan_run")
     out = root / "run"
     shutil.copytree(small_run / "cache", out / "cache")
@@ -66,7 +67,7 @@ def llm_run(tmp_path_factory, small_run) -> tuple[Path, Path, str]:
     cfg.write_text(LLM_RUN)
     r = _cli("run", cfg, "--out", out)
     assert r.exit_code == 0, (r.output, r.exception)
-    return cfg, out, r.output
+    return cfg, out
 
 
 @pytest.mark.slow
@@ -75,7 +76,7 @@ def test_pilot_counts_equal_the_prompts_a_real_run_sent(llm_run):
     equal what the real client reported for every LLM stage; generated tokens are exact where the
     answer is one logprob token and bound the recorded ones elsewhere. Drift in prompt building,
     rendering or tokenization fails here."""
-    cfg, out, _ = llm_run
+    cfg, out = llm_run
     plan = make_plan(cfg, out=out, pilot=4)
     actual = recorded_usage(out)
     stages = {s.stage: s for s in plan.stages}
@@ -108,7 +109,7 @@ def test_pilot_counts_equal_the_prompts_a_real_run_sent(llm_run):
 def test_the_run_saves_its_plan_and_compares_it_with_what_it_recorded(llm_run):
     """`autointerp run` saved plan.json before its first LLM call (placeholder explanations: it had
     none yet) and its summary compares each stage's prediction with the recorded tokens."""
-    _, out, output = llm_run
+    _, out = llm_run
     saved = json.loads((out / PLAN_FILE).read_text())
     assert saved["latents"] == 4 and saved["pilot"].startswith("4 sampled latents")
     assert any("placeholder" in n for n in saved["notes"])
@@ -117,12 +118,17 @@ def test_the_run_saves_its_plan_and_compares_it_with_what_it_recorded(llm_run):
     assert by["explain"]["prompt_change"] == 0  # the explainer's prompts hold no explanation
     for r in compared["stages"]:
         assert abs(r["prompt_change"]) < 0.1, r  # the placeholders' length is a typical one
-    assert "plan: detection: predicted" in output and "plan: all stages: predicted" in output
+    lines = describe_comparison(compared)  # what the run logs
+    assert (
+        lines[1].startswith("plan: detection: predicted ")
+        and "prompt tokens per latent, actual" in lines[1]
+    )
+    assert lines[-1].startswith("plan: all stages: predicted ")
 
 
 @pytest.mark.slow
 def test_totals_scale_linearly_with_latents(llm_run):
-    cfg, out, _ = llm_run
+    cfg, out = llm_run
     plans = {n: make_plan(cfg, latents=n, out=out) for n in (1000, 2000, 3000)}
     for key in ("prompt_tokens", "generated_tokens"):
         for s in plans[1000].stages:
@@ -149,7 +155,7 @@ def test_totals_scale_linearly_with_latents(llm_run):
 
 @pytest.mark.slow
 def test_cli_prints_the_table_and_saves_the_plan(llm_run, tmp_path):
-    cfg, out, _ = llm_run
+    cfg, out = llm_run
     target = tmp_path / "planned"
     shutil.copytree(out, target)
     (target / PLAN_FILE).unlink()
