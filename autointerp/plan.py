@@ -252,6 +252,8 @@ class Call:
     ids: list[int]
     max_tokens: int
     params: str
+    holds_explanation: bool = False
+    """The chat holds the latent's explanation (a scorer's, or the judge check's control)."""
     shared: int = 0
     reused: bool = False
 
@@ -277,14 +279,20 @@ class Recorder:
     def __init__(self, client: ClientConfig, tokens: ChatTokens):
         self.model, self.inner, self.tokens = client.model, _backend_stub(client.backend), tokens
         self.stage, self.latent = "", ("", -1)
+        self.explanation: str | None = None
+        """The explanation the current latent is scored with (None: explain)."""
         self.calls: list[Call] = []
 
     async def complete(self, chats: Sequence[Chat], params: GenParams) -> list[Completion]:
         out = []
         for chat in chats:
             ids = self.tokens.encode(chat)
+            text = self.explanation
+            holds = bool(text) and any(text in m["content"] for m in chat)  # type: ignore[operator]
             self.calls.append(
-                Call(self.stage, self.latent, ids, params.max_tokens, params.model_dump_json())
+                Call(
+                    self.stage, self.latent, ids, params.max_tokens, params.model_dump_json(), holds
+                )
             )
             out.append(Completion(text="", prompt_tokens=len(ids)))
         return out
@@ -537,6 +545,8 @@ class StageWork(BaseModel):
     """Per latent, generated tokens of those answers (in `generated_tokens`, as the run records
     them; no LLM generates them)."""
     pilot_latents: int = 0
+    explanation_prompts: float = 0.0
+    """Per latent, prompts that hold the latent's explanation (each of its tokens is in them)."""
     prompts: list[list[tuple[int, int]]] = []
     """Per pilot latent (all but the first): (prompt tokens, tokens shared with an earlier prompt)
     of each prompt, for the caching rules of API providers."""
@@ -589,6 +599,7 @@ def _stage_work(stage: str, calls: list[Call], keys: list[tuple[str, int]]) -> S
         generated="exact" if all(c.max_tokens == 1 for r in rows for c in r) else "at most",
         once_uncached=max(0.0, first - per_latent) if len(rows) > 1 else 0.0,
         pilot_latents=len(rows),
+        explanation_prompts=mean(lambda c: c.holds_explanation, rows),
         prompts=[[(len(c.ids), c.shared) for c in r if not c.reused] for r in steady],
     )
 
@@ -644,7 +655,7 @@ def _explain(cfg, pilot: Pilot, recorder: Recorder) -> None:
     from autointerp.explain import Explainer
 
     explainer = Explainer(None, cfg.explain, recorder, None, cfg.sample.example_len)
-    recorder.stage = "explain"
+    recorder.stage, recorder.explanation = "explain", None
     for p in pilot.latents:
         recorder.latent = p.key
         run_sync(explainer.explain_examples([p.record.id], [p.explain_input]))
@@ -666,7 +677,7 @@ def _score(name: str, pilot: Pilot, recorder: Recorder, run_sync) -> None:
     built: dict = {}
     recorder.stage = name
     for p in pilot.latents:
-        recorder.latent = p.key
+        recorder.latent, recorder.explanation = p.key, p.explanation.text
         scorer = _scorer(name, p, built)
         i = p.key[1]
         run_sync(score_latents(p.ctx, {name: scorer}, [i], {i: p.record}, {i: p.explanation}))
@@ -685,7 +696,7 @@ def _control(name: str, pilot: Pilot, recorder: Recorder, run_sync) -> None:
             (t for t in texts[j + 1 :] + texts[:j] if t and t != p.explanation.text),
             PLACEHOLDER_EXPLANATIONS[j % len(PLACEHOLDER_EXPLANATIONS)],
         )
-        recorder.latent = p.key
+        recorder.latent, recorder.explanation = p.key, other
         item = p.ctx.item(p.record, p.explanation.model_copy(update={"text": other}))
         run_sync(_scorer(name, p, built).score([item]))
 
@@ -1047,16 +1058,7 @@ def make_plan(
         )
     if not tokens.exact:
         notes.append(f"token counts are {tokens.label}")
-    placeholders = sum(p.explanation.model == "plan" for p in pilot_run.latents)
-    if placeholders and _llm_scorers(cfg):
-        made = (
-            "placeholder sentences of 13-16 words"
-            if texts[0] == PLACEHOLDER_EXPLANATIONS[0]
-            else f"explanations of {rec_dir}"
-        )
-        notes.append(
-            f"{placeholders} of {len(pilot_run.latents)} pilot latents have no explanation yet: the scorers' prompts hold {made}"
-        )
+    notes += _explanation_notes(stages, pilot_run, tokens, texts, rec_dir)
     return Plan(
         latents=per_coder,
         coders=coders,
@@ -1072,12 +1074,46 @@ def make_plan(
         stages=stages,
         gpu=gpu_costs(table, stages, model_size, gpu),
         api=[api_cost(name, rule, stages) for name, rule in table.apis.items()],
-        prices=str(prices) if prices else "autointerp/data/prices.yaml (built in)",
+        prices=str(prices) if prices else "autointerp/data/prices.yaml",
         prices_date=table.date.isoformat(),
         throughput_source=table.throughput_source,
         notes=notes,
         config_hash=config_hash(cfg),
     )
+
+
+def _explanation_notes(
+    stages: list[StageWork],
+    pilot: Pilot,
+    tokens: ChatTokens,
+    texts: Sequence[str],
+    rec_dir: Path | None,
+) -> list[str]:
+    """Where the scorers' prompts hold stand-in explanations: what they are, and how much longer
+    the prompts get if the real ones fill the explainer's answer budget (an explanation is part of
+    the explainer's answer, so that is an upper bound)."""
+    stand_ins = [p.explanation.text or "" for p in pilot.latents if p.explanation.model == "plan"]
+    scoring = [s for s in stages if s.explanation_prompts > 0]
+    if not stand_ins or not scoring:
+        return []
+    made = "placeholder sentences" if rec_dir is None else f"explanations of {rec_dir}"
+    empty = len(tokens.encode([{"role": "user", "content": ""}]))
+    lengths = [len(tokens.encode([{"role": "user", "content": t}])) - empty for t in stand_ins]
+    size = sum(lengths) / len(lengths)
+    out = [
+        f"{len(stand_ins)} of {len(pilot.latents)} pilot latents have no explanation yet: the "
+        f"scorers' prompts hold {made} of {size:.0f} tokens on average"
+    ]
+    explain = next((s for s in stages if s.stage == "explain"), None)
+    if explain is not None and explain.generated == "at most" and explain.generated_tokens > size:
+        more = explain.generated_tokens - size
+        out += [
+            f"{s.stage}: explanations as long as the explainer's budget ({explain.generated_tokens:.0f} "
+            f"tokens) would add up to {more * s.explanation_prompts:,.0f} prompt tokens per latent "
+            f"(+{more * s.explanation_prompts / s.prompt_tokens:.0%})"
+            for s in scoring
+        ]
+    return out
 
 
 def _measure(cfg, out: Path | None, k: int, texts: Sequence[str], spec: str | None):
@@ -1294,7 +1330,7 @@ def render(plan: Plan) -> str:
     lines += ["", f"API prices ({plan.prices}, checked {plan.prices_date}):"]
     for a in plan.api:
         lines.append(
-            f"  {a.name}: {_usd(a.usd)} (uncached input {_usd(a.input_usd)}, cached input "
+            f"  {a.name}: {_usd(a.usd)} (input {_usd(a.input_usd)}, cached input "
             f"{_usd(a.cached_usd)}, output {_usd(a.output_usd)})"
         )
     if bound:
