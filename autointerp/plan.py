@@ -19,16 +19,22 @@ How it counts:
   cannot be loaded), one firing token per activating window at `context_before`, with the
   configured numbers of train, test and non-activating examples.
 - Explanations (the scorers' prompts hold them): the run folder's, else those of `--from RUN`
-  (cycled), else `PLACEHOLDER_EXPLANATIONS`, sentences of a typical explanation's length.
-- Tokens: the tokenizer and chat template of the configured client's model, rendered as its backend
-  renders them (`transformers`, `vllm`, `openai`: the transformers tokenizer from local files only;
-  `llamacpp`: llama.cpp's tokenizer and the GGUF's template, as `LlamaCppClient` renders), or
-  `--tokenizer SPEC`; where none loads, 4 characters per token, and the plan says so.
+  (cycled), else `PLACEHOLDER_EXPLANATIONS`, sentences of a typical explanation's length. With
+  such stand-ins the plan notes how much longer each scorer's prompts get if the real explanations
+  fill the explainer's answer budget (an explanation is part of that answer: an upper bound).
+- Tokens: the explainer's prompts with the explainer's tokenizer and chat template, the judge's
+  with the judge's, rendered as their backends render them (`transformers`, `vllm`, `openai`: the
+  transformers tokenizer from local files only; `llamacpp`: llama.cpp's tokenizer and the GGUF's
+  template, as `LlamaCppClient` renders), or `--tokenizer SPEC`; where none loads, 4 characters
+  per token, and the plan says so. Each recorder's `inner` is a bare instance of its backend's
+  client class, so that the stages choose prefills and examples per prompt as they will.
 - Uncached prompt tokens: a token trie over the pilot's prompts in a run's order (explain, then
   each scorer, then the judge check): the tokens of a prompt after the longest prefix it shares
   with an earlier one, what a server with automatic prefix caching (vLLM) computes. The first pilot
   latent also pays for what every later latent shares (the instructions): that excess is counted
   once per run (`once_uncached`); per latent counts are the mean over the other pilot latents.
+  A chat identical to an earlier one (with the client's response cache on) is answered from that
+  cache: the run records its prompt and generated tokens, but it is no call and costs nothing.
 - Generated tokens: 1 per call whose answer is read from the logprobs of one token; otherwise the
   call's `max_tokens`, an upper bound (shown as "<="), unless `--from RUN` gives the mean a
   finished run recorded.
@@ -39,8 +45,9 @@ How it counts:
   and checked scorer (none under 4 latents: such a check makes no call).
 - Costs: GPU-hours = (uncached prompt / prefill + generated / decode) / 3600 at the table's vLLM
   throughput for a model size and GPU (assumptions: see autointerp/data/prices.yaml); API dollars:
-  uncached prompt tokens at the input price, those the provider's cache serves (its caching rule:
-  minimum prompt length, block size) at the cached-input price, generated at the output price.
+  the prompt tokens sent at the input price, but those the provider's cache serves (its caching
+  rule: minimum prompt length, block size) at the cached-input price; generated at the output
+  price.
 """
 
 from __future__ import annotations
@@ -254,6 +261,8 @@ class Call:
     params: str
     holds_explanation: bool = False
     """The chat holds the latent's explanation (a scorer's, or the judge check's control)."""
+    client: str = ""
+    """The client it goes to (`backend:model`): prefixes are shared within one model's server."""
     shared: int = 0
     reused: bool = False
 
@@ -276,12 +285,15 @@ class Recorder:
     """An LLM client that records each chat instead of sending it and answers with an empty text
     (which every stage records as a failed answer: nothing downstream needs more)."""
 
-    def __init__(self, client: ClientConfig, tokens: ChatTokens):
+    def __init__(self, client: ClientConfig, tokens: ChatTokens, calls: list[Call]):
+        """`calls`: the list each recorded chat is appended to (shared by the explainer's and
+        the judge's recorders, in the order of the run)."""
         self.model, self.inner, self.tokens = client.model, _backend_stub(client.backend), tokens
+        self.key = _client_label(client)
         self.stage, self.latent = "", ("", -1)
         self.explanation: str | None = None
         """The explanation the current latent is scored with (None: explain)."""
-        self.calls: list[Call] = []
+        self.calls = calls
 
     async def complete(self, chats: Sequence[Chat], params: GenParams) -> list[Completion]:
         out = []
@@ -291,7 +303,13 @@ class Recorder:
             holds = bool(text) and any(text in m["content"] for m in chat)  # type: ignore[operator]
             self.calls.append(
                 Call(
-                    self.stage, self.latent, ids, params.max_tokens, params.model_dump_json(), holds
+                    self.stage,
+                    self.latent,
+                    ids,
+                    params.max_tokens,
+                    params.model_dump_json(),
+                    holds,
+                    self.key,
                 )
             )
             out.append(Completion(text="", prompt_tokens=len(ids)))
@@ -616,35 +634,38 @@ def _checked_scorers(cfg) -> list[str]:
     return [s for s in _llm_scorers(cfg) if s in CHECKED] if cfg.score.judge_check.enabled else []
 
 
-def run_pilot(cfg, pilot: Pilot, recorder: Recorder) -> list[StageWork]:
+def run_pilot(cfg, pilot: Pilot, explainer: Recorder, judge: Recorder) -> list[StageWork]:
     """Every LLM stage of the config on the pilot's latents, one latent at a time (so that each
-    recorded call belongs to one latent), in the order of a run; per-stage work per latent."""
+    recorded call belongs to one latent), in the order of a run, with the explainer's and the
+    judge's recorders (the pilot's contexts hand out `judge`); per-stage work per latent."""
     from autointerp.aio import run_sync
 
     stages: list[str] = []
     if cfg.explain.explainer != "token-stats":
         stages.append("explain")
-        _explain(cfg, pilot, recorder)
+        _explain(cfg, pilot, explainer)
     scorers = _llm_scorers(cfg)
     stages += scorers
     for name in scorers:
-        _score(name, pilot, recorder, run_sync)
+        _score(name, pilot, judge, run_sync)
     for name in _checked_scorers(cfg):
         stages.append(f"{JUDGE}: {name}")
-        _control(name, pilot, recorder, run_sync)
-    _share(recorder.calls, cfg)
+        _control(name, pilot, judge, run_sync)
+    _share(judge.calls, cfg)
     keys = [p.key for p in pilot.latents]
-    return [_stage_work(s, [c for c in recorder.calls if c.stage == s], keys) for s in stages]
+    return [_stage_work(s, [c for c in judge.calls if c.stage == s], keys) for s in stages]
 
 
 def _share(calls: list[Call], cfg) -> None:
-    """Each call's tokens shared with an earlier prompt (a token trie over the prompts in order),
-    and whether the response cache of its client (when on) holds an identical earlier chat."""
-    trie, seen = PrefixTrie(), set()
+    """Each call's tokens shared with an earlier prompt to the same model (a token trie per model
+    over the prompts in order), and whether the response cache of its client (when on) holds an
+    identical earlier chat."""
+    tries: dict[str, PrefixTrie] = {}
+    seen: set = set()
     judge = (cfg.score_client or cfg.client).response_cache
     for c in calls:
-        c.shared = trie.insert(c.ids)
-        key = (c.stage == "explain", tuple(c.ids), c.params)
+        c.shared = tries.setdefault(c.client, PrefixTrie()).insert(c.ids)
+        key = (c.stage == "explain", c.client, tuple(c.ids), c.params)
         on = cfg.client.response_cache if c.stage == "explain" else judge
         c.reused = on and key in seen
         seen.add(key)
@@ -1033,18 +1054,11 @@ def make_plan(
     from autointerp.api import run_config
 
     cfg = run_config(config)
-    if pilot < 2:
-        raise ConfigError(
-            f"--pilot must be at least 2 (one latent cannot tell per-latent from per-run work), not {pilot}"
-        )
     table = load_prices(prices)
-    throughput_rows(table, model_size, gpu)  # a size or GPU the table lacks fails before the pilot
     per_coder = latents if latents is not None else _selection(cfg)
-    if per_coder < 1:
-        raise ConfigError(f"--latents must be at least 1, not {per_coder}")
     rec_dir = Path(recorded) if recorded is not None else None
-    if rec_dir is not None and not (rec_dir / "explanations").is_dir():
-        raise ConfigError(f"--from {rec_dir}: not a run folder (no explanations/ in it)")
+    _check_options(pilot, per_coder, rec_dir)
+    throughput_rows(table, model_size, gpu)  # a size or GPU the table lacks fails before the pilot
     texts = (_recorded_texts(rec_dir) if rec_dir else []) or list(PLACEHOLDER_EXPLANATIONS)
     stages, pilot_run, tokens = _measure(cfg, Path(out) if out else None, pilot, texts, tokenizer)
     coders = config_coders(cfg)
@@ -1059,12 +1073,11 @@ def make_plan(
     if not tokens.exact:
         notes.append(f"token counts are {tokens.label}")
     notes += _explanation_notes(stages, pilot_run, tokens, texts, rec_dir)
+    explains = cfg.explain.explainer != "token-stats"
     return Plan(
         latents=per_coder,
         coders=coders,
-        explainer=_client_label(cfg.client)
-        if cfg.explain.explainer != "token-stats"
-        else "token-stats (no LLM)",
+        explainer=_client_label(cfg.client) if explains else "token-stats (no LLM)",
         judge=_client_label(cfg.score_client or cfg.client)
         if _llm_scorers(cfg)
         else "none (no LLM scorer)",
@@ -1080,6 +1093,18 @@ def make_plan(
         notes=notes,
         config_hash=config_hash(cfg),
     )
+
+
+def _check_options(pilot: int, latents: int, recorded: Path | None) -> None:
+    if pilot < 2:
+        raise ConfigError(
+            f"--pilot must be at least 2 (one latent cannot tell per-latent from per-run work), "
+            f"not {pilot}"
+        )
+    if latents < 1:
+        raise ConfigError(f"--latents must be at least 1, not {latents}")
+    if recorded is not None and not (recorded / "explanations").is_dir():
+        raise ConfigError(f"--from {recorded}: not a run folder (no explanations/ in it)")
 
 
 def _explanation_notes(
@@ -1117,27 +1142,36 @@ def _explanation_notes(
 
 
 def _measure(cfg, out: Path | None, k: int, texts: Sequence[str], spec: str | None):
-    """The pilot's per-latent work of every LLM stage (none when the config calls no LLM)."""
-    needs = cfg.explain.explainer != "token-stats" or _llm_scorers(cfg)
-    if not needs:
+    """The pilot's per-latent work of every LLM stage (none when the config calls no LLM), and
+    the pilot and tokenizers it was counted with."""
+    explains, judges = cfg.explain.explainer != "token-stats", bool(_llm_scorers(cfg))
+    if not explains and not judges:
         return [], Pilot([], "none: the config calls no LLM"), ApproxTokens("nothing to count")
-    # one tokenizer for both roles when the judge is the explainer's model
-    judge = cfg.score_client or cfg.client
-    if cfg.explain.explainer != "token-stats" and judge != cfg.client and _llm_scorers(cfg):
-        log.warning(
-            "plan: the judge is another model than the explainer; counting with the explainer's tokenizer"
-        )
-    client = cfg.client if cfg.explain.explainer != "token-stats" else judge
-    tokens = chat_tokens(client, spec)
-    recorder = Recorder(client, tokens)
+    judge_cfg = cfg.score_client or cfg.client
+    same = judge_cfg.backend == cfg.client.backend and judge_cfg.model == cfg.client.model
+    first = chat_tokens(cfg.client if explains else judge_cfg, spec)
+    second = first if same or not (explains and judges) else chat_tokens(judge_cfg, spec)
+    calls: list[Call] = []
+    explainer = Recorder(cfg.client, first, calls)
+    judge = Recorder(judge_cfg, second, calls)
     why = _folder_sample_matches(out, cfg) if out is not None else "no run folder given"
     if why is None:
-        pilot = folder_pilot(cfg, out, k, recorder, texts)  # type: ignore[arg-type]
+        pilot = folder_pilot(cfg, out, k, judge, texts)  # type: ignore[arg-type]
     else:
-        pilot = synthetic_pilot(cfg, config_coders(cfg), k, recorder, texts)
+        pilot = synthetic_pilot(cfg, config_coders(cfg), k, judge, texts)
         if out is not None:
             pilot.notes.append(f"synthetic pilot: {why}")
-    return run_pilot(cfg, pilot, recorder), pilot, tokens
+    return run_pilot(cfg, pilot, explainer, judge), pilot, _both(first, second)
+
+
+def _both(a: ChatTokens, b: ChatTokens) -> ChatTokens:
+    """One description of the explainer's and the judge's tokenizers."""
+    if a is b:
+        return a
+    both = ApproxTokens("")
+    both.label = f"explainer: {a.label}; judge: {b.label}"
+    both.exact = a.exact and b.exact
+    return both
 
 
 # --- run folders -------------------------------------------------------------------------------

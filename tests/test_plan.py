@@ -298,3 +298,32 @@ def test_bad_options_are_refused():
         make_plan(None, latents=0)
     r = _cli("plan", "--latents", "10", "--from", "no/such/run")
     assert r.exit_code == 1 and "not a run folder" in r.output
+
+
+def test_a_judge_on_another_backend_is_planned_as_that_backend_sends():
+    """The judge's prompts follow its own backend (a server: 5 examples per prompt, a generated
+    list), the explainer's its own (the local model: a prefilled one-line answer), each counted
+    with its own tokenizer; synthetic pilot latents of the configured sizes."""
+    config = {
+        "client": {"backend": "transformers", "model": "smollm2"},
+        "score_client": {
+            "backend": "openai",
+            "model": "no-such-org/judge",
+            "base_url": "http://127.0.0.1:9/v1",
+        },
+        "sample": {"n_train": 6, "n_test": 4, "n_random_negatives": 3, "n_similar_negatives": 3},
+        "score": {"scorers": ["detection", "embedding"], "judge_check": {"enabled": False}},
+    }
+    plan = make_plan(config, latents=10, pilot=2)
+    explain, detection = plan.stages
+    assert (explain.stage, detection.stage) == ("explain", "detection")  # no judge check
+    assert explain.calls == 1 and explain.generated_tokens == 64  # prefilled: one line, <= 64
+    assert detection.calls == 2 and detection.generated == "at most"  # 10 examples, 5 a prompt
+    assert detection.generated_tokens == 2 * (3 * 5 + 4)
+    assert (
+        plan.tokenizer.startswith("explainer: smollm2's tokenizer")
+        and "judge: approximate" in plan.tokenizer
+    )
+    assert not plan.exact_tokens and plan.pilot.startswith(
+        "2 synthetic latents (6 train, 4 test, 3 + 3"
+    )
