@@ -464,7 +464,8 @@ def plan_cmd(
     from autointerp.plan import make_plan, render, save_plan
 
     try:
-        p = make_plan(config, latents, out, recorded, pilot, prices, tokenizer, model_size, gpu)
+        cfg = _run_config(config, {})
+        p = make_plan(cfg, latents, out, recorded, pilot, prices, tokenizer, model_size, gpu)
         typer.echo(p.model_dump_json(indent=2) if as_json else render(p))
         if out is not None:
             typer.echo(f"saved {save_plan(p, out)}", err=as_json)

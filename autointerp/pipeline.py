@@ -830,7 +830,7 @@ def _save_plan(out: Path, cfg: RunConfig, ids: Mapping[str, list[int]]) -> None:
     from autointerp.plan import plan_for_run
 
     try:
-        plan_for_run(cfg, out, max((len(v) for v in ids.values()), default=0))
+        plan_for_run(cfg, out, ids)
     except Exception as e:  # noqa: BLE001 - the run goes on without a plan
         log.warning("could not plan this run's LLM work: %s", e)
 

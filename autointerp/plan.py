@@ -59,7 +59,7 @@ import logging
 import math
 import re
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -489,13 +489,20 @@ def _folder_sample_matches(out: Path, cfg) -> str | None:
     return None
 
 
-def folder_pilot(cfg, out: Path, k: int, recorder: Recorder, texts: Sequence[str]) -> Pilot:
-    """The first `k` sampled latents of the run's selection in `out` (coder by coder), rendered as
-    the run renders them, with the folder's explanations where it has them."""
+def folder_pilot(
+    cfg,
+    out: Path,
+    k: int,
+    recorder: Recorder,
+    texts: Sequence[str],
+    selection: Mapping[str, Sequence[int]] | None = None,
+) -> Pilot:
+    """The first `k` sampled latents in `out` (coder by coder; of `selection`, coder -> latents,
+    when given: a run's own), rendered as the run renders them, with the folder's explanations
+    where it has them."""
     from autointerp.cache import ActivationCache
     from autointerp.explain import Explainer
     from autointerp.jsonl import LineIndex, SampleHead, latest
-    from autointerp.pipeline import latent_ids, select_coders
     from autointerp.score.judge_check import load_from
 
     cache = ActivationCache(out / "cache")
@@ -504,10 +511,12 @@ def folder_pilot(cfg, out: Path, k: int, recorder: Recorder, texts: Sequence[str
     load = load_from(out / "sample", out / "explanations")
     chosen: list[PilotLatent] = []
     sampled = kept = 0
-    for coder in select_coders(cache, cfg):
+    coders = list(selection) if selection is not None else config_coders(cfg)
+    for coder in [c for c in coders if c in cache.coders]:
         path = out / "sample" / f"{coder}.jsonl"
         heads = latest(path, SampleHead, _sample_latent, _sample_ok)
-        ids = [i for i in latent_ids(cfg, cache.coders[coder]["n_latents"]) if i in heads]
+        wanted = sorted(heads) if selection is None else selection[coder]
+        ids = [i for i in wanted if i in heads]
         ok = [i for i in ids if heads[i][1]]
         sampled, kept = sampled + len(ids), kept + len(ok)
         take = ok[: k - len(chosen)]
@@ -519,9 +528,9 @@ def folder_pilot(cfg, out: Path, k: int, recorder: Recorder, texts: Sequence[str
             e = explanations.get(i) or _placeholder((coder, i), len(chosen), texts)
             chosen.append(PilotLatent(records[i], e, explainer.examples(records[i]), ctx))
     if not chosen:
-        raise ConfigError(f"{out} holds no sampled latent of the selection to plan from")
+        raise ConfigError(f"{out} holds no sampled latent of the config's coders to plan from")
     source = f"{len(chosen)} sampled latents of {out}"
-    notes = [f"sampling kept {kept} of the {sampled} selected latents sampled in {out}"]
+    notes = [f"sampling kept {kept} of the {sampled} latents sampled in {out}"]
     return Pilot(
         chosen, source, kept / sampled if sampled else 1.0, notes if kept < sampled else []
     )
@@ -1035,7 +1044,7 @@ def _apply_recorded(stages: list[StageWork], recorded: dict[str, dict[str, float
 
 
 def make_plan(
-    config=None,
+    cfg,
     latents: int | None = None,
     out: str | Path | None = None,
     recorded: str | Path | None = None,
@@ -1044,23 +1053,23 @@ def make_plan(
     tokenizer: str | None = None,
     model_size: str | None = None,
     gpu: str | None = None,
+    selection: Mapping[str, Sequence[int]] | None = None,
 ) -> Plan:
-    """The plan of a run of `config` (a YAML path, dict or RunConfig; None: the embedded default)
-    with `latents` latents of each coder (None: the config's selection). `out`: the config's run
-    folder (its sampled latents make the pilot when they can); `recorded`: a finished run folder
+    """The plan of a run of `cfg` (a RunConfig: `autointerp.api.run_config(path or dict)`; the
+    embedded default with None) with `latents` latents of each coder (None: the config's
+    selection). `out`: the config's run folder (its sampled latents, of `selection` when given,
+    make the pilot when they can); `recorded`: a finished run folder
     whose recorded generated tokens per latent replace the max_tokens bounds; `pilot`: latents
     whose prompts are rendered and counted (at least 2); `prices`: the price table; `tokenizer`: a
     transformers tokenizer spec to count with; `model_size`, `gpu`: the throughput rows to cost."""
-    from autointerp.api import run_config
-
-    cfg = run_config(config)
     table = load_prices(prices)
     per_coder = latents if latents is not None else _selection(cfg)
     rec_dir = Path(recorded) if recorded is not None else None
     _check_options(pilot, per_coder, rec_dir)
     throughput_rows(table, model_size, gpu)  # a size or GPU the table lacks fails before the pilot
     texts = (_recorded_texts(rec_dir) if rec_dir else []) or list(PLACEHOLDER_EXPLANATIONS)
-    stages, pilot_run, tokens = _measure(cfg, Path(out) if out else None, pilot, texts, tokenizer)
+    folder = Path(out) if out else None
+    stages, pilot_run, tokens = _measure(cfg, folder, pilot, texts, tokenizer, selection)
     coders = config_coders(cfg)
     explained = (_explained_share(rec_dir) if rec_dir else None) or 1.0
     _scale(cfg, stages, per_coder, len(coders), pilot_run.sampled_share, explained)
@@ -1141,7 +1150,7 @@ def _explanation_notes(
     return out
 
 
-def _measure(cfg, out: Path | None, k: int, texts: Sequence[str], spec: str | None):
+def _measure(cfg, out: Path | None, k: int, texts: Sequence[str], spec: str | None, selection):
     """The pilot's per-latent work of every LLM stage (none when the config calls no LLM), and
     the pilot and tokenizers it was counted with."""
     explains, judges = cfg.explain.explainer != "token-stats", bool(_llm_scorers(cfg))
@@ -1156,7 +1165,7 @@ def _measure(cfg, out: Path | None, k: int, texts: Sequence[str], spec: str | No
     judge = Recorder(judge_cfg, second, calls)
     why = _folder_sample_matches(out, cfg) if out is not None else "no run folder given"
     if why is None:
-        pilot = folder_pilot(cfg, out, k, judge, texts)  # type: ignore[arg-type]
+        pilot = folder_pilot(cfg, out, k, judge, texts, selection)  # type: ignore[arg-type]
     else:
         pilot = synthetic_pilot(cfg, config_coders(cfg), k, judge, texts)
         if out is not None:
@@ -1197,15 +1206,17 @@ def read_plan(out: Path) -> Plan | None:
         return None
 
 
-def plan_for_run(cfg, out: Path, latents_per_coder: int) -> Plan | None:
-    """RUN/plan.json before a run's first LLM call, from its own sample (no LLM is called); kept
-    when one made with the same LLM options is there. None when the config calls no LLM."""
+def plan_for_run(cfg, out: Path, selection: Mapping[str, Sequence[int]]) -> Plan | None:
+    """RUN/plan.json before a run's first LLM call, from its own sample of its `selection` (coder
+    -> latents; no LLM is called); kept when one made with the same LLM options is there. None
+    when the config calls no LLM."""
     if cfg.explain.explainer == "token-stats" and not _llm_scorers(cfg):
         return None
     old = read_plan(out)
     if old is not None and old.config_hash == config_hash(cfg):
         return old
-    plan = make_plan(cfg, max(1, latents_per_coder), out=out)
+    per_coder = max((len(v) for v in selection.values()), default=1)
+    plan = make_plan(cfg, max(1, per_coder), out=out, selection=selection)
     save_plan(plan, out)
     return plan
 

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from autointerp.api import run_config
 from autointerp.cli import app
 from autointerp.config import ClientConfig
 from autointerp.errors import ConfigError
@@ -77,7 +78,7 @@ def test_pilot_counts_equal_the_prompts_a_real_run_sent(llm_run):
     answer is one logprob token and bound the recorded ones elsewhere. Drift in prompt building,
     rendering or tokenization fails here."""
     cfg, out = llm_run
-    plan = make_plan(cfg, out=out, pilot=4)
+    plan = make_plan(run_config(cfg), out=out, pilot=4)
     actual = recorded_usage(out)
     stages = {s.stage: s for s in plan.stages}
     assert plan.exact_tokens and "smollm2" in plan.tokenizer
@@ -129,7 +130,7 @@ def test_the_run_saves_its_plan_and_compares_it_with_what_it_recorded(llm_run):
 @pytest.mark.slow
 def test_totals_scale_linearly_with_latents(llm_run):
     cfg, out = llm_run
-    plans = {n: make_plan(cfg, latents=n, out=out) for n in (1000, 2000, 3000)}
+    plans = {n: make_plan(run_config(cfg), latents=n, out=out) for n in (1000, 2000, 3000)}
     for key in ("prompt_tokens", "generated_tokens"):
         for s in plans[1000].stages:
             if s.stage.startswith("judge check"):
@@ -293,9 +294,9 @@ def test_llamacpp_counts_equal_the_llamacpp_clients():
 
 def test_bad_options_are_refused():
     with pytest.raises(ConfigError, match="--pilot must be at least 2"):
-        make_plan(None, latents=10, pilot=1)
+        make_plan(run_config(), latents=10, pilot=1)
     with pytest.raises(ConfigError, match="--latents must be at least 1"):
-        make_plan(None, latents=0)
+        make_plan(run_config(), latents=0)
     r = _cli("plan", "--latents", "10", "--from", "no/such/run")
     assert r.exit_code == 1 and "not a run folder" in r.output
 
@@ -314,7 +315,7 @@ def test_a_judge_on_another_backend_is_planned_as_that_backend_sends():
         "sample": {"n_train": 6, "n_test": 4, "n_random_negatives": 3, "n_similar_negatives": 3},
         "score": {"scorers": ["detection", "embedding"], "judge_check": {"enabled": False}},
     }
-    plan = make_plan(config, latents=10, pilot=2)
+    plan = make_plan(run_config(config), latents=10, pilot=2)
     explain, detection = plan.stages
     assert (explain.stage, detection.stage) == ("explain", "detection")  # no judge check
     assert explain.calls == 1 and explain.generated_tokens == 64  # prefilled: one line, <= 64
