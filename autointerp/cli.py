@@ -421,6 +421,59 @@ def run(
         _fail(e)
 
 
+@app.command("plan")
+def plan_cmd(
+    config: ConfigArg = None,
+    latents: Annotated[
+        int | None,
+        typer.Option(help="Latents of each coder to plan for (default: the config's selection)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="The config's run folder: its sampled latents (and explanations) make the pilot, "
+            "and the plan is saved there as plan.json."
+        ),
+    ] = None,
+    recorded: Annotated[
+        Path | None,
+        typer.Option(
+            "--from",
+            help="A finished run folder: its recorded generated tokens per latent replace the "
+            "max_tokens bounds (and its explanations the placeholders).",
+        ),
+    ] = None,
+    pilot: Annotated[int, typer.Option(help="Latents whose prompts are rendered and counted.")] = 4,
+    prices: Annotated[
+        Path | None,
+        typer.Option(help="Price and throughput table (default: autointerp/data/prices.yaml)."),
+    ] = None,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(help="Count with this transformers tokenizer (a folder, GGUF file, hub id)."),
+    ] = None,
+    model_size: Annotated[
+        str | None, typer.Option(help="Only this model size of the throughput table, e.g. 8B.")
+    ] = None,
+    gpu: Annotated[
+        str | None, typer.Option(help="Only this GPU of the throughput table, e.g. H100.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+) -> None:
+    """Predict a run's LLM work and cost before it runs: prompt, uncached and generated tokens per
+    latent and in total for each LLM stage, GPU-hours on vLLM and dollars at a price table."""
+    from autointerp.plan import make_plan, render, save_plan
+
+    try:
+        cfg = _run_config(config, {})
+        p = make_plan(cfg, latents, out, recorded, pilot, prices, tokenizer, model_size, gpu)
+        typer.echo(p.model_dump_json(indent=2) if as_json else render(p))
+        if out is not None:
+            typer.echo(f"saved {save_plan(p, out)}", err=as_json)
+    except AutointerpError as e:
+        _fail(e)
+
+
 def _print_skipped(reasons: dict[str, int]) -> None:
     for reason, n in sorted(reasons.items(), key=lambda x: -x[1]):
         typer.echo(f"  skipped {n}: {reason}")

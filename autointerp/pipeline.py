@@ -676,6 +676,7 @@ def _run_job(cfg, out, force, ray, workers, progress, gpus_per_worker, retry_fai
     coders = select_coders(cache, cfg)
     ids = {name: latent_ids(cfg, cache.coders[name]["n_latents"]) for name in coders}
     sample_stage(cache, cfg.sample, out / "sample", ids, ray, workers, progress)
+    _save_plan(out, cfg, ids)
     chunks = plan(out, cfg, coders, cache, retry_failed)
     bar = Progress(total=sum(len(c.latents) for c in chunks))
     workers_here: list[Worker] = []
@@ -709,6 +710,7 @@ def _run_job(cfg, out, force, ray, workers, progress, gpus_per_worker, retry_fai
         judge_check_llm=checked,
         chunks_by_worker=bar.by_worker,
     )
+    summary["plan"] = _compare_plan(out)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -840,3 +842,32 @@ def _coder_summary(out, cfg, coder, cache, values) -> dict:
         n_scored=len(scored),
         n_failed=len(failed),
     )
+
+
+# --- the cost planner's prediction against the run (autointerp.plan) ---------------------------
+
+
+def _save_plan(out: Path, cfg: RunConfig, ids: Mapping[str, list[int]]) -> None:
+    """RUN/plan.json: the planner's prediction of this run's LLM work, from its own sample, before
+    the first LLM call (making it calls no LLM). Advisory: a failure is a warning, never the run's."""
+    from autointerp.plan import plan_for_run
+
+    try:
+        plan_for_run(cfg, out, ids)
+    except Exception as e:  # noqa: BLE001 - the run goes on without a plan
+        log.warning("could not plan this run's LLM work: %s", e)
+
+
+def _compare_plan(out: Path) -> dict | None:
+    """RUN/plan.json against the tokens the run recorded, logged a line per stage (summary's
+    `plan`; None without a plan)."""
+    from autointerp.plan import compare_with_run, describe_comparison
+
+    try:
+        found = compare_with_run(out)
+    except Exception as e:  # noqa: BLE001 - the summary goes on without the comparison
+        log.warning("could not compare the plan with this run: %s", e)
+        return None
+    for line in describe_comparison(found) if found else []:
+        log.info(line)
+    return found

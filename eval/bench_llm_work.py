@@ -89,6 +89,7 @@ from autointerp.clients.local import TransformersClient
 from autointerp.config import SubjectConfig
 from autointerp.errors import CacheError
 from autointerp.explain import ExplainConfig, Explainer, explain_coder, read_explanations
+from autointerp.plan import PrefixTrie
 from autointerp.sample import (
     SampleConfig,
     TokenDecoder,
@@ -126,24 +127,6 @@ TARGETS = {  # metric, comparison, goal
 
 
 # --- counting -------------------------------------------------------------------------------------
-class PrefixTrie:
-    """Every token sequence seen so far; `insert` returns how many leading tokens of a new sequence
-    some earlier sequence shares (what an automatic prefix cache would not recompute)."""
-
-    def __init__(self) -> None:
-        self.root: dict[int, dict] = {}
-
-    def insert(self, ids: Sequence[int]) -> int:
-        node, i = self.root, 0
-        while i < len(ids) and ids[i] in node:
-            node = node[ids[i]]
-            i += 1
-        shared = i
-        for t in ids[i:]:
-            node[t] = node = {}
-        return shared
-
-
 @dataclass
 class Tally:
     calls: int = 0
