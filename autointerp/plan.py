@@ -69,7 +69,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from autointerp.clients.base import Chat, Completion, GenParams
 from autointerp.config import ClientConfig, load_yaml
-from autointerp.errors import AutointerpError, ConfigError
+from autointerp.errors import ConfigError
 from autointerp.score.base import LatentItem
 from autointerp.score.stage import ScoreContext
 from autointerp.types import Example, ExampleRef, Explanation, LatentId, SampledLatent
@@ -197,28 +197,12 @@ def _hf_tokenizer(spec: str):
     return AutoTokenizer.from_pretrained(spec, local_files_only=True)
 
 
-def _gguf_file(model: str) -> Path:
-    """The GGUF file of a `llamacpp` model spec, without assembling a known model's parts."""
-    from autointerp.config import EMBEDDED_MODEL
-
-    if model == EMBEDDED_MODEL:
-        from autointerp.subject import embedded_gguf
-
-        return embedded_gguf()
-    path = Path(model).expanduser()
-    if path.suffix == ".gguf":
-        if not path.is_file():
-            raise AutointerpError(f"model file not found: {path}")
-        return path
-    from autointerp.models import model_path
-
-    return model_path(model)
-
-
 def _llamacpp_tokens(model: str) -> ChatTokens:
     import importlib.util
 
-    path = _gguf_file(model)
+    from autointerp.clients.llamacpp import gguf_path
+
+    path = gguf_path(model, assemble=False)
     if importlib.util.find_spec("llama_cpp") is not None:
         return LlamaCppTokens(path)
     from transformers import AutoTokenizer

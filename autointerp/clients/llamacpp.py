@@ -41,8 +41,9 @@ class LlamaCppError(AutointerpError):
     pass
 
 
-def gguf_path(model: str) -> Path:
-    """The GGUF file of a model spec: a path, `smollm2` (embedded), or a known model's name."""
+def gguf_path(model: str, assemble: bool = True) -> Path:
+    """The GGUF file of a model spec: a path, `smollm2` (embedded), or a known model's name
+    (`assemble`: from its installed parts when it is not assembled yet; else it must be)."""
     from autointerp.config import EMBEDDED_MODEL
 
     if model == EMBEDDED_MODEL:
@@ -54,6 +55,10 @@ def gguf_path(model: str) -> Path:
         if not p.is_file():
             raise LlamaCppError(f"model file not found: {p}")
         return p
+    if not assemble:
+        from autointerp.models import model_path
+
+        return model_path(model)
     try:
         from autointerp.models import resolve_gguf
     except ImportError:  # pragma: no cover - the models table ships with the package
