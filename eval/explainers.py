@@ -336,9 +336,7 @@ def render_markdown(res: dict) -> str:
         "",
         f"{res['date']}, {res['machine']['cores']} CPU cores, no GPU. Command: `{res['command']}`. "
         f"Explainer and judge: {res['setup']['judge']} (llama.cpp); intervention scores read by "
-        f"SmolLM2-135M (the subject model). Explaining and scoring took "
-        f"{sum(res['seconds'].values()) / 60:.0f} min (the steps timed: Setup), on a machine "
-        "shared with other jobs (load averages in the JSON).",
+        f"SmolLM2-135M (the subject model). {_timing(res)}",
         "",
         "Rows `A - B` are paired: the mean over latents of A's score minus B's on the latents both "
         "scored, with a 95% bootstrap interval (BCa) of that mean; `wins` is the share of latents "
@@ -363,10 +361,20 @@ def render_markdown(res: dict) -> str:
         f"- Sample: {json.dumps(s['sample'])}.",
         f"- Best-of-{s['k']}: pilot of {s['pilot']} train examples held out from every candidate, "
         "with the latent's explain negatives; candidates differ by example subsets (the default).",
-        f"- Seconds per step: {json.dumps(res['seconds'])}.",
+        f"- Seconds per step: {json.dumps({k: v for k, v in res['seconds'].items() if v})}.",
         f"- Versions: {json.dumps(res['versions'])}.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _timing(res: dict) -> str:
+    spent = sum(res["seconds"].values())
+    if not spent:
+        return "Not timed: the results were summarized from files that earlier invocations wrote."
+    return (
+        f"Explaining and scoring took {spent / 60:.0f} min (per step: Setup), on a machine shared "
+        "with other jobs (load average in the JSON)."
+    )
 
 
 def findings(res: dict) -> list[str]:
