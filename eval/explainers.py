@@ -58,6 +58,8 @@ REAL_CODER = "layers.15"
 OUTPUT_TYPES = ("default", "mixed", "logits", "intervention")
 INTERVENTION_SCORERS = ("intervention", "intervention-kl")
 CLASSIFIERS = ("detection", "fuzzing")
+MIN_LATENTS = 5
+"""Fewer paired latents than this: a comparison's interval is not read as a finding."""
 
 
 def sample_cfg(args, similar_by: str) -> SampleConfig:
@@ -383,6 +385,13 @@ def findings(res: dict) -> list[str]:
         if "compared_with" not in r or r["mean"] is None:
             continue
         lo, hi = r["ci_low"], r["ci_high"]
+        if r["n_latents"] < MIN_LATENTS:
+            out.append(
+                f"- {r['set']}, {r['scorer']}: {r['explainer']} = {_f(r['mean'])} over "
+                f"{r['n_latents']} latents: too few latents for the interval to mean anything "
+                f"(fewer than {MIN_LATENTS}); no conclusion."
+            )
+            continue
         verdict = (
             "better"
             if lo is not None and lo > 0
