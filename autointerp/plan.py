@@ -1027,6 +1027,23 @@ def _apply_recorded(stages: list[StageWork], recorded: dict[str, dict[str, float
     return notes
 
 
+def _check_explainer(explain) -> None:
+    """The planner renders the default, contrastive and token-stats explainers' prompts; it does
+    not yet model best-of-k (k candidates and their pilot) or the output-side explainers (whose
+    prompts need the subject model's effects): refused by name rather than predicted wrong."""
+    if explain.best_of > 1:
+        raise ConfigError(
+            f"autointerp plan does not yet predict best-of-k (explain.best_of = {explain.best_of}):"
+            " plan with best_of: 1 and multiply the explain stage's tokens by about 10 for"
+            " best_of: 4 (results/explainers.md measured ~9,900 tokens per latent against ~1,030)"
+        )
+    if explain.explainer in ("logits", "mixed", "intervention"):
+        raise ConfigError(
+            f"autointerp plan does not yet predict the {explain.explainer!r} explainer's prompts"
+            " (they need the subject model's effects); plan with the default explainer"
+        )
+
+
 def make_plan(
     cfg,
     latents: int | None = None,
@@ -1046,6 +1063,7 @@ def make_plan(
     whose recorded generated tokens per latent replace the max_tokens bounds; `pilot`: latents
     whose prompts are rendered and counted (at least 2); `prices`: the price table; `tokenizer`: a
     transformers tokenizer spec to count with; `model_size`, `gpu`: the throughput rows to cost."""
+    _check_explainer(cfg.explain)
     table = load_prices(prices)
     per_coder = latents if latents is not None else _selection(cfg)
     rec_dir = Path(recorded) if recorded is not None else None

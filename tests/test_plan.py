@@ -328,3 +328,16 @@ def test_a_judge_on_another_backend_is_planned_as_that_backend_sends():
     assert not plan.exact_tokens and plan.pilot.startswith(
         "2 synthetic latents (6 train, 4 test, 3 + 3"
     )
+
+
+@pytest.mark.parametrize(
+    "explain", [{"best_of": 4}, {"explainer": "mixed"}, {"explainer": "intervention"}]
+)
+def test_explainers_the_planner_does_not_model_are_refused_by_name(explain):
+    from autointerp.errors import ConfigError
+    from autointerp.pipeline import RunConfig
+    from autointerp.plan import make_plan
+
+    cfg = RunConfig.model_validate({"explain": explain})
+    with pytest.raises(ConfigError, match="does not yet predict"):
+        make_plan(cfg, latents=10)
