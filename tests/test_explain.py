@@ -185,6 +185,17 @@ def test_token_stats_count_split_characters_whole():
     assert text == 'the tokens "東京" (50%), "北京" (50%), often after "is", "in"'
 
 
+class Recording:
+    """A real client that also keeps every chat it was sent (in `seen`)."""
+
+    def __init__(self, inner, seen: list):
+        self.inner, self.model, self.seen = inner, inner.model, seen
+
+    async def complete(self, chats, params):
+        self.seen.extend(chats)
+        return await self.inner.complete(chats, params)
+
+
 class Scripted:
     """A fake client for unit tests of parsing: answers from a list, one may fail."""
 
@@ -384,16 +395,8 @@ def test_real_logits_explainer_through_the_explain_stage(run, tmp_path):
     write_config(root / "sample", SampleConfig())  # as `autointerp sample` leaves the folder
     seen = []
 
-    class Recording:
-        def __init__(self, inner):
-            self.inner, self.model = inner, inner.model
-
-        async def complete(self, chats, params):
-            seen.extend(chats)
-            return await self.inner.complete(chats, params)
-
     cfg = ExplainStageConfig.model_validate({"explain": {"explainer": "logits", "max_tokens": 24}})
-    client = Recording(make_client(ClientConfig(), tmp_path / "llm_cache.sqlite"))
+    client = Recording(make_client(ClientConfig(), tmp_path / "llm_cache.sqlite"), seen)
     done = stages.explain(
         root / "cache",
         root / "sample",
@@ -437,15 +440,7 @@ def test_real_intervention_explainer_holds_out_the_scorers_prompts(run, tmp_path
     effects = effects_for(cfg, ctx, steer)
     seen = []
 
-    class Recording:
-        def __init__(self, inner):
-            self.inner, self.model = inner, inner.model
-
-        async def complete(self, chats, params):
-            seen.extend(chats)
-            return await self.inner.complete(chats, params)
-
-    client = Recording(make_client(ClientConfig(), tmp_path / "llm_cache.sqlite"))
+    client = Recording(make_client(ClientConfig(), tmp_path / "llm_cache.sqlite"), seen)
     ex = Explainer(cache, cfg, client, ctx.decode, 32, effects)
     got = read_explanations(explain_coder(ex, sample, tmp_path, latents={1}, progress=False))
     assert got[1].prompt.startswith("intervention@") and len(seen) == 1
