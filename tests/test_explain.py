@@ -459,3 +459,14 @@ def test_real_intervention_explainer_holds_out_the_scorers_prompts(run, tmp_path
     # a different steering gives a different prompt id (and so never reuses the other's answers)
     other = Explainer(cache, cfg, client, None, 32, effects_for(cfg, ctx, InterventionConfig()))
     assert other.prompt != ex.prompt
+
+
+def test_promoted_tokens_leave_out_halves_of_split_characters(tokenizer):
+    """A token that is part of a character split across tokens decodes to U+FFFD alone: the logits
+    explainer's token lists leave it out instead of showing a replacement character."""
+    from autointerp.effects import _shown
+
+    half = tokenizer.encode("東京")[:1]  # the first byte-level piece of a multi-byte character
+    assert "\ufffd" in tokenizer.decode(half)
+    whole = tokenizer.encode(" cat")
+    assert _shown(tokenizer, half + whole) == ['" cat"']
