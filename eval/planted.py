@@ -87,6 +87,9 @@ ALL_SCORERS = (
 )
 CALIBRATED = ("detection+cal", "fuzzing+cal")
 """Detection and fuzzing with the calibrated judge (`calibrate: true`)."""
+SHARED = ("detection+shared", "fuzzing+shared")
+"""Detection and fuzzing in the shared-prefix layout (`layout: shared`), scored together (one
+`score_coder` call, so their prompts reach the judge side by side) when both are asked for."""
 LOCAL = "transformers:smollm2"
 FREE = "free"
 """The explanation-free scorers' one scoring of all 2n latents (planted and their controls)."""
@@ -332,6 +335,8 @@ def _base(key: str) -> str:
 
 def score_config(args, client: ClientConfig, key: str) -> ScoreStageConfig:
     cal = {"calibrate": True} if key.endswith("+cal") else {}
+    if key.endswith("+shared"):
+        cal = {"layout": "shared"}
     return ScoreStageConfig(
         score=ScoreConfig(
             scorers=[_base(key)],
@@ -374,6 +379,8 @@ def _variants(args, label: str, key: str) -> tuple[str, ...]:
 def _out(work: Path, label: str, key: str, variant: str) -> Path:
     """The folder `score_coder` writes `<scorer>/planted.jsonl` into."""
     base = work / "scores" / _slug(label) / variant
+    if key.endswith("+shared"):
+        return base / "shared"
     return base / "cal" if key.endswith("+cal") else base
 
 
@@ -394,20 +401,24 @@ def run_scoring(args, cache: ActivationCache, sample_path: Path, expl, work: Pat
                 inner["client"] = BACKENDS[c.backend](c)
             return make_client(c, f, inner["client"])
 
-        for key in _scorers_for(args, label):
+        keys = _scorers_for(args, label)
+        together = [k for k in SHARED if k in keys] if all(k in keys for k in SHARED) else []
+        for key in [k for k in keys if k not in together[1:]]:
             cfg = score_config(args, ccfg, key)
+            names = [_base(k) for k in together] if key in together else [_base(key)]
             ctx = ScoreContext(cache, cfg, args.example_len, factory)
             for variant in _variants(args, label, key):
                 out = _out(work, label, key, variant)
                 want = 2 * len(PLANTED) if variant == FREE else len(PLANTED)
-                if len(_scores(out / _base(key) / f"{CODER}.jsonl")) >= want:
+                if all(len(_scores(out / b / f"{CODER}.jsonl")) >= want for b in names):
                     continue
                 t0 = time.perf_counter()
-                score_coder(ctx, [_base(key)], sample_path, expl[variant], out)
+                score_coder(ctx, names, sample_path, expl[variant], out)
                 dt = time.perf_counter() - t0
-                seconds.setdefault(_key(key, label), {})[variant] = round(dt, 1)
+                for k in together if key in together else [key]:  # a joint time, for both
+                    seconds.setdefault(_key(k, label), {})[variant] = round(dt, 1)
                 timing.write_text(json.dumps(seconds, indent=2))
-                log.info("%s %s %s: %.0f s", label, key, variant, dt)
+                log.info("%s %s %s: %.0f s", label, "+".join(names), variant, dt)
     return seconds
 
 
@@ -524,6 +535,113 @@ def summarize_scores(args, work: Path, seconds: dict, n: int) -> dict:
             elif _base(scorer) in LLM_SCORERS:
                 res["judge_check"] = judge_verdict(res, _base(scorer))
             out[key] = res
+    return out
+
+
+def keep_earlier_rows(res: dict, earlier: dict | None) -> list[str]:
+    """Copy into `res` the scorer rows of an earlier results file that this invocation did not
+    produce, when that file was made from the same latents and samples; returns the keys kept."""
+    if not earlier or earlier.get("setup", {}).get("sample") != res["setup"]["sample"]:
+        return []
+    same = ("n_tokens", "definitions", "derangement", "n_wrong")
+    if any(earlier["setup"].get(k) != res["setup"].get(k) for k in same):
+        return []
+    kept = [k for k in earlier.get("scorers", {}) if k not in res["scorers"]]
+    for k in kept:
+        res["scorers"][k] = {**earlier["scorers"][k], "from": earlier.get("date")}
+    return kept
+
+
+def _paired_difference(a: tuple[list, list], b: tuple[list, list], n: int = 2000, seed: int = 0):
+    """AUROC true vs other of `b` minus that of `a` over the latents both scored, with a 95%
+    paired percentile bootstrap interval (latents resampled)."""
+    rows = [
+        (x, y, u, v)
+        for x, y, u, v in zip(a[0], a[1], b[0], b[1], strict=True)
+        if None not in (x, y, u, v)
+    ]
+    if len(rows) < 2:
+        return None
+    arr = np.array(rows, dtype=float)
+
+    def diff(idx) -> float:
+        lab = [True] * len(idx) + [False] * len(idx)
+        old = auroc(lab, [*arr[idx, 0], *arr[idx, 1]])
+        new = auroc(lab, [*arr[idx, 2], *arr[idx, 3]])
+        return float(new - old)  # type: ignore[operator]
+
+    rng = np.random.default_rng(seed)
+    boot = [diff(rng.integers(0, len(rows), len(rows))) for _ in range(n)]
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return {
+        "difference": round(diff(np.arange(len(rows))), 4),
+        "ci95": [round(float(lo), 3), round(float(hi), 3)],
+        "n_latents": len(rows),
+    }
+
+
+def layout_comparison(res: dict) -> list[dict]:
+    """For each judge scored in both layouts: the shared layout's AUROC true vs other against the
+    separate layout's, per classifier, paired over latents."""
+    out = []
+    for key, r in res["scorers"].items():
+        scorer, client = key.split(" | ")
+        if not scorer.endswith("+shared"):
+            continue
+        old = res["scorers"].get(f"{_base(scorer)} | {client}")
+        if old is None:
+            continue
+        a = (old["per_latent"]["true"], old["per_latent"]["other"])
+        b = (r["per_latent"]["true"], r["per_latent"]["other"])
+        out.append(
+            {
+                "scorer": _base(scorer),
+                "judge": client,
+                "separate": old["auroc_true_vs_other"],
+                "separate_ci95": old["auroc_true_vs_other_ci95"],
+                "shared": r["auroc_true_vs_other"],
+                "shared_ci95": r["auroc_true_vs_other_ci95"],
+                "shared_minus_separate": _paired_difference(a, b),
+                "prompt_tokens": {"separate": old["prompt_tokens"], "shared": r["prompt_tokens"]},
+                "seconds": {"separate": old.get("seconds"), "shared": r.get("seconds")},
+            }
+        )
+    return out
+
+
+def layout_section(res: dict) -> list[str]:
+    rows = res.get("layout") or []
+    if not rows:
+        return []
+    out = [
+        "",
+        "## Shared-prefix layout vs separate prompts",
+        "",
+        "Detection and fuzzing in the shared layout (`layout: shared`: one set of instructions, "
+        "plain examples, the question after them, fuzzing's marked tokens listed after the text) "
+        "against each scorer's own prompts, same latents, samples and judge. Difference: shared "
+        "minus separate AUROC true vs other, with a 95% paired bootstrap interval over latents. "
+        "Seconds: the shared layout's detection and fuzzing ran together (one time for both).",
+        "",
+        "| scorer | judge | separate | shared | shared - separate [95%] | prompt tokens "
+        "(true+other) separate / shared | seconds (true+other) separate / shared |",
+        "|---|---|---:|---:|---|---|---|",
+    ]
+    for r in rows:
+        d = r["shared_minus_separate"] or {}
+        tok = {
+            k: sum(v.get(x) or 0 for x in ("true", "other")) for k, v in r["prompt_tokens"].items()
+        }
+        sec = {
+            k: sum((v or {}).get(x) or 0 for x in ("true", "other"))
+            for k, v in r["seconds"].items()
+        }
+        out.append(
+            f"| {r['scorer']} | {r['judge']} | {_f(r['separate'], 3)} {_ci(r['separate_ci95'])} | "
+            f"{_f(r['shared'], 3)} {_ci(r['shared_ci95'])} | "
+            f"{_f(d.get('difference'), 3)} {_ci(d.get('ci95'))} | "
+            f"{tok['separate']:,} / {tok['shared']:,} | {sec['separate']:.0f} / {sec['shared']:.0f} |"
+        )
     return out
 
 
@@ -919,6 +1037,7 @@ def render_markdown(res: dict) -> str:
         scorer_table(res)
         + ["", "## Findings", ""]
         + findings(res)
+        + layout_section(res)
         + ["", "## What the local 135M model can and cannot do as a scorer", ""]
         + capabilities(res)
         + ["", "## Detection and fuzzing: how the classifier answers", ""]
@@ -936,6 +1055,12 @@ def render_markdown(res: dict) -> str:
         + latents
         + ["", "## Notes", ""]
         + notes(res)
+        + [
+            f"- Rows kept from the earlier results file (same latents and samples; their date is "
+            f"in the JSON's `from`): {', '.join(res['kept_from_earlier'])}."
+            for _ in [0]
+            if res.get("kept_from_earlier")
+        ]
     )
     return "\n".join(head + body) + "\n"
 
@@ -1063,8 +1188,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--llamacpp-scorers",
         nargs="+",
         default=["detection", "fuzzing", "intruder"],
-        choices=[*LLM_SCORERS, *CALIBRATED],
-        help="scorers run with each --llamacpp model (+cal: the calibrated judge)",
+        choices=[*LLM_SCORERS, *CALIBRATED, *SHARED],
+        help="scorers run with each --llamacpp model (+cal: the calibrated judge; +shared: the "
+        "shared-prefix layout, detection and fuzzing scored together)",
     )
     p.add_argument(
         "--judge-variants",
@@ -1130,8 +1256,13 @@ def main(argv: list[str] | None = None) -> dict:
         ),
         "machine": {"cores": os.cpu_count()},
     }
+    earlier = args.results / "planted.json"
+    kept = keep_earlier_rows(res, json.loads(earlier.read_text()) if earlier.exists() else None)
+    if kept:
+        res["kept_from_earlier"] = kept
+    res["layout"] = layout_comparison(res)
     write_results(res, args.results)
-    print("\n".join(scorer_table(res)))
+    print("\n".join(scorer_table(res) + layout_section(res)))
     return res
 
 

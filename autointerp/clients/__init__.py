@@ -76,8 +76,11 @@ LOCAL_BACKENDS = {"TransformersClient", "LlamaCppClient"}
 
 
 def is_local(client: object) -> bool:
-    """Whether a client (or the client inside a response cache) is one of the local backends."""
-    return type(getattr(client, "inner", client)).__name__ in LOCAL_BACKENDS
+    """Whether a client (or the client inside its wrappers: a response cache, a coalescing client)
+    is one of the local backends."""
+    while type(client).__name__ not in LOCAL_BACKENDS and hasattr(client, "inner"):
+        client = client.inner
+    return type(client).__name__ in LOCAL_BACKENDS
 
 
 def make_client(

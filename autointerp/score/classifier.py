@@ -12,12 +12,30 @@ explanation, then the examples, so a server with prefix caching computes the ins
 whole run and the explanation once per latent. Every prompt of a batch of latents goes to the client
 in one call (all in flight at once). With logprobs, P(1) at each answer position gives AUROC too.
 
+Layouts (`layout`):
+- `separate`: each scorer has its own instructions; fuzzing shows the marks inside the text
+  (`<<like this>>`).
+- `shared`: both scorers use the same instructions and show the same examples, in the same order and
+  prompts, as plain text; the question comes after the examples, and fuzzing lists each example's
+  marked tokens there (`"Paris"`, or `"the" (occurrence 2 of 3)` when the text holds it more than
+  once). So detection's and fuzzing's prompts of the same examples share everything up to the
+  question, and a prefix-caching server (vLLM, llama.cpp) computes each example's text once for both
+  scorers. Fuzzing's `wrong` examples come last (in their own prompts). The stage sends both
+  scorers' prompts to the client in one call (`CoalescingClient`), so that llama.cpp, which keeps
+  one KV cache and runs a call's prompts in sorted order, sees them side by side.
+
+Adaptive scoring (`AdaptiveConfig`, `score.adaptive`): a latent's examples are judged in rounds, each
+balanced between the activating quantiles (taken in turn) and the kinds of negatives, and a latent
+stops when the 95% interval of its metric is narrower than `width`, or lies wholly above or below
+`threshold`. Its score records the examples it used (`n`) out of those it had (`n_available`).
+
 An answer that cannot be parsed, or has the wrong number of values, fails the examples of that prompt
 (recorded with the raw answer); the latent's metrics use the examples that got an answer.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -29,12 +47,13 @@ from pydantic import Field, model_validator
 from autointerp.clients import is_local
 from autointerp.clients.base import Chat, Completion, GenParams, LLMClient
 from autointerp.config import _Strict
-from autointerp.explain import mark, template, template_id
+from autointerp.explain import mark, shown_tokens, template, template_id
 from autointerp.score.base import (
     LatentItem,
     LatentScore,
     Prediction,
     classifier_score,
+    group,
     new_usage,
     prediction,
     tally,
@@ -45,6 +64,31 @@ _LIST = re.compile(r"\[([^\[\]]*)\]?")
 NO_LOGPROBS = "logprobs were asked for but missing from the answer (the server returned none)"
 _TRUE = {"1", "true", "yes"}
 _FALSE = {"0", "false", "no"}
+
+
+class AdaptiveConfig(_Strict):
+    """Adaptive scoring of detection and fuzzing (`score.adaptive`; `true` turns it on with these
+    defaults)."""
+
+    enabled: bool = False
+    round: int = Field(20, ge=2)
+    """Examples judged per round: activating and non-activating in the proportion the latent has
+    them (half each by default), quantiles and kinds of negatives taken in turn. Fuzzing's wrong
+    examples are spread over the rounds in proportion."""
+    min_examples: int = Field(20, ge=2)
+    """No latent stops before this many examples have been judged."""
+    width: float = Field(0.2, gt=0.0, le=1.0)
+    """Stop when the 95% interval of `metric` is at most this wide."""
+    threshold: float | None = Field(None, ge=0.0, le=1.0)
+    """Stop as well when the interval lies wholly above or wholly below this value (None: off)."""
+    metric: Literal["balanced_accuracy", "auroc"] = "balanced_accuracy"
+    """Whose interval decides: the answers' balanced accuracy (Wilson + MOVER), or the AUROC of
+    P(yes) (DeLong; needs logprobs)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_bool(cls, data):
+        return {"enabled": data} if isinstance(data, bool) else data
 
 
 class ClassifierConfig(_Strict):
@@ -58,6 +102,10 @@ class ClassifierConfig(_Strict):
     prefill: bool | None = None
     """Start the answer with `[` (small models follow the format only then). None: on for the local
     `transformers` backend."""
+    layout: Literal["separate", "shared"] = "separate"
+    """`shared`: detection and fuzzing show the same plain examples and differ only after them
+    (fuzzing lists the marked tokens), so a prefix-caching server reads each example once for both
+    scorers (see the module's docstring). Use it for both scorers."""
     n_wrong: int = Field(10, ge=0)
     """Fuzzing: activating examples shown again with wrong tokens marked, as extra negatives."""
     seed: int = 0
@@ -126,64 +174,182 @@ def _mark_positions(example: Example, positions: Iterable[int]) -> Example:
     return example.model_copy(update={"activations": acts})
 
 
+def marked_spans(example: Example) -> str:
+    """The marked (firing) runs of tokens of an example as a list of quoted texts, each with its
+    occurrence when the example holds that text more than once: `"Paris", "the" (occurrence 2 of
+    3)`; `none` when nothing is marked. Halves of split characters follow `shown_tokens`."""
+    toks = [t for t, _ in shown_tokens(example)]
+    firing = [a > 0 for _, a in shown_tokens(example)]
+    spans, i = [], 0
+    while i < len(toks):
+        if not firing[i]:
+            i += 1
+            continue
+        j = i
+        while j < len(toks) and firing[j]:
+            j += 1
+        spans.append((i, j))
+        i = j
+    out = []
+    for a, b in spans:
+        text = "".join(toks[a:b])
+        key = text.strip() or text
+        starts = [
+            k for k in range(len(toks) - (b - a) + 1) if _span_key(toks[k : k + b - a]) == key
+        ]
+        shown = json.dumps(key, ensure_ascii=False)
+        if len(starts) > 1 and a in starts:
+            shown += f" (occurrence {starts.index(a) + 1} of {len(starts)})"
+        out.append(shown)
+    return ", ".join(out) or "none"
+
+
+def _span_key(toks: Sequence[str]) -> str:
+    text = "".join(toks)
+    return text.strip() or text
+
+
+def _turns(groups: dict[str, list[int]]) -> list[int]:
+    """The indices of each group taken in turn (first of each group, then second of each, ...)."""
+    order = sorted(groups, key=_group_order)
+    out = []
+    for k in range(max((len(g) for g in groups.values()), default=0)):
+        out += [groups[g][k] for g in order if k < len(groups[g])]
+    return out
+
+
+def _group_order(g: str) -> tuple[int, int | str]:
+    return (0, int(g[1:])) if g[:1] == "q" and g[1:].isdigit() else (1, g)
+
+
+def _slices(order: list[int], n_rounds: int) -> list[list[int]]:
+    """`order` cut into n_rounds consecutive parts of near-equal size."""
+    cuts = [round(r * len(order) / n_rounds) for r in range(n_rounds + 1)]
+    return [order[cuts[r] : cuts[r + 1]] for r in range(n_rounds)]
+
+
+Sample = tuple[Example, Prediction]
+
+
 class ClassifierScorer:
     """Detection (`fuzz=False`) or fuzzing (`fuzz=True`) with one client."""
 
     name: str  # as the Scorer protocol declares it (a Literal here would not conform)
 
     def __init__(
-        self, name: Literal["detection", "fuzzing"], client: LLMClient, cfg: ClassifierConfig
+        self,
+        name: Literal["detection", "fuzzing"],
+        client: LLMClient,
+        cfg: ClassifierConfig,
+        adaptive: AdaptiveConfig | None = None,
     ):
         self.name, self.client, self.cfg = name, client, cfg
+        self.adaptive = adaptive if adaptive is not None and adaptive.enabled else None
+        if self.adaptive is not None and self.adaptive.metric == "auroc" and not cfg.logprobs:
+            raise ValueError("adaptive scoring on the AUROC reads P(yes): it needs logprobs: true")
         self.fuzz = name == "fuzzing"
-        self.system = template(f"score/{name}.system.txt").strip()
-        self.user = template(f"score/{name}.user.txt").strip()
+        self.shared = cfg.layout == "shared"
+        if self.shared:
+            files = ["score/shared.system.txt", "score/shared.user.txt", f"score/shared.{name}.txt"]
+            self.question = template(files[2]).strip()
+        else:
+            files = [f"score/{name}.system.txt", f"score/{name}.user.txt"]
+        self.system = template(files[0]).strip()
+        self.user = template(files[1]).strip()
         self.prefill = cfg.prefill if cfg.prefill is not None else is_local(client)
         self.per_prompt = cfg.examples_per_prompt or (1 if is_local(client) else 5)
-        # calibration's options count only when on (ids of uncalibrated scores stay as they were)
-        calibration = {"calibrate", "uninformative"} if not cfg.calibrate else set()
-        options = {**cfg.model_dump(mode="json", exclude=calibration), "prefill": self.prefill}
+        # options count only when not at their old defaults (ids of older scores stay as they were)
+        dropped = {"calibrate", "uninformative"} if not cfg.calibrate else set()
+        if not self.shared:
+            dropped.add("layout")
+        options = {**cfg.model_dump(mode="json", exclude=dropped), "prefill": self.prefill}
         options["examples_per_prompt"] = self.per_prompt
-        self.prompt_id = template_id(
-            f"{name}+cal" if cfg.calibrate else name,
-            [f"score/{name}.system.txt", f"score/{name}.user.txt"],
-            options,
-        )
+        self.prompt_id = template_id(f"{name}+cal" if cfg.calibrate else name, files, options)
 
-    def samples(self, item: LatentItem) -> list[tuple[Example, Prediction]]:
+    def samples(self, item: LatentItem) -> list[Sample]:
         """The examples to judge, shown as the scorer sees them, with their (empty) predictions,
-        shuffled with a seed of the latent."""
+        shuffled with a seed of the latent. In the shared layout, detection and fuzzing put the
+        same examples in the same order, fuzzing's wrong examples last."""
+        if self.shared:
+            base_rng = np.random.default_rng([self.cfg.seed, item.record.id.latent])
+            mark_rng = np.random.default_rng([self.cfg.seed, item.record.id.latent, 1])
+            base = self._labelled(item, mark_rng)
+            wrong = self._wrong(item, mark_rng) if self.fuzz else []
+            return [base[i] for i in base_rng.permutation(len(base))] + wrong
         rng = np.random.default_rng([self.cfg.seed, item.record.id.latent, self.fuzz])
-        out = []
-        if not self.fuzz:
-            out = [(e, prediction(e, label)) for e, label in item.labelled()]
-        else:
-            firing = [sum(a > 0 for a in e.activations) for e in item.test]
-            n_mark = max(1, math.ceil(float(np.mean(firing)))) if firing else 1
-            out += [(e, prediction(e, True)) for e in item.test]
-            for e in item.negatives:
-                pos = rng.choice(len(e.tokens), size=min(n_mark, len(e.tokens)), replace=False)
-                out.append((_mark_positions(e, pos), prediction(e, False)))
-            wrong_src = item.test[:: max(1, len(item.test) // max(self.cfg.n_wrong, 1))]
-            for e in wrong_src[: self.cfg.n_wrong]:
-                quiet = [i for i, a in enumerate(e.activations) if a <= 0]
-                k = min(sum(a > 0 for a in e.activations), len(quiet))
-                if k == 0:
-                    continue
-                pos = rng.choice(quiet, size=k, replace=False)
-                out.append((_mark_positions(e, pos), prediction(e, False, kind="wrong")))
+        out = self._labelled(item, rng) + (self._wrong(item, rng) if self.fuzz else [])
         order = rng.permutation(len(out))
         return [out[i] for i in order]
 
+    def _labelled(self, item: LatentItem, rng: np.random.Generator) -> list[Sample]:
+        """Test examples (positives) and negatives; fuzzing marks the firing tokens of the first,
+        and as many random tokens of the second as an activating example fires on, on average."""
+        if not self.fuzz:
+            return [(e, prediction(e, label)) for e, label in item.labelled()]
+        firing = [sum(a > 0 for a in e.activations) for e in item.test]
+        n_mark = max(1, math.ceil(float(np.mean(firing)))) if firing else 1
+        out = [(e, prediction(e, True)) for e in item.test]
+        for e in item.negatives:
+            pos = rng.choice(len(e.tokens), size=min(n_mark, len(e.tokens)), replace=False)
+            out.append((_mark_positions(e, pos), prediction(e, False)))
+        return out
+
+    def _wrong(self, item: LatentItem, rng: np.random.Generator) -> list[Sample]:
+        """Fuzzing: `n_wrong` activating examples with as many non-firing tokens marked."""
+        out = []
+        wrong_src = item.test[:: max(1, len(item.test) // max(self.cfg.n_wrong, 1))]
+        for e in wrong_src[: self.cfg.n_wrong]:
+            quiet = [i for i, a in enumerate(e.activations) if a <= 0]
+            k = min(sum(a > 0 for a in e.activations), len(quiet))
+            if k == 0:
+                continue
+            pos = rng.choice(quiet, size=k, replace=False)
+            out.append((_mark_positions(e, pos), prediction(e, False, kind="wrong")))
+        return out
+
+    def rounds(self, item: LatentItem) -> list[list[Sample]]:
+        """`samples` in rounds of the adaptive round size (one round when not adaptive): each
+        round takes activating examples (quantiles in turn) and negatives (kinds in turn) in the
+        latent's proportion, and its share of fuzzing's wrong examples, in the order of `samples`
+        (shared layout: wrong examples last)."""
+        ordered = self.samples(item)
+        pos: dict[str, list[int]] = {}
+        neg: dict[str, list[int]] = {}
+        wrong = []
+        for k, (_, p) in enumerate(ordered):
+            if p.kind == "wrong":
+                wrong.append(k)
+            else:
+                (pos if p.label else neg).setdefault(group(p), []).append(k)
+        n_base = len(ordered) - len(wrong)
+        size = self.adaptive.round if self.adaptive is not None else max(n_base, 1)
+        n = max(1, math.ceil(n_base / size))
+        out = []
+        for a, b, w in zip(
+            _slices(_turns(pos), n), _slices(_turns(neg), n), _slices(wrong, n), strict=True
+        ):
+            picked = sorted(a + b) + w if self.shared else sorted(a + b + w)
+            out.append([ordered[k] for k in picked])
+        return out
+
     def _show(self, e: Example) -> str:
-        return mark(e).replace("\n", "\\n") if self.fuzz else "".join(e.tokens).replace("\n", "\\n")
+        if self.fuzz and not self.shared:
+            return mark(e).replace("\n", "\\n")
+        return "".join(e.tokens).replace("\n", "\\n")
 
     def prompt(self, explanation: str, examples: Sequence[Example]) -> Chat:
         body = "\n".join(f"Example {i}: {self._show(e)}" for i, e in enumerate(examples, 1))
-        chat = [
-            {"role": "system", "content": self.system},
-            {"role": "user", "content": self.user.format(explanation=explanation, examples=body)},
-        ]
+        if self.shared:
+            question = self.question
+            if self.fuzz:
+                marks = "\n".join(
+                    f"Example {i}: {marked_spans(e)}" for i, e in enumerate(examples, 1)
+                )
+                question = question.format(marks=marks)
+            content = self.user.format(explanation=explanation, examples=body, question=question)
+        else:
+            content = self.user.format(explanation=explanation, examples=body)
+        chat = [{"role": "system", "content": self.system}, {"role": "user", "content": content}]
         if self.prefill:
             chat.append({"role": "assistant", "content": "["})
         return chat
@@ -201,11 +367,69 @@ class ClassifierScorer:
         )
 
     async def score(self, items: Sequence[LatentItem]) -> list[LatentScore]:
+        plans = [self.rounds(item) if self.adaptive else [self.samples(item)] for item in items]
+        preds: list[list[Prediction]] = [[] for _ in items]
+        notes: list[list[str]] = [[] for _ in items]
+        usage = [new_usage() for _ in items]
+        active, r = list(range(len(items))), 0
+        while active:
+            jobs = [(i, s) for i in active for s in self._chunks(plans[i][r])]
+            await self._judge(items, jobs, preds, notes, usage)
+            r += 1
+            still = []
+            for i in active:
+                if r >= len(plans[i]):
+                    continue
+                why = self._stop(items[i], preds[i], notes[i])
+                if why is None:
+                    still.append(i)
+                else:
+                    notes[i].append(why)
+            active = still
+        out = []
+        for item, p, n, u, plan in zip(items, preds, notes, usage, plans, strict=True):
+            s = classifier_score(item, self.name, p, n, self.prompt_id, self.cfg.calibrate, **u)
+            if self.adaptive is not None:
+                s.metrics["n_available"] = sum(len(x) for x in plan)
+            out.append(s)
+        return out
+
+    def _chunks(self, samples: list[Sample]) -> list[list[Sample]]:
+        """Prompts of `per_prompt` examples; in the shared layout fuzzing's wrong examples never
+        share a prompt with the others (so the others' prompts match detection's)."""
         k = self.per_prompt
-        jobs = []  # (item index, chunk of (example, prediction))
-        for i, item in enumerate(items):
-            s = self.samples(item)
-            jobs += [(i, s[j : j + k]) for j in range(0, len(s), k)]
+        parts = [samples]
+        if self.shared and self.fuzz:
+            parts = [[s for s in samples if s[1].kind != "wrong"]]
+            parts.append([s for s in samples if s[1].kind == "wrong"])
+        return [p[j : j + k] for p in parts for j in range(0, len(p), k)]
+
+    def _stop(self, item: LatentItem, preds: list[Prediction], notes: list[str]) -> str | None:
+        """Why a latent stops after this round (adaptive scoring), or None to go on."""
+        a = self.adaptive
+        if a is None:
+            return None
+        answered = sum(p.error is None for p in preds)
+        if len(preds) < a.min_examples or not answered:
+            return None
+        s = classifier_score(item, self.name, preds, list(notes), None, self.cfg.calibrate)
+        interval = s.intervals.get(a.metric)
+        if interval is None:
+            return None
+        lo, hi = interval
+        head = f"adaptive: stopped after {len(preds)} examples, the 95% interval of {a.metric}"
+        if hi - lo <= a.width:
+            return f"{head} [{lo:.3f}, {hi:.3f}] is at most {a.width} wide"
+        if a.threshold is not None and (lo > a.threshold or hi < a.threshold):
+            side = "above" if lo > a.threshold else "below"
+            return f"{head} [{lo:.3f}, {hi:.3f}] lies {side} {a.threshold}"
+        return None
+
+    async def _judge(self, items, jobs, preds, notes, usage) -> None:
+        """Ask the client about every chunk of `jobs` ((item index, samples)) and add the answers
+        to each item's predictions, notes and usage."""
+        if not jobs:
+            return
         chats = [self.prompt(items[i].text, [e for e, _ in chunk]) for i, chunk in jobs]
         sizes = [len(chunk) for _, chunk in jobs]
         if self.cfg.calibrate:  # the same prompts with the uninformative explanation
@@ -223,9 +447,6 @@ class ClassifierScorer:
                 strict=True,
             ):
                 answers[j] = answer
-        preds: list[list[Prediction]] = [[] for _ in items]
-        notes: list[list[str]] = [[] for _ in items]
-        usage = [new_usage() for _ in items]
         for j, (i, chunk) in enumerate(jobs):
             c = answers[j]
             assert c is not None
@@ -237,10 +458,6 @@ class ClassifierScorer:
                 tally(usage[i], base)
                 read = self._calibrated(read, base, notes[i])
             preds[i] += read
-        return [
-            classifier_score(item, self.name, p, n, self.prompt_id, self.cfg.calibrate, **u)
-            for item, p, n, u in zip(items, preds, notes, usage, strict=True)
-        ]
 
     def _read(
         self, c: Completion, chunk: list[tuple[Example, Prediction]], notes: list[str]

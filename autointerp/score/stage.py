@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
@@ -30,7 +31,7 @@ from autointerp.jsonl import (
 )
 from autointerp.sample import TokenDecoder, render
 from autointerp.score.base import LatentItem, LatentScore, Scorer, failed
-from autointerp.score.classifier import ClassifierConfig, ClassifierScorer
+from autointerp.score.classifier import AdaptiveConfig, ClassifierConfig, ClassifierScorer
 from autointerp.score.embedding import EmbeddingConfig
 from autointerp.score.intervention import InterventionConfig
 from autointerp.score.intruder import IntruderConfig
@@ -56,6 +57,9 @@ class ScoreConfig(_Strict):
     intruder: IntruderConfig = IntruderConfig()
     example_embedding: EmbeddingConfig = EmbeddingConfig()
     """The `example-embedding` scorer's model."""
+    adaptive: AdaptiveConfig = AdaptiveConfig()
+    """Detection and fuzzing: judge a latent's examples in rounds and stop when its score is
+    certain enough (`true`, or the options of `AdaptiveConfig`). Off by default."""
     latents_per_call: int = Field(8, ge=1)
     """Latents whose prompts go to the client together (all in flight at once)."""
     judge_check: JudgeCheckConfig = JudgeCheckConfig()
@@ -126,6 +130,14 @@ class ScoreContext:
         return self._client_factory()
 
     @cached_property
+    def classifier_client(self):
+        """The client of detection and fuzzing: their requests made at the same moment go out as
+        one call (`CoalescingClient`), so prompts that share a prefix reach the backend together."""
+        from autointerp.clients.coalesce import CoalescingClient
+
+        return CoalescingClient(self.client)
+
+    @cached_property
     def subject(self):
         from autointerp.subject import load_subject
 
@@ -166,12 +178,17 @@ class ScoreContext:
         return LatentItem(record, explanation, r(record.test), r(record.negatives), shown)
 
 
+def _classifier(ctx: ScoreContext, name: Literal["detection", "fuzzing"]) -> Scorer:
+    c = ctx.cfg.score
+    return ClassifierScorer(name, ctx.classifier_client, getattr(c, name), c.adaptive)
+
+
 def _detection(ctx: ScoreContext, coder: str) -> Scorer:
-    return ClassifierScorer("detection", ctx.client, ctx.cfg.score.detection)
+    return _classifier(ctx, "detection")
 
 
 def _fuzzing(ctx: ScoreContext, coder: str) -> Scorer:
-    return ClassifierScorer("fuzzing", ctx.client, ctx.cfg.score.fuzzing)
+    return _classifier(ctx, "fuzzing")
 
 
 def _surprisal(ctx: ScoreContext, coder: str) -> Scorer:
