@@ -48,6 +48,7 @@ from autointerp.clients import is_local
 from autointerp.clients.base import Chat, Completion, GenParams, LLMClient
 from autointerp.config import _Strict
 from autointerp.explain import mark, shown_tokens, template, template_id
+from autointerp.score import metrics
 from autointerp.score.base import (
     LatentItem,
     LatentScore,
@@ -210,16 +211,15 @@ def _span_key(toks: Sequence[str]) -> str:
 
 
 def _turns(groups: dict[str, list[int]]) -> list[int]:
-    """The indices of each group taken in turn (first of each group, then second of each, ...)."""
-    order = sorted(groups, key=_group_order)
+    """The indices of each group taken in turn: the first of each group, then the second of each,
+    and so on; within a pass the groups go in a spread order (quantiles 0, 5, 2, 7, 4, 9, 1, ...
+    of 10), so that any run of consecutive picks covers the range of activations."""
+    ordered = sorted(groups, key=metrics.group_key)
+    spread = sorted(range(len(ordered)), key=lambda k: (k * 0.6180339887498949) % 1.0)
     out = []
     for k in range(max((len(g) for g in groups.values()), default=0)):
-        out += [groups[g][k] for g in order if k < len(groups[g])]
+        out += [groups[ordered[g]][k] for g in spread if k < len(groups[ordered[g]])]
     return out
-
-
-def _group_order(g: str) -> tuple[int, int | str]:
-    return (0, int(g[1:])) if g[:1] == "q" and g[1:].isdigit() else (1, g)
 
 
 def _slices(order: list[int], n_rounds: int) -> list[list[int]]:

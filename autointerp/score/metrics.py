@@ -78,7 +78,7 @@ def by_group(
     v = np.asarray(values, dtype=np.float64)
     out: dict[str, dict[str, float | int | None]] = {}
     neg = ~y
-    for g in sorted(set(groups), key=_group_key):
+    for g in sorted(set(groups), key=group_key):
         m = np.array([x == g for x in groups])
         row: dict[str, float | int | None] = {"n": int(m.sum())}
         if correct is not None:
@@ -92,7 +92,7 @@ def by_group(
     return out
 
 
-def _group_key(g: str) -> tuple[int, int | str]:
+def group_key(g: str) -> tuple[int, int | str]:
     return (0, int(g[1:])) if g[:1] == "q" and g[1:].isdigit() else (1, g)
 
 
