@@ -18,9 +18,13 @@ from tests.test_score import NUMBERS, PROSE, ex, item
 SYSTEM = (
     "You check explanations of a feature of a language model's activations. A feature fires on "
     "some tokens of a text and stays at zero elsewhere; its explanation says which tokens or "
-    "contexts make it fire.\n\nYou get an explanation, numbered text examples, and a question "
-    "about each example. Answer with a list of 0s and 1s, one per example in order, and nothing "
-    "else. For three examples: [1,0,1]"
+    "contexts make it fire.\n\nYou get an explanation and numbered text examples, then one of two "
+    "questions about each example:\n"
+    '- "Fires?": answer 1 if the feature would fire somewhere in the example, else 0.\n'
+    '- "Marked?": the marked tokens of each example are listed; answer 1 if they are the ones the '
+    "explanation describes, else 0.\n\n"
+    "Answer with a list of 0s and 1s, one per example in order, and nothing else. For three "
+    "examples: [1,0,1]"
 )
 
 
@@ -44,10 +48,9 @@ class Truthful:
 
     def _answer(self, chat) -> Completion:
         user = chat[1]["content"]
-        body = user.split("\n\nQuestion:")[0]
-        if "Marked tokens of each example:" in user:
-            marks = body.split("Marked tokens of each example:\n")[1]
-            lines = re.findall(r"^Example \d+: (.*)$", marks, re.M)
+        body, _, marks = user.partition("\n\nMarked tokens:\n")
+        if marks:
+            lines = re.findall(r"^\d+: (.*)$", marks, re.M)
             digits = [
                 "1" if all(re.fullmatch(r'"\d+"( \(.*\))?', m) for m in line.split(", ")) else "0"
                 for line in lines
@@ -71,9 +74,7 @@ def test_golden_shared_detection_prompt():
         {
             "role": "user",
             "content": "Explanation: numbers\n\nExamples:\nExample 1: In 1901 there were 7 ships\n"
-            "Example 2: A cat\\nsat\n\n"
-            "Question: would the feature fire somewhere in the example? Answer 1 if it would, "
-            "else 0.",
+            "Example 2: A cat\\nsat\n\nFires?",
         },
         {"role": "assistant", "content": "["},
     ]
@@ -88,11 +89,10 @@ def test_golden_shared_fuzzing_prompt():
             "role": "user",
             "content": "Explanation: numbers\n\nExamples:\nExample 1: In 1901 there were 7 ships\n"
             "Example 2: A cat\\nsat\n\n"
-            "Marked tokens of each example:\n"
-            'Example 1: "1901", "7"\n'
-            "Example 2: none\n\n"
-            "Question: are the example's marked tokens the ones the explanation describes? Answer "
-            "1 if they are, else 0.",
+            "Marked tokens:\n"
+            '1: "1901", "7"\n'
+            "2: none\n\n"
+            "Marked?",
         },
         {"role": "assistant", "content": "["},
     ]
@@ -141,8 +141,9 @@ def test_detection_and_fuzzing_prompts_share_all_but_the_question(per_prompt):
         pa = det.prompt(it.text, [e for e, _ in a])
         pb = fuz.prompt(it.text, [e for e, _ in b])
         assert pa[0] == pb[0]  # the same instructions
-        head = pa[1]["content"].split("\n\nQuestion:")[0]
-        assert pb[1]["content"].startswith(head + "\n\nMarked tokens of each example:")
+        head = pa[1]["content"].removesuffix("\n\nFires?")
+        assert pa[1]["content"] == head + "\n\nFires?"
+        assert pb[1]["content"].startswith(head + "\n\nMarked tokens:\n")
         assert "<<" not in pb[1]["content"]
 
 
@@ -234,10 +235,10 @@ def test_real_llamacpp_judge_reads_each_example_once_for_both_scorers():
 
     by_example: dict[str, list] = {}  # the prompt up to the question -> its two prompts
     for chat, c in rec.seen:
-        head, _, tail = chat[1]["content"].partition("\n\nQuestion:")
-        if "Marked tokens" in head:
-            head, _, marks = head.partition("\n\nMarked tokens")
-            tail = marks + tail
+        content = chat[1]["content"]
+        head, _, tail = content.partition("\n\nMarked tokens:")
+        if not tail:
+            head, _, tail = content.partition("\n\nFires?")
         by_example.setdefault(head, []).append((c, n_tokens(tail)))
     assert len(by_example) == 8 and all(len(v) == 2 for v in by_example.values())
     for pair in by_example.values():

@@ -342,9 +342,7 @@ class ClassifierScorer:
         if self.shared:
             question = self.question
             if self.fuzz:
-                marks = "\n".join(
-                    f"Example {i}: {marked_spans(e)}" for i, e in enumerate(examples, 1)
-                )
+                marks = "\n".join(f"{i}: {marked_spans(e)}" for i, e in enumerate(examples, 1))
                 question = question.format(marks=marks)
             content = self.user.format(explanation=explanation, examples=body, question=question)
         else:
