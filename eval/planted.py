@@ -233,7 +233,7 @@ def noise_fires(pos: np.ndarray, densities: np.ndarray) -> np.ndarray:
     return np.stack([_unit(pos, 3000 + i) < d for i, d in enumerate(densities)], axis=1)
 
 
-def add_planted(real: Path, folder: Path, tokenizer) -> ActivationCache:
+def add_planted(real: Path, folder: Path, tokenizer, latents=PLANTED) -> ActivationCache:
     """A copy of the real cache with the planted coder added (rebuilt whenever asked): latents
     0..n-1 are the planted ones, n..2n-1 their meaningless controls (`noise_fires`), which the
     explanation-free scorers are checked against."""
@@ -243,7 +243,7 @@ def add_planted(real: Path, folder: Path, tokenizer) -> ActivationCache:
     cache = ActivationCache(folder)
     strings = token_strings(tokenizer)
     shard_tokens = cache.shard_seqs * cache.ctx_len
-    n = len(PLANTED)
+    n = len(latents)
     manifest = json.loads((folder / "cache.json").read_text())
     manifest["coders"][CODER] = {
         "hookpoint": "tokens",
@@ -253,11 +253,13 @@ def add_planted(real: Path, folder: Path, tokenizer) -> ActivationCache:
     }
     manifest["planted"] = [
         {"latent": i, "name": p.name, "explanation": p.explanation, "pattern": p.pattern}
-        for i, p in enumerate(PLANTED)
-    ] + [{"latent": n + i, "name": f"noise_{p.name}"} for i, p in enumerate(PLANTED)]
+        for i, p in enumerate(latents)
+    ] + [{"latent": n + i, "name": f"noise_{p.name}"} for i, p in enumerate(latents)]
     (folder / "cache.json").write_text(json.dumps(manifest, indent=2))
     tokens = {s: np.load(folder / "shards" / s / "tokens.npy") for s in cache.shard_names}
-    fires = {s: np.concatenate([firing(strings, row) for row in t]) for s, t in tokens.items()}
+    fires = {
+        s: np.concatenate([firing(strings, row, latents) for row in t]) for s, t in tokens.items()
+    }
     densities = sum(f.sum(0) for f in fires.values()) / sum(len(f) for f in fires.values())
     for shard in cache.shard_names:
         first = int(shard) * shard_tokens
@@ -295,12 +297,14 @@ def random_words(tokenizer, n_latents: int, k: int, seed: int) -> list[str]:
     return [", ".join(rng.choice(vocab, size=k, replace=False)) for _ in range(n_latents)]
 
 
-def write_explanations(folder: Path, tokenizer, seed: int) -> dict[str, dict[int, Explanation]]:
-    n = len(PLANTED)
+def write_explanations(
+    folder: Path, tokenizer, seed: int, latents=PLANTED
+) -> dict[str, dict[int, Explanation]]:
+    n = len(latents)
     perm = derangement(n, seed)
     texts = {
-        "true": [p.explanation for p in PLANTED],
-        "other": [PLANTED[perm[i]].explanation for i in range(n)],
+        "true": [p.explanation for p in latents],
+        "other": [latents[perm[i]].explanation for i in range(n)],
         "random": random_words(tokenizer, n, 4, seed),
         # The explanation-free scorers see no explanation: planted latents and their controls.
         FREE: ["(unused by explanation-free scorers)"] * (2 * n),
