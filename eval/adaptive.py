@@ -232,7 +232,7 @@ def run(args, cache, sample_path: Path, expl, work: Path) -> dict:
             inner["client"] = Counted(BACKENDS["llamacpp"](client_cfg))
         return make_client(client_cfg, work / "llm_cache.sqlite", inner["client"])
 
-    ids = set(range(len(LATENTS)))
+    ids = set(range(min(args.latents, len(LATENTS))))
     timing_path = work / "seconds.json"
     seconds = json.loads(timing_path.read_text()) if timing_path.exists() else {}
     calls_after_full = None
@@ -402,8 +402,8 @@ def render(res: dict) -> str:
     lines = [
         "# Adaptive scoring vs full scoring",
         "",
-        f"{s['n_latents']} planted latents ({len(PLANTED)} concepts of `eval.planted` + "
-        f"{len(WORDS)} single words), each scored with its true and another latent's explanation "
+        f"{s['n_latents']} planted latents (of {len(PLANTED)} concepts of `eval.planted` + "
+        f"{len(WORDS)} single words, the first {s['n_latents']}), each scored with its true and another latent's explanation "
         f"by detection and fuzzing in the shared layout; judge `{res['judge']}` (llama.cpp, one "
         f"example per prompt); {s['sample']['n_test']} activating examples over 10 quantiles + "
         f"{s['sample']['n_random_negatives']} random + {s['sample']['n_similar_negatives']} similar "
@@ -465,9 +465,9 @@ def notes(res: dict) -> list[str]:
         "answer keeps its prompt's token counts, so the count is what the adaptive scorer asked "
         "for.",
         "- Spearman: rank correlation (ties share their mean rank) of the balanced accuracy of the "
-        "full and the adaptive scoring, over the 100 scorings (50 latents x true and other "
-        "explanation); the interval resamples latents, keeping a latent's two scorings together. "
-        "'true only': over the 50 true explanations.",
+        "full and the adaptive scoring, over every scoring (each latent with its true and with "
+        "another latent's explanation); the interval resamples latents, keeping a latent's two "
+        "scorings together. 'true only': over the true explanations.",
         "- Adaptive rounds take activating examples from every quantile in turn and negatives of "
         "both kinds in turn; a latent stops once at least `min_examples` are judged and the 95% "
         "interval of its balanced accuracy (Wilson + MOVER) is at most `width` wide, or lies "
@@ -487,6 +487,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-wrong", type=int, default=10, help="fuzzing: wrong-token negatives")
     p.add_argument("--example-len", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--latents", type=int, default=len(LATENTS), help="score only the first N latents (a trial)"
+    )
     p.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: auto)")
     p.add_argument("--summarize-only", action="store_true", help="score nothing, re-summarize")
     p.add_argument("--workdir", type=Path, default=REPO / "runs" / "adaptive")
@@ -518,7 +521,7 @@ def main(argv: list[str] | None = None) -> dict:
         "judge": args.judge,
         "n_latents_defined": len(LATENTS),
         "setup": {
-            "n_latents": len(LATENTS),
+            "n_latents": min(args.latents, len(LATENTS)),
             "n_tokens": cache.n_tokens,
             "sample": sample_config(args).model_dump(mode="json"),
             "n_wrong": args.n_wrong,
@@ -532,7 +535,11 @@ def main(argv: list[str] | None = None) -> dict:
         "adaptive_new_judge_calls": done["adaptive_new_judge_calls"],
         "command": " ".join(["python -m eval.adaptive", *(sys.argv[1:] if argv is None else argv)]),
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "machine": {"cores": os.cpu_count(), "cpu": common.cpu_name(), "load_start": load},
+        "machine": {
+            "cores": os.cpu_count(),
+            "cpu": common.cpu_name(),
+            "load_start": round(load, 2),
+        },
         "versions": common.versions(("llama-cpp-python", "autointerp")),
     }
     common.write_results(res, args.results, "adaptive", render)
