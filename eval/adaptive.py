@@ -71,6 +71,7 @@ log = logging.getLogger("adaptive")
 REPO = Path(__file__).resolve().parents[1]
 SCORERS = ("detection", "fuzzing")
 VARIANTS = ("true", "other")
+"""The explanations a latent can be scored with (`--variants`)."""
 
 WORDS = (
     "city cities|world|species|century centuries|language|state|history histories|population|"
@@ -238,7 +239,7 @@ def run(args, cache, sample_path: Path, expl, work: Path) -> dict:
     calls_after_full = None
     for name, adaptive in [("full", None), *SETTINGS.items()]:
         ctx = ScoreContext(cache, stage_config(args, adaptive), args.example_len, factory)
-        for variant in VARIANTS:
+        for variant in args.variants:
             out = work / "scores" / _slug(name) / variant
             t0 = time.perf_counter()
             score_coder(ctx, list(SCORERS), sample_path, expl[variant], out, ids)
@@ -294,13 +295,19 @@ def summarize(work: Path) -> dict:
         both_metrics = [(_metric(t[i]), _metric(o.get(i))) for i in t]
         kept = [(a, b) for a, b in both_metrics if a is not None and b is not None]
         tv, ov = [a for a, _ in kept], [b for _, b in kept]
-        both = kept
+        ok_true = [x for x in t.values() if x.status == "ok"]
+        p_auroc = [float(x.metrics["auroc"] or 0) for x in ok_true if x.metrics.get("auroc") is not None]
+        above = [x for x in ok_true if x.intervals.get("balanced_accuracy", (0.0, 0.0))[0] > 0.5]
         judge[scorer] = {
-            "auroc_true_vs_other": _round(auroc([True] * len(tv) + [False] * len(ov), [*tv, *ov])),
-            "auroc_ci95": auroc_ci(tv, ov) if len(both) > 1 else None,
-            "mean_true": round(float(np.mean(tv)), 4) if tv else None,
+            "auroc_true_vs_other": _round(auroc([True] * len(tv) + [False] * len(ov), [*tv, *ov]))
+            if kept
+            else None,
+            "auroc_ci95": auroc_ci(tv, ov) if len(kept) > 1 else None,
+            "mean_true": _round(float(np.mean([_metric(x) for x in ok_true]))) if ok_true else None,
             "mean_other": round(float(np.mean(ov)), 4) if ov else None,
-            "n_latents": len(both),
+            "mean_p_yes_auroc_true": _round(float(np.mean(p_auroc))) if p_auroc else None,
+            "share_above_chance_true": _round(len(above) / len(ok_true)) if ok_true else None,
+            "n_latents": len(t),
             "failed": sum(x.status != "ok" for v in VARIANTS for x in full[v, scorer].values()),
         }
     settings = {}
@@ -425,14 +432,20 @@ def render(res: dict) -> str:
         "",
         "## Is the judge above chance?",
         "",
-        "| scorer | AUROC true vs other (full scoring) | 95% interval | mean true | mean other | "
-        "latents | failed scores |",
-        "|---|---:|---|---:|---:|---:|---:|",
+        "Full scoring, true explanations: mean balanced accuracy, the mean per-latent AUROC of "
+        "P(yes) (activating vs non-activating examples), and the share of latents whose balanced "
+        "accuracy's 95% interval lies above 0.5; with `--variants true other`, the AUROC over "
+        "latents of true vs other explanations.",
+        "",
+        "| scorer | mean balanced accuracy (true) | mean AUROC of P(yes) (true) | latents above "
+        "chance | AUROC true vs other [95%] | mean other | latents | failed scores |",
+        "|---|---:|---:|---:|---|---:|---:|---:|",
     ]
     for scorer, j in res["judge_quality"].items():
         lines.append(
-            f"| {scorer} | {_f(j['auroc_true_vs_other'])} | {_ci(j['auroc_ci95'])} | "
-            f"{_f(j['mean_true'])} | {_f(j['mean_other'])} | {j['n_latents']} | {j['failed']} |"
+            f"| {scorer} | {_f(j['mean_true'])} | {_f(j['mean_p_yes_auroc_true'])} | "
+            f"{_f(j['share_above_chance_true'], 2)} | {_f(j['auroc_true_vs_other'])} "
+            f"{_ci(j['auroc_ci95'])} | {_f(j['mean_other'])} | {j['n_latents']} | {j['failed']} |"
         )
     lines += [
         "",
@@ -491,6 +504,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--latents", type=int, default=len(LATENTS), help="score only the first N latents (a trial)"
     )
     p.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: auto)")
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=["true"],
+        choices=VARIANTS,
+        help="explanations each latent is scored with (other: another latent's, a wrong one)",
+    )
     p.add_argument("--summarize-only", action="store_true", help="score nothing, re-summarize")
     p.add_argument("--workdir", type=Path, default=REPO / "runs" / "adaptive")
     p.add_argument("--results", type=Path, default=REPO / "results")
