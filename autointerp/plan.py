@@ -1064,6 +1064,12 @@ def make_plan(
     whose prompts are rendered and counted (at least 2); `prices`: the price table; `tokenizer`: a
     transformers tokenizer spec to count with; `model_size`, `gpu`: the throughput rows to cost."""
     _check_explainer(cfg.explain)
+    adaptive, asked = cfg.score.adaptive.enabled, cfg
+    if adaptive:  # the pilot's stand-in answers cannot say where a latent would stop
+        score = cfg.score.model_copy(
+            update={"adaptive": cfg.score.adaptive.model_copy(update={"enabled": False})}
+        )
+        cfg = cfg.model_copy(update={"score": score})
     table = load_prices(prices)
     per_coder = latents if latents is not None else _selection(cfg)
     rec_dir = Path(recorded) if recorded is not None else None
@@ -1084,6 +1090,11 @@ def make_plan(
     if not tokens.exact:
         notes.append(f"token counts are {tokens.label}")
     notes += _explanation_notes(stages, pilot_run, tokens, texts, rec_dir)
+    if adaptive:
+        notes.append(
+            "adaptive scoring is on: detection and fuzzing are planned on every example (an upper "
+            "bound; where a latent stops depends on the judge's answers, see results/adaptive.md)"
+        )
     explains = cfg.explain.explainer != "token-stats"
     return Plan(
         latents=per_coder,
@@ -1102,7 +1113,7 @@ def make_plan(
         prices_date=table.date.isoformat(),
         throughput_source=table.throughput_source,
         notes=notes,
-        config_hash=config_hash(cfg),
+        config_hash=config_hash(asked),
     )
 
 

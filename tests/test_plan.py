@@ -341,3 +341,52 @@ def test_explainers_the_planner_does_not_model_are_refused_by_name(explain):
     cfg = RunConfig.model_validate({"explain": explain})
     with pytest.raises(ConfigError, match="does not yet predict"):
         make_plan(cfg, latents=10)
+
+
+def test_the_shared_layout_and_adaptive_scoring_are_planned():
+    """In the shared layout, fuzzing's prompts repeat detection's up to the question: the plan
+    counts its uncached tokens as its marks and question only. Adaptive scoring is planned on every
+    example (an upper bound) and says so."""
+
+    def plan(layout: str, adaptive: bool = False):
+        cls = {"layout": layout, "n_wrong": 0}
+        config = {
+            "client": {"backend": "transformers", "model": "smollm2"},
+            "sample": {
+                "n_train": 6,
+                "n_test": 6,
+                "n_random_negatives": 3,
+                "n_similar_negatives": 3,
+            },
+            "score": {
+                "scorers": ["detection", "fuzzing"],
+                "detection": cls,
+                "fuzzing": cls,
+                "adaptive": adaptive,
+                "judge_check": {"enabled": False},
+            },
+        }
+        return {
+            s.stage: s for s in make_plan(run_config(config), latents=10, pilot=2).stages
+        }, config
+
+    separate, _ = plan("separate")
+    shared, _ = plan("shared")
+
+    def shared_tokens(stage) -> float:  # mean tokens a prompt shares with an earlier one
+        return sum(s for prompts in stage.prompts for _, s in prompts) / sum(
+            len(prompts) for prompts in stage.prompts
+        )
+
+    # shared: a fuzzing prompt shares the example's text too (with detection's prompt of it)
+    gain = shared_tokens(shared["fuzzing"]) - shared_tokens(shared["detection"])
+    assert gain > 20
+    assert shared_tokens(separate["fuzzing"]) - shared_tokens(separate["detection"]) < 10
+    assert shared["fuzzing"].uncached_prompt_tokens < separate["fuzzing"].uncached_prompt_tokens
+    assert shared["fuzzing"].calls == shared["detection"].calls == 12  # one example a prompt
+    stages, config = plan("shared", adaptive=True)
+    assert {k: v.prompt_tokens for k, v in stages.items()} == {
+        k: v.prompt_tokens for k, v in shared.items()
+    }
+    full = make_plan(run_config(config), latents=10, pilot=2)
+    assert any("adaptive scoring is on" in n for n in full.notes)
