@@ -39,7 +39,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import sys
 import time
 from datetime import UTC, datetime
@@ -47,11 +46,9 @@ from pathlib import Path
 
 import numpy as np
 
-from autointerp.cache import ActivationCache
 from autointerp.clients import BACKENDS, make_client
 from autointerp.config import ClientConfig, SubjectConfig
 from autointerp.jsonl import read_jsonl
-from autointerp.sample import SampleConfig, sample_coder, write_config
 from autointerp.score import ScoreConfig, ScoreContext, ScoreStageConfig, score_coder
 from autointerp.score.base import LatentScore
 from autointerp.score.classifier import AdaptiveConfig, ClassifierConfig
@@ -61,9 +58,9 @@ from eval.planted import (
     CODER,
     PLANTED,
     Planted,
-    add_planted,
     derangement,
-    real_cache,
+    prepare,
+    sample_config,
     write_explanations,
 )
 
@@ -158,46 +155,6 @@ def auroc_ci(true: list[float], other: list[float], n: int = 2000, seed: int = 0
 
 
 # ------------------------------------------------------------------------------------------------
-
-
-def sample_config(args) -> SampleConfig:
-    return SampleConfig(
-        example_len=args.example_len,
-        n_train=1,
-        n_test=args.n_test,
-        n_quantiles=10,
-        n_random_negatives=args.n_negatives,
-        n_similar_negatives=args.n_negatives,
-        n_explain_negatives=0,
-        similar_by="cooccurrence",
-        n_neighbours=3,
-        min_examples=args.n_test,
-        seed=args.seed,
-    )
-
-
-def prepare(args, work: Path, tokenizer) -> tuple[ActivationCache, Path]:
-    sig = json.dumps(
-        {
-            "latents": [(p.name, p.pattern, p.flags) for p in LATENTS],
-            "sample": sample_config(args).model_dump(mode="json"),
-            "tokens": args.tokens,
-        },
-        sort_keys=True,
-    )
-    sig_path = work / "signature.json"
-    if not sig_path.exists() or sig_path.read_text() != sig:
-        for sub in ("planted_cache", "sample", "explanations", "scores"):
-            shutil.rmtree(work / sub, ignore_errors=True)
-    real = real_cache(work / "cache", args.tokens)
-    if (work / "planted_cache" / "stats" / f"{CODER}.npz").exists():
-        cache = ActivationCache(work / "planted_cache")
-    else:
-        cache = add_planted(real, work / "planted_cache", tokenizer, LATENTS)
-    write_config(work / "sample", sample_config(args))
-    path = sample_coder(cache, CODER, sample_config(args), work / "sample")
-    sig_path.write_text(sig)
-    return cache, path
 
 
 def stage_config(args, adaptive: AdaptiveConfig | None) -> ScoreStageConfig:
@@ -296,7 +253,9 @@ def summarize(work: Path) -> dict:
         kept = [(a, b) for a, b in both_metrics if a is not None and b is not None]
         tv, ov = [a for a, _ in kept], [b for _, b in kept]
         ok_true = [x for x in t.values() if x.status == "ok"]
-        p_auroc = [float(x.metrics["auroc"] or 0) for x in ok_true if x.metrics.get("auroc") is not None]
+        p_auroc = [
+            float(x.metrics["auroc"] or 0) for x in ok_true if x.metrics.get("auroc") is not None
+        ]
         above = [x for x in ok_true if x.intervals.get("balanced_accuracy", (0.0, 0.0))[0] > 0.5]
         judge[scorer] = {
             "auroc_true_vs_other": _round(auroc([True] * len(tv) + [False] * len(ov), [*tv, *ov]))
@@ -528,7 +487,7 @@ def main(argv: list[str] | None = None) -> dict:
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
     tokenizer = load_tokenizer(SubjectConfig())
-    cache, sample_path = prepare(args, work, tokenizer)
+    cache, sample_path = prepare(args, work, tokenizer, LATENTS, args.n_test)
     expl = write_explanations(work / "explanations", tokenizer, args.seed, LATENTS)
     if args.summarize_only:
         done = json.loads((work / "run.json").read_text())
@@ -543,7 +502,7 @@ def main(argv: list[str] | None = None) -> dict:
         "setup": {
             "n_latents": min(args.latents, len(LATENTS)),
             "n_tokens": cache.n_tokens,
-            "sample": sample_config(args).model_dump(mode="json"),
+            "sample": sample_config(args, args.n_test).model_dump(mode="json"),
             "n_wrong": args.n_wrong,
             "definitions": [
                 {"name": p.name, "explanation": p.explanation, "pattern": p.pattern}

@@ -1108,19 +1108,19 @@ def notes(res: dict) -> list[str]:
 # Main
 
 
-def _signature(args) -> str:
+def _signature(args, latents=PLANTED, min_examples: int = 20) -> str:
     """What the derived folders depend on; a change wipes them (the real cache is kept)."""
     data = {
-        "planted": [(p.name, p.explanation, p.pattern, p.flags) for p in PLANTED],
+        "planted": [(p.name, p.explanation, p.pattern, p.flags) for p in latents],
         "tokens": args.tokens,
-        "sample": sample_config(args).model_dump(mode="json"),
+        "sample": sample_config(args, min_examples).model_dump(mode="json"),
         "seed": args.seed,
         "version": 2,
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def sample_config(args) -> SampleConfig:
+def sample_config(args, min_examples: int = 20) -> SampleConfig:
     return SampleConfig(
         example_len=args.example_len,
         n_train=1,
@@ -1131,15 +1131,17 @@ def sample_config(args) -> SampleConfig:
         n_explain_negatives=0,
         similar_by="cooccurrence",
         n_neighbours=3,
-        min_examples=20,
+        min_examples=min_examples,
         seed=args.seed,
     )
 
 
-def prepare(args, work: Path, tokenizer) -> tuple[ActivationCache, Path]:
+def prepare(
+    args, work: Path, tokenizer, latents=PLANTED, min_examples: int = 20
+) -> tuple[ActivationCache, Path]:
     """The planted cache and its samples, rebuilt when the definitions or settings changed."""
     sig_path = work / "signature.txt"
-    sig = _signature(args)
+    sig = _signature(args, latents, min_examples)
     if not sig_path.exists() or sig_path.read_text() != sig:
         for sub in ("planted_cache", "sample", "explanations", "scores"):
             shutil.rmtree(work / sub, ignore_errors=True)
@@ -1148,8 +1150,8 @@ def prepare(args, work: Path, tokenizer) -> tuple[ActivationCache, Path]:
         cache = ActivationCache(work / "planted_cache")
     else:
         log.info("adding the planted coder to a copy of the cache")
-        cache = add_planted(real, work / "planted_cache", tokenizer)
-    scfg = sample_config(args)
+        cache = add_planted(real, work / "planted_cache", tokenizer, latents)
+    scfg = sample_config(args, min_examples)
     write_config(work / "sample", scfg)
     path = sample_coder(cache, CODER, scfg, work / "sample")
     sig_path.write_text(sig)
