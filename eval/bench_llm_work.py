@@ -4,11 +4,21 @@ Both systems explain and score (detection and fuzzing) the same latents of the e
 the same examples, with the same local LLM (the packaged SmolLM2-135M-Instruct through autointerp's
 `TransformersClient`, one model object shared by everything), in one process:
 
-- autointerp: `explain_coder` then `score_coder` with the detection and fuzzing scorers, run twice
-  with two classifier settings: its default for the local `transformers` backend (one example per
-  prompt, the answer read from the logprobs of one generated token), and `examples_per_prompt: 5` (a
-  list of five answers per prompt, as delphi asks). Fuzzing's `n_wrong` is 0 so that both systems
-  score the same examples (delphi's default fuzzing adds no wrong-marked activating examples).
+- autointerp: `explain_coder` then `score_coder` with the detection and fuzzing scorers (both
+  scorers' prompts go to the client in one call, through the score stage's `CoalescingClient`), run
+  four times with four classifier settings: its default for the local `transformers` backend (one
+  example per prompt, the answer read from the logprobs of one generated token);
+  `examples_per_prompt: 5` (a list of five answers per prompt, as delphi asks); and `layout: shared`
+  with 5 and with 10 examples per prompt. In the shared layout both scorers have one system message
+  and show the same plain examples in the same order and prompts; detection's user message ends
+  with "Fires?", fuzzing's with the list of each example's marked tokens and "Marked?", so a
+  prefix-caching server computes each example's text once for both scorers. Fuzzing's `n_wrong` is
+  0 so that every system scores the same examples (delphi's default fuzzing adds no wrong-marked
+  activating examples).
+- autointerp's explainer alone with best-of-k (`ExplainConfig(best_of=4)`, built by
+  `autointerp.best_of.make_explainer`): 4 candidate explanations per latent, each judged by a pilot
+  detection scoring on held-out train examples; compared with the explain stage of the default
+  system (best-of-1).
 - delphi: its `DefaultExplainer` (threshold 0.3, activation values shown: its defaults), then its
   `DetectionScorer` and `FuzzingScorer` (5 examples per prompt, no logprobs: its defaults), driven
   by delphi's own `Pipeline` as its `__main__` does. The client is a small
@@ -32,14 +42,26 @@ backend does (chat template, generation prompt or a prefilled final assistant me
 per request: prompt tokens, "uncached" prompt tokens (those after the longest prefix shared with any
 earlier prompt of the same system in the run, i.e. what a server with automatic prefix caching
 computes), generated tokens (as the backend reports them) and calls (one per prompt). Requests are
-split by stage (explain, detection, fuzzing) by their system message.
+split by stage (explain, detection, fuzzing) by their system message, and in the shared layout,
+where detection and fuzzing have the same one, by the question that ends the user message. The
+trie is per system, so what fuzzing shares with detection in the shared layout (everything before
+the question) counts as cached for fuzzing without anything special: its uncached tokens are its
+marks and its question. The best-of explainer has its own counting client and trie; its pilot's
+prompts (told apart by the pilot scorer's system message) count in the explainer's work, as they
+do in the explanation's own token counts.
 
 Wall time: each system's explain + score of a chunk of latents is timed in turns (chunk 1 with
-autointerp, autointerp with 5 per prompt, delphi; chunk 2 in the reverse order; ...), so that a
-change of the machine's speed during the run falls on every system alike; latents/hour is computed
-from the sum of a system's chunk times (less the wrapper's own counting time), and the per-chunk
-ratios are reported too. The CPU time other processes used during each phase is recorded, as the
-machine's load.
+autointerp, autointerp with 5 per prompt, autointerp shared with 5 and with 10 per prompt, delphi;
+chunk 2 in the reverse order; ...), so that a change of the machine's speed during the run falls on
+every system alike; latents/hour is computed from the sum of a system's chunk times (less the
+wrapper's own counting time), and the per-chunk ratios are reported too. The CPU time other
+processes used during each phase is recorded, as the machine's load. The best-of explainer runs
+after the turns, on all the latents at once; its time is reported but not compared.
+
+Adaptive scoring is measured by `python -m eval.adaptive` (adaptive against full scoring of the
+same latents); its `results/adaptive.json` (`--adaptive-json`) is read when present, and its ratio
+of scorer tokens, Spearman correlation, latents, judge and setting go into the report with the goal
+(>= 2x fewer scorer tokens at Spearman >= 0.95 over >= 50 latents).
 
 delphi hard-depends on vLLM, which this benchmark does not use. Install it without dependencies:
     pip install --no-deps eai-delphi
@@ -51,11 +73,12 @@ explanations) are replaced by empty modules when they are not installed.
 
 Usage:
     python -m eval.bench_llm_work [--run runs/bench_llm_work] [--tokens 200000] [--latents 10]
-                                  [--chunk 5] [--delphi-explain-max-tokens 64] [--from-json]
+                                  [--chunk 5] [--delphi-explain-max-tokens 64] [--out results]
+                                  [--adaptive-json results/adaptive.json] [--from-json]
 The cache is built into RUN/cache when it is not there (`autointerp cache --out RUN/cache --tokens
 N`); samples, explanations and scores go to a temporary folder that is deleted afterwards. Writes
-results/bench_llm_work.md and results/bench_llm_work.json (`--from-json` only rewrites the report
-from the JSON).
+OUT/bench_llm_work.md and OUT/bench_llm_work.json (`--from-json` only rewrites the report from the
+JSON, reading the adaptive results afresh).
 """
 
 from __future__ import annotations
@@ -100,6 +123,7 @@ from autointerp.sample import (
     write_config,
 )
 from autointerp.score import ScoreContext, ScoreStageConfig, read_scores, score_coder
+from autointerp.score.base import LatentScore
 from autointerp.score.classifier import ClassifierConfig, ClassifierScorer
 from autointerp.subject import load_tokenizer
 from autointerp.types import SampledLatent
@@ -425,8 +449,20 @@ class Quality:
     examples: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     answered: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     scored: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    """Latents each scorer scored (autointerp does not score a latent whose explanation failed)."""
+    """Latents each scorer judged the examples of (autointerp does not score a latent whose
+    explanation failed; a latent none of whose answers could be used counts: its examples were
+    judged, though its score failed)."""
     balanced_accuracy: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, scorer: str, s: LatentScore) -> None:
+        """Count one of autointerp's latent scores."""
+        self.scored[scorer] += bool(s.predictions)
+        self.examples[scorer] += len(s.predictions)
+        answered = [p for p in s.predictions if p.error is None]
+        self.answered[scorer] += len(answered)
+        ba = balanced_accuracy([p.label for p in answered], [bool(p.prediction) for p in answered])
+        if ba is not None:
+            self.balanced_accuracy[scorer].append(ba)
 
 
 def balanced_accuracy(labels: list[bool], preds: list[bool]) -> float | None:
@@ -480,17 +516,9 @@ class AutointerpSystem:
         expl = read_explanations(self.expl_dir / self.sample_path.name)
         q.explained = sum(e.text is not None for e in expl.values())
         q.explanations_failed = sum(e.text is None for e in expl.values())
-        for scorer in ("detection", "fuzzing"):
+        for scorer in SCORERS:
             for s in read_scores(self.score_dir / scorer / self.sample_path.name).values():
-                q.scored[scorer] += s.status == "ok"
-                q.examples[scorer] += len(s.predictions)
-                q.answered[scorer] += sum(p.error is None for p in s.predictions)
-                answered = [p for p in s.predictions if p.error is None]
-                ba = balanced_accuracy(
-                    [p.label for p in answered], [bool(p.prediction) for p in answered]
-                )
-                if ba is not None:
-                    q.balanced_accuracy[scorer].append(ba)
+                q.add(scorer, s)
 
 
 class BestOfSystem:
@@ -915,8 +943,8 @@ def _explainer(data: dict) -> list[str]:
     e = data.get("explainer_best_of")
     if e is None:
         return lines + [
-            "Not measured in this run (best-of-k is measured by the benchmark itself: "
-            "`python -m eval.bench_llm_work`)."
+            "Not in this JSON (written before the benchmark measured best-of-k); a run of "
+            "`python -m eval.bench_llm_work` measures it."
         ]
     k = e["best_of"]
     kk = e[f"best_of_{k}"]
@@ -924,8 +952,9 @@ def _explainer(data: dict) -> list[str]:
         f"autointerp's explainer with `best_of: 1` (the explain stage of `autointerp (default)`) "
         f"and `best_of: {k}` (measured alone on the same latents, through a counting client of "
         f"its own: {k} candidates per latent, each judged by the pilot's detection scoring on "
-        f"held-out train examples); per latent: explanations parsed {kk['explanations']['ok']} "
-        f"of {kk['explanations']['ok'] + kk['explanations']['failed']} with best-of-{k}.",
+        f"held-out train examples). Explanations parsed with best-of-{k}: "
+        f"{kk['explanations']['ok']} of {kk['explanations']['ok'] + kk['explanations']['failed']}."
+        " Per latent:",
         "",
         "| explainer | prompt tokens | uncached prompt | generated | uncached + generated | "
         "LLM calls |",
@@ -1011,7 +1040,8 @@ def notes(data: dict) -> list[str]:
         "from autointerp's samples (same token windows, activations, quantiles; normalized "
         "activations as delphi's sampler computes them from the latent's maximum).",
         "Per scored latent: each stage's work is divided by the latents it handled (the "
-        "explainer: all latents; a scorer: the latents it scored), i.e. the cost of one "
+        "explainer: all latents; a scorer: the latents whose examples it judged, whether or "
+        "not their answers could be used), i.e. the cost of one "
         "explanation plus 100 + 100 scored examples; time and CPU time are divided by the latents "
         "both scorers scored (so autointerp also pays here for explaining latents it did not "
         "score). Latents scored (detection, fuzzing) of "
@@ -1023,7 +1053,9 @@ def notes(data: dict) -> list[str]:
         )
         + ". autointerp records a failed score, with the reason, for a latent whose explanation "
         "failed, and spends no scoring work on it; delphi scores its placeholder explanation "
-        "'Explanation could not be parsed.' like any other.",
+        "'Explanation could not be parsed.' like any other. A latent none of whose answers "
+        "could be used (a list of the wrong length in every prompt) gets a failed score too, "
+        "after its work was spent: it counts as scored here.",
         f"Wall time: each system's explain + score of {cfg['chunk']} latents at a time, in turns "
         f"({', '.join(SHORT[k] for k in res)}; order reversed every chunk), in one process, "
         "sharing one model; the time the counting wrapper spends tokenizing and counting is "
@@ -1035,7 +1067,7 @@ def notes(data: dict) -> list[str]:
             for name in mine
         )
         + ".",
-        "Load of the machine (another developer's tests ran at the same time): 1-min load "
+        "Load of the machine (whatever else ran beside the benchmark): 1-min load "
         "average "
         + ", ".join(f"{p['load_before']:.1f}" for p in phases)
         + " at the start of each phase; CPU cores used by other processes during each phase: "

@@ -8,6 +8,7 @@ import importlib
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -65,8 +66,6 @@ def _chats(cfg, client):
 def test_bench_llm_work_tells_the_stages_apart(layout, prefill):
     """Detection and fuzzing share one system message in the shared layout: the question that
     ends the user message tells them apart (a prefilled answer after it changes nothing)."""
-    from types import SimpleNamespace
-
     from autointerp.score.classifier import ClassifierConfig
     from eval.bench_llm_work import scorer_stages
 
@@ -121,3 +120,22 @@ def test_bench_llm_work_reads_the_adaptive_results(tmp_path):
     assert data["adaptive_n_latents"] == 40 and "## Adaptive scoring" in text
     assert "**not met**" in text.split("## Adaptive scoring")[1].split("Notes:")[0]
     assert "autointerp" in data and "delphi" in data and data["ratios"]["autointerp"]["targets"]
+
+
+def test_bench_llm_work_charges_a_latent_whose_answers_all_failed():
+    """A latent whose answers could not be used has a failed score, but its examples were judged:
+    it counts among the latents a scorer's work is divided by. One whose explanation failed (no
+    predictions) does not."""
+    from autointerp.score.base import classifier_score, failed, prediction
+    from autointerp.types import Example, LatentId
+    from eval.bench_llm_work import Quality
+
+    e = Example(tokens=["a"], activations=[1.0], seq=0, start=0)
+    bad = prediction(e, True, error="answer has 3 values for 5 examples")
+    item = SimpleNamespace(record=SimpleNamespace(id=LatentId(coder="c", latent=0)), text="x")
+    lost = classifier_score(item, "detection", [bad, bad], [])  # type: ignore[arg-type]
+    assert lost.status == "failed"
+    q = Quality()
+    q.add("detection", lost)
+    q.add("detection", failed(LatentId(coder="c", latent=1), "detection", "explanation failed"))
+    assert (q.scored["detection"], q.examples["detection"], q.answered["detection"]) == (1, 2, 0)
