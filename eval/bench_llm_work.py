@@ -4,11 +4,21 @@ Both systems explain and score (detection and fuzzing) the same latents of the e
 the same examples, with the same local LLM (the packaged SmolLM2-135M-Instruct through autointerp's
 `TransformersClient`, one model object shared by everything), in one process:
 
-- autointerp: `explain_coder` then `score_coder` with the detection and fuzzing scorers, run twice
-  with two classifier settings: its default for the local `transformers` backend (one example per
-  prompt, the answer read from the logprobs of one generated token), and `examples_per_prompt: 5` (a
-  list of five answers per prompt, as delphi asks). Fuzzing's `n_wrong` is 0 so that both systems
-  score the same examples (delphi's default fuzzing adds no wrong-marked activating examples).
+- autointerp: `explain_coder` then `score_coder` with the detection and fuzzing scorers (both
+  scorers' prompts go to the client in one call, through the score stage's `CoalescingClient`), run
+  four times with four classifier settings: its default for the local `transformers` backend (one
+  example per prompt, the answer read from the logprobs of one generated token);
+  `examples_per_prompt: 5` (a list of five answers per prompt, as delphi asks); and `layout: shared`
+  with 5 and with 10 examples per prompt. In the shared layout both scorers have one system message
+  and show the same plain examples in the same order and prompts; detection's user message ends
+  with "Fires?", fuzzing's with the list of each example's marked tokens and "Marked?", so a
+  prefix-caching server computes each example's text once for both scorers. Fuzzing's `n_wrong` is
+  0 so that every system scores the same examples (delphi's default fuzzing adds no wrong-marked
+  activating examples).
+- autointerp's explainer alone with best-of-k (`ExplainConfig(best_of=4)`, built by
+  `autointerp.best_of.make_explainer`): 4 candidate explanations per latent, each judged by a pilot
+  detection scoring on held-out train examples; compared with the explain stage of the default
+  system (best-of-1).
 - delphi: its `DefaultExplainer` (threshold 0.3, activation values shown: its defaults), then its
   `DetectionScorer` and `FuzzingScorer` (5 examples per prompt, no logprobs: its defaults), driven
   by delphi's own `Pipeline` as its `__main__` does. The client is a small
@@ -32,14 +42,26 @@ backend does (chat template, generation prompt or a prefilled final assistant me
 per request: prompt tokens, "uncached" prompt tokens (those after the longest prefix shared with any
 earlier prompt of the same system in the run, i.e. what a server with automatic prefix caching
 computes), generated tokens (as the backend reports them) and calls (one per prompt). Requests are
-split by stage (explain, detection, fuzzing) by their system message.
+split by stage (explain, detection, fuzzing) by their system message, and in the shared layout,
+where detection and fuzzing have the same one, by the question that ends the user message. The
+trie is per system, so what fuzzing shares with detection in the shared layout (everything before
+the question) counts as cached for fuzzing without anything special: its uncached tokens are its
+marks and its question. The best-of explainer has its own counting client and trie; its pilot's
+prompts (told apart by the pilot scorer's system message) count in the explainer's work, as they
+do in the explanation's own token counts.
 
 Wall time: each system's explain + score of a chunk of latents is timed in turns (chunk 1 with
-autointerp, autointerp with 5 per prompt, delphi; chunk 2 in the reverse order; ...), so that a
-change of the machine's speed during the run falls on every system alike; latents/hour is computed
-from the sum of a system's chunk times (less the wrapper's own counting time), and the per-chunk
-ratios are reported too. The CPU time other processes used during each phase is recorded, as the
-machine's load.
+autointerp, autointerp with 5 per prompt, autointerp shared with 5 and with 10 per prompt, delphi;
+chunk 2 in the reverse order; ...), so that a change of the machine's speed during the run falls on
+every system alike; latents/hour is computed from the sum of a system's chunk times (less the
+wrapper's own counting time), and the per-chunk ratios are reported too. The CPU time other
+processes used during each phase is recorded, as the machine's load. The best-of explainer runs
+after the turns, on all the latents at once; its time is reported but not compared.
+
+Adaptive scoring is measured by `python -m eval.adaptive` (adaptive against full scoring of the
+same latents); its `results/adaptive.json` (`--adaptive-json`) is read when present, and its ratio
+of scorer tokens, Spearman correlation, latents, judge and setting go into the report with the goal
+(>= 2x fewer scorer tokens at Spearman >= 0.95 over >= 50 latents).
 
 delphi hard-depends on vLLM, which this benchmark does not use. Install it without dependencies:
     pip install --no-deps eai-delphi
@@ -51,11 +73,12 @@ explanations) are replaced by empty modules when they are not installed.
 
 Usage:
     python -m eval.bench_llm_work [--run runs/bench_llm_work] [--tokens 200000] [--latents 10]
-                                  [--chunk 5] [--delphi-explain-max-tokens 64] [--from-json]
+                                  [--chunk 5] [--delphi-explain-max-tokens 64] [--out results]
+                                  [--adaptive-json results/adaptive.json] [--from-json]
 The cache is built into RUN/cache when it is not there (`autointerp cache --out RUN/cache --tokens
 N`); samples, explanations and scores go to a temporary folder that is deleted afterwards. Writes
-results/bench_llm_work.md and results/bench_llm_work.json (`--from-json` only rewrites the report
-from the JSON).
+OUT/bench_llm_work.md and OUT/bench_llm_work.json (`--from-json` only rewrites the report from the
+JSON, reading the adaptive results afresh).
 """
 
 from __future__ import annotations
@@ -83,6 +106,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from autointerp.best_of import make_explainer
 from autointerp.cache import ActivationCache
 from autointerp.clients.base import Chat, Completion, GenParams
 from autointerp.clients.local import TransformersClient
@@ -99,6 +123,7 @@ from autointerp.sample import (
     write_config,
 )
 from autointerp.score import ScoreContext, ScoreStageConfig, read_scores, score_coder
+from autointerp.score.base import LatentScore
 from autointerp.score.classifier import ClassifierConfig, ClassifierScorer
 from autointerp.subject import load_tokenizer
 from autointerp.types import SampledLatent
@@ -107,6 +132,7 @@ from eval.common import cpu_seconds
 log = logging.getLogger("bench_llm_work")
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("explain", "detection", "fuzzing")
+BEST_OF_STAGES = ("explain", "pilot")
 SCORERS = ("detection", "fuzzing")
 DELPHI_SCORER_MAX_TOKENS = 32
 DELPHI_OFFLINE_MAX_TOKENS = 500  # delphi's Offline client: number_tokens_to_generate
@@ -117,8 +143,37 @@ SYSTEMS = {
     "from the logprobs of one token)",
     "autointerp_5_per_prompt": "autointerp, `examples_per_prompt: 5` (a list of 5 answers per "
     "prompt)",
+    "autointerp_shared_5": "autointerp, `layout: shared`, `examples_per_prompt: 5` (detection "
+    "and fuzzing show the same plain examples; only the question after them differs)",
+    "autointerp_shared_10": "autointerp, `layout: shared`, `examples_per_prompt: 10`",
     "delphi": "delphi: DefaultExplainer, DetectionScorer + FuzzingScorer, 5 examples per prompt",
 }
+LABELS = {
+    "autointerp": "autointerp (default: 1 per prompt, logprobs)",
+    "autointerp_5_per_prompt": "autointerp (5 per prompt)",
+    "autointerp_shared_5": "autointerp (shared prefix, 5 per prompt)",
+    "autointerp_shared_10": "autointerp (shared prefix, 10 per prompt)",
+    "delphi": "delphi (defaults, 5 per prompt)",
+}
+SHORT = {  # in the notes' lists
+    "autointerp": "autointerp",
+    "autointerp_5_per_prompt": "autointerp/5",
+    "autointerp_shared_5": "shared/5",
+    "autointerp_shared_10": "shared/10",
+    "delphi": "delphi",
+}
+AUTOINTERP = {  # system -> (layout, examples per prompt; None: the backend's default)
+    "autointerp": ("separate", None),
+    "autointerp_5_per_prompt": ("separate", 5),
+    "autointerp_shared_5": ("shared", 5),
+    "autointerp_shared_10": ("shared", 10),
+}
+BEST_OF = 4
+"""Candidates per latent of the best-of-k explainer measured alone (`ExplainConfig.best_of`)."""
+ADAPTIVE_JSON = REPO / "results" / "adaptive.json"
+"""Written by `python -m eval.adaptive`: adaptive against full scoring."""
+ADAPTIVE_GOAL = {"tokens_ratio": 2.0, "spearman": 0.95, "n_latents": 50}
+"""Adaptive scoring's goal: at least 2x fewer scorer tokens, Spearman >= 0.95, >= 50 latents."""
 TARGETS = {  # metric, comparison, goal
     "prompt_tokens": ("prompt tokens per latent", "<=", 0.4),
     "uncached_plus_generated": ("uncached prompt + generated tokens per latent", "<=", 0.6),
@@ -187,14 +242,44 @@ class CountingClient:
         return out
 
 
-def stage_classifier(system_prompts: dict[str, str]) -> Callable[[Chat], str]:
-    """A chat's stage from its system message (`system_prompts`: text -> stage); else explain."""
+SHARED = "shared"
+"""The stage `stage_classifier` is given for a system message that two scorers share."""
+
+
+def stage_classifier(
+    system_prompts: dict[str, str], questions: dict[str, str] | None = None
+) -> Callable[[Chat], str]:
+    """A chat's stage from its system message (`system_prompts`: text -> stage); else explain. A
+    system message mapped to `SHARED` (the shared layout: detection and fuzzing have the same one)
+    is told apart by the end of the last user message (`questions`: its last line -> stage)."""
+    questions = questions or {}
 
     def stage_of(chat: Chat) -> str:
         first = chat[0] if chat else {}
-        return system_prompts.get(first.get("content", ""), "explain")
+        stage = system_prompts.get(first.get("content", ""), "explain")
+        if stage != SHARED:
+            return stage
+        user = next(m["content"] for m in reversed(chat) if m["role"] == "user").rstrip()
+        for question, name in questions.items():
+            if user.endswith(question):
+                return name
+        raise ValueError(f"a shared-layout prompt ends with no known question: {user[-80:]!r}")
 
     return stage_of
+
+
+def scorer_stages(cfg: ClassifierConfig, client: object) -> Callable[[Chat], str]:
+    """The stage of each chat of an autointerp system whose detection and fuzzing use `cfg`, from
+    the scorers' own prompts (their system message; in the shared layout, their question)."""
+    systems, questions = {}, {}
+    for name in SCORERS:
+        scorer = ClassifierScorer(name, client, cfg)  # type: ignore[arg-type]
+        if scorer.shared:
+            systems[scorer.system] = SHARED
+            questions[scorer.question.splitlines()[-1].strip()] = name
+        else:
+            systems[scorer.system] = name
+    return stage_classifier(systems, questions)
 
 
 # --- delphi ---------------------------------------------------------------------------------------
@@ -364,8 +449,20 @@ class Quality:
     examples: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     answered: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     scored: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    """Latents each scorer scored (autointerp does not score a latent whose explanation failed)."""
+    """Latents each scorer judged the examples of (autointerp does not score a latent whose
+    explanation failed; a latent none of whose answers could be used counts: its examples were
+    judged, though its score failed)."""
     balanced_accuracy: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, scorer: str, s: LatentScore) -> None:
+        """Count one of autointerp's latent scores."""
+        self.scored[scorer] += bool(s.predictions)
+        self.examples[scorer] += len(s.predictions)
+        answered = [p for p in s.predictions if p.error is None]
+        self.answered[scorer] += len(answered)
+        ba = balanced_accuracy([p.label for p in answered], [bool(p.prediction) for p in answered])
+        if ba is not None:
+            self.balanced_accuracy[scorer].append(ba)
 
 
 def balanced_accuracy(labels: list[bool], preds: list[bool]) -> float | None:
@@ -377,9 +474,11 @@ def balanced_accuracy(labels: list[bool], preds: list[bool]) -> float | None:
 
 
 class AutointerpSystem:
-    def __init__(self, name, inner, cache, sample_path, example_len, decode, per_prompt, workdir):
+    """autointerp's explain + score (detection and fuzzing, both with `cfg_cls`), through a
+    counting client of its own; the score stage sends both scorers' prompts in one call."""
+
+    def __init__(self, name, inner, cache, sample_path, example_len, decode, cfg_cls, workdir):
         self.name, self.sample_path = name, sample_path
-        cfg_cls = ClassifierConfig(examples_per_prompt=per_prompt, n_wrong=0)
         self.score_cfg = ScoreStageConfig.model_validate(
             {
                 "score": {
@@ -389,9 +488,8 @@ class AutointerpSystem:
                 }
             }
         )
-        probe = CountingClient(inner, lambda chat: "explain")
-        systems = {ClassifierScorer(n, probe, cfg_cls).system: n for n in ("detection", "fuzzing")}
-        self.client = CountingClient(inner, stage_classifier(systems))
+        probe = CountingClient(inner, lambda chat: "explain")  # a local client, as the real one
+        self.client = CountingClient(inner, scorer_stages(cfg_cls, probe))
         self.explainer = Explainer(cache, ExplainConfig(), self.client, decode, example_len)
         self.ctx = ScoreContext(cache, self.score_cfg, example_len, lambda: self.client)
         self.expl_dir, self.score_dir = workdir / "explanations", workdir / "scores"
@@ -418,17 +516,49 @@ class AutointerpSystem:
         expl = read_explanations(self.expl_dir / self.sample_path.name)
         q.explained = sum(e.text is not None for e in expl.values())
         q.explanations_failed = sum(e.text is None for e in expl.values())
-        for scorer in ("detection", "fuzzing"):
+        for scorer in SCORERS:
             for s in read_scores(self.score_dir / scorer / self.sample_path.name).values():
-                q.scored[scorer] += s.status == "ok"
-                q.examples[scorer] += len(s.predictions)
-                q.answered[scorer] += sum(p.error is None for p in s.predictions)
-                answered = [p for p in s.predictions if p.error is None]
-                ba = balanced_accuracy(
-                    [p.label for p in answered], [bool(p.prediction) for p in answered]
-                )
-                if ba is not None:
-                    q.balanced_accuracy[scorer].append(ba)
+                q.add(scorer, s)
+
+
+class BestOfSystem:
+    """autointerp's explain stage alone with best-of-k (`make_explainer`), through a counting
+    client of its own; the pilot's detection prompts (the candidates' judgement) count as the
+    `pilot` stage, the candidates' prompts as `explain`."""
+
+    def __init__(self, inner, cache, sample_path, example_len, decode, best_of, workdir):
+        self.sample_path, self.best_of = sample_path, best_of
+        cfg = ExplainConfig(best_of=best_of)
+        probe = CountingClient(inner, lambda chat: "explain")
+        # the pilot's scorer as `autointerp.best_of` builds it (its default options)
+        pilot = ClassifierScorer(cfg.pilot_scorer, probe, ClassifierConfig())
+        self.client = CountingClient(inner, stage_classifier({pilot.system: "pilot"}))
+        self.explainer = make_explainer(cache, cfg, self.client, decode, example_len)
+        self.out = workdir / "explanations"
+        self.seconds = 0.0
+
+    def run(self, latents: list[int]) -> None:
+        t0 = time.perf_counter()
+        explain_coder(self.explainer, self.sample_path, self.out, set(latents), progress=False)
+        self.seconds += time.perf_counter() - t0
+
+    def raw(self, n: int) -> dict:
+        """The raw totals (what `explainer_work` turns into figures per latent)."""
+        expl = read_explanations(self.out / self.sample_path.name).values()
+        return {
+            "best_of": self.best_of,
+            "latents": n,
+            "seconds": self.seconds - self.client.overhead,
+            "stages": {s: asdict(self.client.tallies.get(s, Tally())) for s in BEST_OF_STAGES},
+            "explanations": {
+                "ok": sum(e.text is not None for e in expl),
+                "failed": sum(e.text is None for e in expl),
+            },
+            "explanation_tokens": {  # as the explanations record their work (cross-check)
+                "prompt_tokens": sum(e.prompt_tokens for e in expl),
+                "completion_tokens": sum(e.completion_tokens for e in expl),
+            },
+        }
 
 
 class DelphiSystem:
@@ -641,6 +771,55 @@ def ratios(res: dict, name: str, phases: list[Phase]) -> dict:
     return out
 
 
+def explainer_work(raw: dict | None, res: dict) -> dict | None:
+    """The explainer's work per latent: best-of-1 (the explain stage of the default system) and
+    best-of-k measured alone (its candidates, its pilot and both), from the raw totals."""
+    if raw is None:
+        return None
+    n = raw["latents"]
+    parts = {s: per_latent(Tally(**raw["stages"][s]), n) for s in BEST_OF_STAGES}
+    total = Tally()
+    for s in BEST_OF_STAGES:
+        total.add(Tally(**raw["stages"][s]))
+    one = res["autointerp"]["per_stage"]["explain"]
+    k = {
+        **per_latent(total, n),
+        "candidates": parts["explain"],
+        "pilot": parts["pilot"],
+        "seconds_per_latent": raw["seconds"] / n,
+        "explanations": raw["explanations"],
+        "failed_requests": total.failed_requests,
+        "prompt_count_mismatches": total.count_mismatches,
+    }
+    key = "uncached_plus_generated_per_latent"
+    return {
+        "best_of_1": one,
+        f"best_of_{raw['best_of']}": k,
+        "best_of": raw["best_of"],
+        "ratio_uncached_plus_generated": k[key] / one[key] if one[key] else None,
+        "raw": raw,
+    }
+
+
+def read_adaptive(path: Path) -> dict:
+    """The adaptive-scoring keys of the report from `eval.adaptive`'s JSON (None each when the
+    file is not there)."""
+    keys = ("tokens_ratio", "spearman", "spearman_ci95", "n_latents", "judge", "setting")
+    extra = ("command", "date")
+    if not path.is_file():
+        return {f"adaptive_{k}": None for k in keys + extra} | {"adaptive_goal_met": None}
+    src = json.loads(path.read_text())
+    out = {f"adaptive_{k}": src.get(k) for k in keys + extra}
+    ratio, rho, n = (out[f"adaptive_{k}"] for k in ("tokens_ratio", "spearman", "n_latents"))
+    g = ADAPTIVE_GOAL
+    out["adaptive_goal_met"] = (
+        None
+        if None in (ratio, rho, n)
+        else bool(ratio >= g["tokens_ratio"] and rho >= g["spearman"] and n >= g["n_latents"])
+    )
+    return out
+
+
 def _met(v: float, op: str, goal: float) -> bool:
     return v <= goal if op == "<=" else v >= goal
 
@@ -649,75 +828,94 @@ def _f(x, digits=0) -> str:
     return "-" if x is None else f"{x:,.{digits}f}"
 
 
+def _work(p: dict) -> str:
+    return (
+        f"{_f(p['prompt_tokens_per_latent'])} / {_f(p['uncached_prompt_tokens_per_latent'])} / "
+        f"{_f(p['generated_tokens_per_latent'])} / {_f(p['calls_per_latent'], 1)}"
+    )
+
+
 def write_markdown(path: Path, data: dict) -> None:
-    res, m = data["results"], data["machine"]
-    n = data["config"]["latents"]
+    lines = _head(data) + _targets(data) + _stages(data) + _quality(data)
+    lines += _explainer(data) + _adaptive(data)
+    lines += ["", "Notes:", ""]
+    lines += [f"- {note}" for note in data["notes"]]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _head(data: dict) -> list[str]:
+    res, m, cfg = data["results"], data["machine"], data["config"]
     lines = [
         "# LLM work per scored latent: autointerp vs delphi",
         "",
-        f"{n} latents of the embedded coder (`{data['config']['coder']}`, latents "
-        f"{', '.join(map(str, data['config']['latent_ids']))}), cache of "
-        f"{data['config']['cache_tokens']:,} tokens of the default corpus; explainer and scorers: "
+        f"{cfg['latents']} latents of the embedded coder (`{cfg['coder']}`, latents "
+        f"{', '.join(map(str, cfg['latent_ids']))}), cache of "
+        f"{cfg['cache_tokens']:,} tokens of the default corpus; explainer and scorers: "
         f"the packaged SmolLM2-135M-Instruct (bf16) through `TransformersClient` (batch size "
-        f"{data['config']['batch_size']}), one model shared by all systems; {m['cpu']}, "
+        f"{cfg['batch_size']}), one model shared by all systems; {m['cpu']}, "
         f"{m['cores']} cores, {m['torch_threads']} torch threads; {data['date']}.",
         "",
         f"Command: `{data['command']}`",
         "",
         "Examples per latent, for every system: 40 for the explainer; per scorer 50 activating "
-        "(5 per activation decile) + 50 non-activating (25 random, 25 similar), 5 per prompt for "
-        "delphi and for `autointerp (5 per prompt)`, 1 per prompt for `autointerp (default)`.",
+        "(5 per activation decile) + 50 non-activating (25 random, 25 similar); per prompt: 5 "
+        "for delphi, `autointerp (5 per prompt)` and `autointerp (shared prefix, 5 per prompt)`, "
+        "10 for `autointerp (shared prefix, 10 per prompt)`, 1 for `autointerp (default)`. The "
+        "shared-prefix rows show detection and fuzzing the same plain examples in the same "
+        "prompts; only the question after the examples differs.",
         "",
         "| system | prompt tokens | uncached prompt | generated | uncached + generated | LLM calls "
         "| s / latent | CPU s / latent | latents / hour | examples scored (det + fuzz) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    labels = {
-        "autointerp": "autointerp (default: 1 per prompt, logprobs)",
-        "autointerp_5_per_prompt": "autointerp (5 per prompt)",
-        "delphi": "delphi (defaults, 5 per prompt)",
-    }
     for name, r in res.items():
         ex = r["examples_scored_per_latent"]
         lines.append(
-            f"| {labels[name]} | {_f(r['prompt_tokens_per_latent'])} | "
+            f"| {LABELS[name]} | {_f(r['prompt_tokens_per_latent'])} | "
             f"{_f(r['uncached_prompt_tokens_per_latent'])} | "
             f"{_f(r['generated_tokens_per_latent'])} | "
             f"{_f(r['uncached_plus_generated_per_latent'])} | {_f(r['calls_per_latent'], 1)} | "
             f"{_f(r['seconds_per_latent'], 1)} | {_f(r['cpu_seconds_per_latent'], 1)} | "
             f"{_f(r['latents_per_hour'])} | {_f(ex['detection'])} + {_f(ex['fuzzing'])} |"
         )
-    lines += ["", "All figures are per scored latent (explain + detection + fuzzing).", ""]
-    lines += [
-        "| target (autointerp / delphi) | goal | autointerp (default) | | autointerp (5 per "
-        "prompt) | |",
-        "|---|---|---:|---|---:|---|",
+    return lines + ["", "All figures are per scored latent (explain + detection + fuzzing).", ""]
+
+
+def _targets(data: dict) -> list[str]:
+    head = " | ".join(f"{label} (goal {op} {goal}x)" for label, op, goal in TARGETS.values())
+    lines = [
+        "Targets, autointerp / delphi:",
+        "",
+        f"| system | {head} |",
+        "|---|" + "---:|" * len(TARGETS),
     ]
-    for k, (label, op, goal) in TARGETS.items():
-        row = f"| {label} | {op} {goal}x"
-        for name in ("autointerp", "autointerp_5_per_prompt"):
-            t = data["ratios"][name]["targets"][k]
-            row += f" | {t['measured']:.2f}x | {'met' if t['met'] else '**not met**'}"
-        lines.append(row + " |")
-    lines += [
+    for name, r in data["ratios"].items():
+        cells = [
+            f"{t['measured']:.2f}x {'met' if t['met'] else '**not met**'}"
+            for t in (r["targets"][k] for k in TARGETS)
+        ]
+        lines.append(f"| {LABELS[name]} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _stages(data: dict) -> list[str]:
+    lines = [
         "",
         "Per stage (per latent): prompt tokens / uncached prompt tokens / generated tokens / "
-        "calls.",
+        "calls. In the shared-prefix rows fuzzing's uncached tokens are those after the examples "
+        "detection already sent: the marked tokens and the question.",
         "",
         "| system | explain | detection | fuzzing |",
         "|---|---|---|---|",
     ]
-    for name, r in res.items():
-        cells = []
-        for s in STAGES:
-            p = r["per_stage"][s]
-            cells.append(
-                f"{_f(p['prompt_tokens_per_latent'])} / "
-                f"{_f(p['uncached_prompt_tokens_per_latent'])} / "
-                f"{_f(p['generated_tokens_per_latent'])} / {_f(p['calls_per_latent'], 1)}"
-            )
-        lines.append(f"| {labels[name]} | " + " | ".join(cells) + " |")
-    lines += [
+    for name, r in data["results"].items():
+        cells = [_work(r["per_stage"][s]) for s in STAGES]
+        lines.append(f"| {LABELS[name]} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _quality(data: dict) -> list[str]:
+    lines = [
         "",
         "Quality (not a target here; shows what the work bought): mean balanced accuracy over the "
         "latents, and examples that got a usable answer.",
@@ -726,25 +924,91 @@ def write_markdown(path: Path, data: dict) -> None:
         "(det + fuzz, per latent) |",
         "|---|---:|---:|---:|---:|",
     ]
-    for name, r in res.items():
+    for name, r in data["results"].items():
         ba, an, ex = (
             r["mean_balanced_accuracy"],
             r["examples_answered_per_latent"],
             r["explanations"],
         )
         lines.append(
-            f"| {labels[name]} | {ex['ok']} of {ex['ok'] + ex['failed']} | "
+            f"| {LABELS[name]} | {ex['ok']} of {ex['ok'] + ex['failed']} | "
             f"{_f(ba['detection'], 3)} | {_f(ba['fuzzing'], 3)} | "
             f"{_f(an['detection'], 1)} + {_f(an['fuzzing'], 1)} |"
         )
-    lines += ["", "Notes:", ""]
-    lines += [f"- {note}" for note in data["notes"]]
-    path.write_text("\n".join(lines) + "\n")
+    return lines
+
+
+def _explainer(data: dict) -> list[str]:
+    lines = ["", "## Explainer work per latent", ""]
+    e = data.get("explainer_best_of")
+    if e is None:
+        return lines + [
+            "Not in this JSON (written before the benchmark measured best-of-k); a run of "
+            "`python -m eval.bench_llm_work` measures it."
+        ]
+    k = e["best_of"]
+    kk = e[f"best_of_{k}"]
+    lines += [
+        f"autointerp's explainer with `best_of: 1` (the explain stage of `autointerp (default)`) "
+        f"and `best_of: {k}` (measured alone on the same latents, through a counting client of "
+        f"its own: {k} candidates per latent, each judged by the pilot's detection scoring on "
+        f"held-out train examples). Explanations parsed with best-of-{k}: "
+        f"{kk['explanations']['ok']} of {kk['explanations']['ok'] + kk['explanations']['failed']}."
+        " Per latent:",
+        "",
+        "| explainer | prompt tokens | uncached prompt | generated | uncached + generated | "
+        "LLM calls |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    rows = [
+        ("best-of-1", e["best_of_1"]),
+        (f"best-of-{k}: candidates", kk["candidates"]),
+        (f"best-of-{k}: pilot (detection of the candidates)", kk["pilot"]),
+        (f"best-of-{k}: total", kk),
+    ]
+    for label, p in rows:
+        lines.append(
+            f"| {label} | {_f(p['prompt_tokens_per_latent'])} | "
+            f"{_f(p['uncached_prompt_tokens_per_latent'])} | "
+            f"{_f(p['generated_tokens_per_latent'])} | "
+            f"{_f(p['uncached_plus_generated_per_latent'])} | {_f(p['calls_per_latent'], 1)} |"
+        )
+    r = e["ratio_uncached_plus_generated"]
+    if r is not None:
+        lines += ["", f"Uncached + generated tokens, best-of-{k} / best-of-1: {r:.2f}x."]
+    return lines
+
+
+def _adaptive(data: dict) -> list[str]:
+    g = ADAPTIVE_GOAL
+    goal = (
+        f"goal: >= {g['tokens_ratio']:g}x fewer scorer tokens at Spearman >= {g['spearman']} "
+        f"over >= {g['n_latents']} latents"
+    )
+    lines = ["", "## Adaptive scoring", ""]
+    if data.get("adaptive_tokens_ratio") is None:
+        return lines + [
+            f"Not measured: no `{data.get('adaptive_source') or 'results/adaptive.json'}`; "
+            f"`python -m eval.adaptive` measures it ({goal})."
+        ]
+    met = {True: "met", False: "**not met**", None: "-"}[data["adaptive_goal_met"]]
+    ci = data["adaptive_spearman_ci95"]
+    ci_text = f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""
+    return lines + [
+        f"From `{data['adaptive_source']}` (`{data['adaptive_command']}`, "
+        f"{data['adaptive_date']}): {data['adaptive_setting']}; judge {data['adaptive_judge']}.",
+        "",
+        "| scorer tokens, full / adaptive | Spearman (adaptive vs full) | latents | goal |",
+        "|---:|---:|---:|---|",
+        f"| {data['adaptive_tokens_ratio']:.2f}x | {_f(data['adaptive_spearman'], 3)}{ci_text} | "
+        f"{data['adaptive_n_latents']} | {met} ({goal}) |",
+    ]
 
 
 def notes(data: dict) -> list[str]:
     res, cfg = data["results"], data["config"]
     phases = data["phases"]
+    mine = [n for n in AUTOINTERP if n in res]
     out = [
         "Uncached prompt tokens: the tokens of a prompt after the longest prefix it shares with "
         "any earlier prompt of the same system in this run (a token trie per system), which is "
@@ -755,10 +1019,19 @@ def notes(data: dict) -> list[str]:
         "string).",
         "autointerp (default) reads each answer from the logprobs of one token (`max_tokens` 1, "
         "through the backend's prefix-sharing path); its prompts start with the fixed "
-        "instructions, "
-        "then the explanation, so everything but the example is a shared prefix. autointerp "
-        "(5 per prompt) generates the list (`max_tokens` 19, stop at `]`, answer prefilled with "
-        "`[`). Both use `n_wrong: 0` so that fuzzing scores the same 100 examples as delphi's.",
+        "instructions, then the explanation, so everything but the example is a shared prefix. "
+        "autointerp (5 per prompt) generates the list (`max_tokens` 19, stop at `]`, answer "
+        "prefilled with `[`). All autointerp rows use `n_wrong: 0` so that fuzzing scores the "
+        "same 100 examples as delphi's.",
+        "autointerp (shared prefix): `layout: shared` for detection and fuzzing, 5 or 10 "
+        "examples per prompt (`max_tokens` 19 or 34). Both scorers have one system message and "
+        "show the same plain examples in the same order and prompts; detection's user message "
+        "ends with `Fires?`, fuzzing's with the list of each example's marked tokens and "
+        "`Marked?`. The score stage sends both scorers' prompts to the client in one call "
+        "(`CoalescingClient`), detection's first, so fuzzing's prompts repeat detection's up to "
+        "the question: the system's token trie counts that sharing, and fuzzing's uncached "
+        "tokens are its marks and question. Requests are split by stage by their system message, "
+        "and in the shared layout by the question that ends the user message.",
         f"delphi: `DefaultExplainer(threshold=0.3)` (activation values shown, no chain of "
         f"thought), `max_tokens` {cfg['delphi_explain_max_tokens']} for the explanation; "
         f"`DetectionScorer`/`FuzzingScorer(n_examples_shown=5, log_prob=False)` with `max_tokens` "
@@ -767,43 +1040,44 @@ def notes(data: dict) -> list[str]:
         "from autointerp's samples (same token windows, activations, quantiles; normalized "
         "activations as delphi's sampler computes them from the latent's maximum).",
         "Per scored latent: each stage's work is divided by the latents it handled (the "
-        "explainer: all latents; a scorer: the latents it scored), i.e. the cost of one "
+        "explainer: all latents; a scorer: the latents whose examples it judged, whether or "
+        "not their answers could be used), i.e. the cost of one "
         "explanation plus 100 + 100 scored examples; time and CPU time are divided by the latents "
         "both scorers scored (so autointerp also pays here for explaining latents it did not "
         "score). Latents scored (detection, fuzzing) of "
         f"{cfg['latents']}: "
         + "; ".join(
-            f"{k} {v['latents_scored']['detection']}, {v['latents_scored']['fuzzing']} "
+            f"{SHORT[k]} {v['latents_scored']['detection']}, {v['latents_scored']['fuzzing']} "
             f"(explanations parsed {v['explanations']['ok']})"
             for k, v in res.items()
         )
         + ". autointerp records a failed score, with the reason, for a latent whose explanation "
         "failed, and spends no scoring work on it; delphi scores its placeholder explanation "
-        "'Explanation could not be parsed.' like any other.",
+        "'Explanation could not be parsed.' like any other. A latent none of whose answers "
+        "could be used (a list of the wrong length in every prompt) gets a failed score too, "
+        "after its work was spent: it counts as scored here.",
         f"Wall time: each system's explain + score of {cfg['chunk']} latents at a time, in turns "
-        "(order reversed every chunk), in one process, sharing one model; the time the counting "
-        "wrapper spends tokenizing and counting is subtracted. Per-chunk delphi/autointerp time "
-        "ratios (same latents attempted): "
+        f"({', '.join(SHORT[k] for k in res)}; order reversed every chunk), in one process, "
+        "sharing one model; the time the counting wrapper spends tokenizing and counting is "
+        "subtracted. The best-of explainer runs after the turns, alone, and is not timed "
+        "against delphi. Per-chunk delphi/autointerp time ratios (same latents attempted): "
         + "; ".join(
-            f"{name}: "
+            f"{SHORT[name]}: "
             + ", ".join(f"{x:.2f}" for x in data["ratios"][name]["latents_per_hour_per_chunk"])
-            for name in ("autointerp", "autointerp_5_per_prompt")
+            for name in mine
         )
         + ".",
-        "Load of the machine (another developer's tests ran at the same time): 1-min load "
+        "Load of the machine (whatever else ran beside the benchmark): 1-min load "
         "average "
         + ", ".join(f"{p['load_before']:.1f}" for p in phases)
         + " at the start of each phase; CPU cores used by other processes during each phase: "
-        + ", ".join(
-            f"{p['system'][:5]}{'/5' if '5' in p['system'] else ''} {p['other_cpu_cores']:.2f}"
-            for p in phases
-        )
+        + ", ".join(f"{SHORT[p['system']]} {p['other_cpu_cores']:.2f}" for p in phases)
         + ". CPU seconds per latent (this process only) are less sensitive to that load than "
         "wall time.",
         "Requests that failed: "
-        + ", ".join(f"{k} {v['failed_requests']}" for k, v in res.items())
+        + ", ".join(f"{SHORT[k]} {v['failed_requests']}" for k, v in res.items())
         + "; prompts whose length the backend counted differently from the wrapper: "
-        + ", ".join(f"{k} {v['prompt_count_mismatches']}" for k, v in res.items())
+        + ", ".join(f"{SHORT[k]} {v['prompt_count_mismatches']}" for k, v in res.items())
         + ".",
         f"Latents: the first {cfg['latents']} of latents 0-{cfg['scan'] - 1} whose sample holds "
         "every example asked for (40 train, 50 test, 25 + 25 non-activating).",
@@ -812,15 +1086,36 @@ def notes(data: dict) -> list[str]:
     floor = smp.example_len * (
         smp.n_train + 2 * (smp.n_test + smp.n_random_negatives + smp.n_similar_negatives)
     )
+    shared_floor = smp.example_len * (
+        smp.n_train + smp.n_test + smp.n_random_negatives + smp.n_similar_negatives
+    )
     dl = res["delphi"]["uncached_plus_generated_per_latent"]
     out.append(
         f"A floor for uncached tokens at these example counts: the text of the examples "
         f"themselves, {smp.n_train} for the explainer + 2 x "
         f"{smp.n_test + smp.n_random_negatives + smp.n_similar_negatives} for the scorers, "
-        f"{smp.example_len} tokens each = {floor:,} tokens per latent, which no prompt layout "
-        f"avoids (each latent's examples are new text); that is {floor / dl:.2f}x delphi's "
-        "uncached prompt + generated tokens here."
+        f"{smp.example_len} tokens each = {floor:,} tokens per latent, which no layout that "
+        f"shows each scorer its examples apart avoids (each latent's examples are new text); "
+        f"that is {floor / dl:.2f}x delphi's uncached prompt + generated tokens here. The "
+        f"shared layout shows the scorers' examples once for both: its floor is "
+        f"{shared_floor:,} tokens ({shared_floor / dl:.2f}x delphi's)."
     )
+    e = data.get("explainer_best_of")
+    if e is not None:
+        kk = e[f"best_of_{e['best_of']}"]
+        tok = e["raw"]["explanation_tokens"]
+        counted = sum(e["raw"]["stages"][s]["prompt_tokens"] for s in BEST_OF_STAGES)
+        out.append(
+            f"Best-of-{e['best_of']}: `ExplainConfig(best_of={e['best_of']})` through "
+            "`make_explainer` (candidates from subsets of the train examples left after a pilot "
+            "of 10, at temperature 0; the pilot judged by detection with its default options, 1 "
+            "example per prompt on this backend), on the same latents after the timed turns, "
+            "with a token trie of its own; the pilot's prompts are told apart by their system "
+            f"message. {_f(kk['seconds_per_latent'], 1)} s per latent. The explanations record "
+            f"{tok['prompt_tokens']:,} prompt tokens (the counting client: {counted:,}); failed "
+            f"requests {kk['failed_requests']}, prompts counted differently from the backend "
+            f"{kk['prompt_count_mismatches']}."
+        )
     if data["delphi_stubbed_modules"]:
         out.append(
             "Modules delphi imports but does not call on this path, replaced by empty modules "
@@ -832,14 +1127,25 @@ def notes(data: dict) -> list[str]:
     return out
 
 
-def finish(data: dict, phases: list[Phase]) -> None:
-    """Figures per latent, ratios and notes from the raw totals of `data` (in place)."""
+def finish(data: dict, phases: list[Phase], adaptive: Path = ADAPTIVE_JSON) -> None:
+    """Figures per latent, ratios and notes from the raw totals of `data` (in place), and the
+    adaptive-scoring figures read afresh from `adaptive` (`eval.adaptive`'s JSON)."""
     res = data["results"] = {k: derive(k, v["raw"]) for k, v in data["results"].items()}
     data.update({k: res[k] for k in ("autointerp", "delphi")})
-    data["ratios"] = {
-        name: ratios(res, name, phases) for name in ("autointerp", "autointerp_5_per_prompt")
-    }
+    data["ratios"] = {name: ratios(res, name, phases) for name in AUTOINTERP if name in res}
+    old = data.get("explainer_best_of")
+    data["explainer_best_of"] = explainer_work(old and old["raw"], res)
+    data.update(read_adaptive(adaptive))
+    data["adaptive_source"] = _shown_path(adaptive)
     data["notes"] = notes(data)
+
+
+def _shown_path(path: Path) -> str:
+    """`path` relative to the repository when inside it, else its file name."""
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return path.name
 
 
 # --- main -----------------------------------------------------------------------------------------
@@ -854,12 +1160,20 @@ def main() -> None:
     ap.add_argument("--delphi-explain-max-tokens", type=int, default=64)
     ap.add_argument("--out", type=Path, default=REPO / "results")
     ap.add_argument(
-        "--from-json", action="store_true", help="only rewrite the report from OUT's JSON"
+        "--adaptive-json",
+        type=Path,
+        default=ADAPTIVE_JSON,
+        help="adaptive scoring's results (`python -m eval.adaptive`), read when present",
+    )
+    ap.add_argument(
+        "--from-json",
+        action="store_true",
+        help="only rewrite the report from OUT's JSON (and a fresh --adaptive-json)",
     )
     args = ap.parse_args()
     if args.from_json:
         data = json.loads((args.out / "bench_llm_work.json").read_text())
-        finish(data, [Phase(**p) for p in data["phases"]])
+        finish(data, [Phase(**p) for p in data["phases"]], args.adaptive_json)
         (args.out / "bench_llm_work.json").write_text(json.dumps(data, indent=2) + "\n")
         write_markdown(args.out / "bench_llm_work.md", data)
         print((args.out / "bench_llm_work.md").read_text())
@@ -887,24 +1201,25 @@ def main() -> None:
         records = {r.id.latent: r for r in read_records(sample_path)}
         inner = TransformersClient(batch_size=args.batch_size)
         warm_up(inner)
-        systems = {
-            "autointerp": AutointerpSystem(
-                "autointerp", inner, cache, sample_path, example_len, decode, None, work / "ai1"
-            ),
-            "autointerp_5_per_prompt": AutointerpSystem(
-                "autointerp_5_per_prompt",
+        systems: dict = {
+            name: AutointerpSystem(
+                name,
                 inner,
                 cache,
                 sample_path,
                 example_len,
                 decode,
-                5,
-                work / "ai5",
-            ),  # fmt: skip
-            "delphi": DelphiSystem(
-                d, inner, records, tokens, decode, example_len, args.delphi_explain_max_tokens
-            ),
+                ClassifierConfig(layout=layout, examples_per_prompt=k, n_wrong=0),
+                work / name,
+            )
+            for name, (layout, k) in AUTOINTERP.items()
         }
+        systems["delphi"] = DelphiSystem(
+            d, inner, records, tokens, decode, example_len, args.delphi_explain_max_tokens
+        )
+        best_of = BestOfSystem(
+            inner, cache, sample_path, example_len, decode, BEST_OF, work / "best_of"
+        )
         phases: list[Phase] = []
         chunks = [latents[i : i + args.chunk] for i in range(0, len(latents), args.chunk)]
         for k, chunk in enumerate(chunks):
@@ -932,8 +1247,12 @@ def main() -> None:
                     "chunk %d %s: %.1f s (%.1f s/latent), other processes %.2f cores",
                     k, name, seconds, seconds / len(chunk), phases[-1].other_cpu_cores,
                 )  # fmt: skip
+        log.info("best-of-%d explainer alone", BEST_OF)
+        best_of.run(latents)
+        log.info("best-of-%d: %.1f s", BEST_OF, best_of.seconds)
         for s in systems.values():
             s.collect()
+        best_of_raw = best_of.raw(len(latents))
 
     n = len(latents)
     results = {name: {"raw": summarize(name, s, phases, n)} for name, s in systems.items()}
@@ -974,11 +1293,12 @@ def main() -> None:
             "delphi_scorer_max_tokens": DELPHI_SCORER_MAX_TOKENS,
         },
         "results": results,
+        "explainer_best_of": {"raw": best_of_raw},
         "phases": [asdict(p) for p in phases],
         "delphi_stubbed_modules": d.stubbed,
         "versions": versions,
     }
-    finish(data, phases)
+    finish(data, phases, args.adaptive_json)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_llm_work.json").write_text(json.dumps(data, indent=2) + "\n")
     write_markdown(args.out / "bench_llm_work.md", data)
