@@ -139,3 +139,41 @@ def test_bench_llm_work_charges_a_latent_whose_answers_all_failed():
     q.add("detection", lost)
     q.add("detection", failed(LatentId(coder="c", latent=1), "detection", "explanation failed"))
     assert (q.scored["detection"], q.examples["detection"], q.answered["detection"]) == (1, 2, 0)
+
+
+def test_planted_compares_layouts_and_keeps_earlier_rows():
+    """eval.planted: the shared layout's AUROC true vs other is compared with the separate one's,
+    paired over latents; rows of an earlier results file made from the same samples are kept, and
+    those of another setup are not."""
+    from eval import planted as p
+
+    def row(true, other):
+        return {
+            "per_latent": {"true": true, "other": other, "random": [None] * len(true)},
+            "auroc_true_vs_other": p._auroc_over_latents(true, other),
+            "auroc_true_vs_other_ci95": p._bootstrap_ci(true, other),
+            "prompt_tokens": {"true": 100, "other": 100},
+            "seconds": {"true": 10.0, "other": 10.0},
+        }
+
+    same = row([0.9, 0.8, 0.7, 0.6], [0.5, 0.5, 0.5, 0.5])
+    worse = row([0.9, 0.4, 0.7, 0.45], [0.5, 0.5, 0.5, 0.5])
+    res = {
+        "scorers": {"fuzzing | judge": same, "fuzzing+shared | judge": worse},
+        "setup": {"sample": {"n_test": 20}, "n_tokens": 5, "definitions": [], "derangement": []},
+    }
+    res["layout"] = [cmp] = p.layout_comparison(res)
+    assert (cmp["scorer"], cmp["separate"], cmp["shared"]) == ("fuzzing", 1.0, 0.5)
+    d = cmp["shared_minus_separate"]
+    assert d["difference"] == -0.5 and d["n_latents"] == 4 and d["ci95"][0] < -0.2
+    assert any("| fuzzing | judge | 1.000" in line for line in p.layout_section(res))
+
+    earlier = {"date": "2026-01-01", "setup": dict(res["setup"]), "scorers": {"old | x": same}}
+    kept = p.keep_earlier_rows(res, earlier)
+    assert kept == ["old | x"] and res["scorers"]["old | x"]["from"] == "2026-01-01"
+    other_setup = {
+        **earlier,
+        "setup": {**earlier["setup"], "n_tokens": 6},
+        "scorers": {"b | y": same},
+    }
+    assert p.keep_earlier_rows(res, other_setup) == [] and "b | y" not in res["scorers"]
