@@ -625,7 +625,9 @@ def layout_section(res: dict) -> list[str]:
         "plain examples, the question after them, fuzzing's marked tokens listed after the text) "
         "against each scorer's own prompts, same latents, samples and judge. Difference: shared "
         "minus separate AUROC true vs other, with a 95% paired bootstrap interval over latents. "
-        "Seconds: the shared layout's detection and fuzzing ran together (one time for both).",
+        "Seconds: the shared layout's detection and fuzzing ran together (one time for both); each "
+        "run's time is what the machine's load at the time allowed, so the seconds are no speed "
+        "comparison (the token counts are).",
         "",
         "| scorer | judge | separate | shared | shared - separate [95%] | prompt tokens "
         "(true+other) separate / shared | seconds (true+other) separate / shared |",
@@ -1272,9 +1274,9 @@ def main(argv: list[str] | None = None) -> dict:
     return res
 
 
-if __name__ == "__main__":
-    main()
-
-
 def write_results(res: dict, folder: Path) -> None:
     common.write_results(res, folder, "planted", render_markdown)
+
+
+if __name__ == "__main__":
+    main()
